@@ -1,0 +1,208 @@
+"""
+L{GossipConfig}: every knob of the membership layer, with memberlist's
+DefaultLANConfig, DefaultWANConfig and DefaultLocalConfig as presets.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Any
+
+import attrs
+
+from cluster.gossip.keyring import Keyring
+
+__all__ = [
+    "META_MAX_SIZE",
+    "PROTOCOL_VERSION_MAX",
+    "PROTOCOL_VERSION_MIN",
+    "GossipConfig",
+]
+
+PROTOCOL_VERSION_MIN = 1
+PROTOCOL_VERSION_MAX = 5
+META_MAX_SIZE = 512
+
+
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
+
+
+def _not_negative(
+    instance: object, attribute: attrs.Attribute[Any], value: Any
+) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must not be negative, got {value!r}")
+
+
+def _port(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not 0 <= value <= 65535:
+        raise ValueError(f"{attribute.name} must be 0..65535, got {value!r}")
+
+
+def _ip_literal(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(
+            f"{attribute.name} must be an IP address, got {value!r}"
+        ) from None
+
+
+def _byte(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not 0 <= value <= 255:
+        raise ValueError(f"{attribute.name} must be 0..255, got {value!r}")
+
+
+def _label(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if len(value.encode("utf-8")) > 255:
+        raise ValueError("label must be at most 255 bytes")
+
+
+def _name(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not value:
+        raise ValueError("name must not be empty")
+
+
+@attrs.frozen
+class GossipConfig:
+    """
+    Configuration of one L{cluster.gossip.Memberlist}.
+
+    Field defaults are memberlist's C{DefaultLANConfig}; use L{lan}, L{wan}
+    or L{local} for the presets, each taking overrides as keywords.  Times
+    are in seconds.  Invalid values raise C{ValueError} naming the field,
+    before any socket is opened.
+
+    Lifeguard can be switched off for comparison: C{awareness_max_multiplier=1}
+    disables local health scaling (and with it the use of nacks), and
+    C{suspicion_max_timeout_mult=1} makes suspicion timeouts static.
+    """
+
+    name: str = attrs.field(factory=socket.gethostname, validator=_name)
+    bind_address: str = attrs.field(default="0.0.0.0", validator=_ip_literal)
+    bind_port: int = attrs.field(default=7946, validator=_port)
+    advertise_address: str | None = attrs.field(default=None, validator=_ip_literal)
+    advertise_port: int | None = attrs.field(default=None, validator=_port)
+
+    protocol_version: int = attrs.field(default=2)
+    delegate_protocol_min: int = attrs.field(default=0, validator=_byte)
+    delegate_protocol_max: int = attrs.field(default=0, validator=_byte)
+    delegate_protocol_version: int = attrs.field(default=0, validator=_byte)
+
+    tcp_timeout: float = attrs.field(default=10.0, validator=_positive)
+    indirect_checks: int = attrs.field(default=3, validator=_not_negative)
+    retransmit_mult: int = attrs.field(default=4, validator=_positive)
+    suspicion_mult: int = attrs.field(default=4, validator=_positive)
+    suspicion_max_timeout_mult: int = attrs.field(default=6, validator=_positive)
+    push_pull_interval: float = attrs.field(default=30.0, validator=_not_negative)
+    probe_interval: float = attrs.field(default=1.0, validator=_positive)
+    probe_timeout: float = attrs.field(default=0.5, validator=_positive)
+    disable_tcp_pings: bool = False
+    awareness_max_multiplier: int = attrs.field(default=8, validator=_positive)
+    gossip_nodes: int = attrs.field(default=3, validator=_not_negative)
+    gossip_interval: float = attrs.field(default=0.2, validator=_not_negative)
+    gossip_to_the_dead_time: float = attrs.field(default=30.0, validator=_not_negative)
+    dead_node_reclaim_time: float = attrs.field(default=0.0, validator=_not_negative)
+    enable_compression: bool = True
+    udp_buffer_size: int = attrs.field(default=1400, validator=_positive)
+
+    label: str = attrs.field(default="", validator=_label)
+    keyring: Keyring | None = attrs.field(default=None, eq=False)
+    gossip_verify_incoming: bool = True
+    gossip_verify_outgoing: bool = True
+
+    delegate: Any = attrs.field(default=None, eq=False)
+    events: Any = attrs.field(default=None, eq=False)
+    conflict: Any = attrs.field(default=None, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        if not PROTOCOL_VERSION_MIN <= self.protocol_version <= PROTOCOL_VERSION_MAX:
+            raise ValueError(
+                f"protocol_version must be {PROTOCOL_VERSION_MIN}.."
+                f"{PROTOCOL_VERSION_MAX}, got {self.protocol_version!r}"
+            )
+        if self.probe_timeout > self.probe_interval:
+            raise ValueError("probe_timeout must not exceed probe_interval")
+        if self.delegate_protocol_min > self.delegate_protocol_max:
+            raise ValueError(
+                "delegate_protocol_min must not exceed delegate_protocol_max"
+            )
+        if self.delegate_protocol_max and not (
+            self.delegate_protocol_min
+            <= self.delegate_protocol_version
+            <= self.delegate_protocol_max
+        ):
+            raise ValueError(
+                "delegate_protocol_version must lie within "
+                "delegate_protocol_min..delegate_protocol_max"
+            )
+        if self.udp_buffer_size < 576:
+            raise ValueError("udp_buffer_size must be at least 576")
+
+    @classmethod
+    def lan(cls, **overrides: Any) -> GossipConfig:
+        """
+        memberlist's C{DefaultLANConfig}: 1 s probes, 500 ms timeout.
+        """
+        return cls(**overrides)
+
+    @classmethod
+    def wan(cls, **overrides: Any) -> GossipConfig:
+        """
+        memberlist's C{DefaultWANConfig}: 5 s probes, 3 s timeout.
+        """
+        settings: dict[str, Any] = {
+            "tcp_timeout": 30.0,
+            "suspicion_mult": 6,
+            "push_pull_interval": 60.0,
+            "probe_timeout": 3.0,
+            "probe_interval": 5.0,
+            "gossip_nodes": 4,
+            "gossip_interval": 0.5,
+            "gossip_to_the_dead_time": 60.0,
+        }
+        return cls(**{**settings, **overrides})
+
+    @classmethod
+    def local(cls, **overrides: Any) -> GossipConfig:
+        """
+        memberlist's C{DefaultLocalConfig}: for nodes on one host.
+        """
+        settings: dict[str, Any] = {
+            "tcp_timeout": 1.0,
+            "indirect_checks": 1,
+            "retransmit_mult": 2,
+            "suspicion_mult": 3,
+            "push_pull_interval": 15.0,
+            "probe_timeout": 0.2,
+            "probe_interval": 1.0,
+            "gossip_interval": 0.1,
+            "gossip_to_the_dead_time": 15.0,
+        }
+        return cls(**{**settings, **overrides})
+
+    def vsn(self) -> bytes:
+        """
+        The 6 version bytes we advertise: C{[PMin, PMax, PCur, DMin, DMax, DCur]}.
+        """
+        return bytes(
+            [
+                PROTOCOL_VERSION_MIN,
+                PROTOCOL_VERSION_MAX,
+                self.protocol_version,
+                self.delegate_protocol_min,
+                self.delegate_protocol_max,
+                self.delegate_protocol_version,
+            ]
+        )
+
+    def encryption_enabled(self) -> bool:
+        """
+        Whether a keyring with at least one key is configured.
+        """
+        return self.keyring is not None

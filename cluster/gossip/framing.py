@@ -1,0 +1,414 @@
+"""
+The wrappers around memberlist messages: compound, CRC, label, LZW
+compression and AES-GCM encryption, in the order memberlist applies them
+(C{shared/WIRE.md} section 4.5).
+
+L{PacketCodec} seals and opens UDP packets; L{StreamCodec} frames, seals and
+opens the one-message-each-way TCP exchanges.  Both raise L{FrameError}
+(a L{WireError}) whose C{reason} names the counter a dropped input goes to.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterator
+
+import attrs
+import msgpack
+
+from cluster.gossip import lzw
+from cluster.gossip.keyring import DecryptError, Keyring, encryption_overhead
+from cluster.gossip.wire import (
+    Message,
+    MessageType,
+    WireError,
+    decode_stream_message,
+    encode_stream_message,
+    stream_message_length,
+)
+
+__all__ = [
+    "FrameError",
+    "PacketCodec",
+    "StreamCodec",
+    "add_crc",
+    "add_label",
+    "compress_message",
+    "decompress_message",
+    "make_compound",
+    "split_compound",
+    "strip_crc",
+    "strip_label",
+]
+
+COMPOUND_HEADER_OVERHEAD = 2
+COMPOUND_PART_OVERHEAD = 2
+USER_MESSAGE_OVERHEAD = 1
+MAX_COMPOUND_PARTS = 255
+MAX_ENCRYPTED_STREAM = 20 * 1024 * 1024
+MAX_DECOMPRESSED = 40 * 1024 * 1024
+# Compound and compress may nest; senders never do, so a shallow limit is
+# plenty and stops a crafted packet from recursing without end.
+MAX_NESTING = 4
+
+_packer = msgpack.Packer(use_bin_type=False)
+
+
+class FrameError(WireError):
+    """
+    A packet or stream that cannot be unwrapped.  C{reason} is a short
+    word (C{"label"}, C{"decrypt"}, C{"crc"}, C{"compound"}, C{"compress"},
+    C{"decode"}, C{"size"}) used to count drops.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# --- compound (type 7) ---
+
+
+def make_compound(parts: list[bytes]) -> bytes:
+    """
+    Pack several messages into one compound message.
+
+    Empty parts are refused: a memberlist 0.2 peer indexes the first byte
+    of each part without checking and crashes on them.
+    """
+    if not 0 < len(parts) <= MAX_COMPOUND_PARTS:
+        raise ValueError(f"a compound holds 1..255 parts, not {len(parts)}")
+    if not all(parts):
+        raise ValueError("a compound part must not be empty")
+    header = struct.pack(
+        f">BB{len(parts)}H", MessageType.COMPOUND, len(parts), *map(len, parts)
+    )
+    return header + b"".join(parts)
+
+
+def split_compound(body: bytes) -> tuple[list[bytes], int]:
+    """
+    Split the body of a compound (the bytes after the type byte).
+
+    @return: the complete parts, and how many parts were truncated.
+    @raise FrameError: when even the length table is incomplete.
+    """
+    if not body:
+        raise FrameError("compound", "compound missing part count")
+    count = body[0]
+    table_end = 1 + 2 * count
+    if len(body) < table_end:
+        raise FrameError("compound", "compound length table truncated")
+    lengths = struct.unpack_from(f">{count}H", body, 1)
+    parts: list[bytes] = []
+    offset = table_end
+    for index, length in enumerate(lengths):
+        if offset + length > len(body):
+            return parts, count - index
+        parts.append(body[offset : offset + length])
+        offset += length
+    return parts, 0
+
+
+# --- CRC (type 12) ---
+
+
+def add_crc(message: bytes) -> bytes:
+    """
+    Prefix C{message} with a CRC-32/IEEE header.
+    """
+    if not message:
+        raise ValueError("refusing a CRC header over an empty message")
+    return struct.pack(">BI", MessageType.HAS_CRC, zlib.crc32(message)) + message
+
+
+def strip_crc(packet: bytes) -> bytes:
+    """
+    Check and remove a CRC header if the packet has one.
+    """
+    if len(packet) >= 5 and packet[0] == MessageType.HAS_CRC:
+        (expected,) = struct.unpack_from(">I", packet, 1)
+        rest = packet[5:]
+        if zlib.crc32(rest) != expected:
+            raise FrameError("crc", "CRC mismatch")
+        return rest
+    return packet
+
+
+# --- label (type 244) ---
+
+
+def add_label(label: bytes, data: bytes) -> bytes:
+    """
+    Prefix C{data} with a label header; no label means no header.
+    """
+    if not label:
+        return data
+    return bytes([MessageType.HAS_LABEL, len(label)]) + label + data
+
+
+def strip_label(data: bytes) -> tuple[bytes, bytes]:
+    """
+    Split a label header off C{data}, if present.
+
+    @return: C{(label, rest)}, with an empty label when there is no header.
+    """
+    if not data or data[0] != MessageType.HAS_LABEL:
+        return b"", data
+    if len(data) < 2 or data[1] == 0:
+        raise FrameError("label", "label header with no length")
+    end = 2 + data[1]
+    if len(data) < end:
+        raise FrameError("label", "label header truncated")
+    return data[2:end], data[end:]
+
+
+# --- compression (type 9) ---
+
+
+def compress_message(message: bytes) -> bytes:
+    """
+    Wrap C{message} as a compress message: C{09 {Algo: 0, Buf: lzw}}.
+    """
+    if not message:
+        raise ValueError("refusing to compress an empty message")
+    return bytes([MessageType.COMPRESS]) + bytes(
+        _packer.pack({"Algo": 0, "Buf": lzw.compress(message)})
+    )
+
+
+def _decompress_object(body: object) -> bytes:
+    if not isinstance(body, dict):
+        raise FrameError("compress", "compress body must be a map")
+    algo = body.get(b"Algo", 0)
+    if algo != 0:
+        raise FrameError("compress", "Cannot decompress unknown algorithm")
+    buf = body.get(b"Buf")
+    if not isinstance(buf, bytes):
+        raise FrameError("compress", "compress buffer missing")
+    try:
+        result = lzw.decompress(buf, MAX_DECOMPRESSED)
+    except lzw.LZWError as e:
+        raise FrameError("compress", f"bad LZW data: {e}") from None
+    if not result:
+        raise FrameError("compress", "compressed message is empty")
+    return result
+
+
+def decompress_message(body: bytes) -> bytes:
+    """
+    Undo L{compress_message}, given the bytes after the type byte.
+    """
+    try:
+        value = msgpack.unpackb(body, raw=True, strict_map_key=False)
+    except msgpack.ExtraData as extra:
+        value = extra.unpacked
+    except Exception as e:
+        raise FrameError("compress", f"bad compress body: {e}") from None
+    return _decompress_object(value)
+
+
+# --- packets ---
+
+
+@attrs.define(eq=False)
+class PacketCodec:
+    """
+    Seal and open UDP packets for one node.
+
+    @ivar label: our cluster label; packets with another (or none) are dropped.
+    @ivar keyring: keys for AES-GCM, or C{None} for a plaintext cluster.
+    @ivar encryption_version: 1, or 0 when our own protocol version is 1.
+    """
+
+    label: bytes = b""
+    keyring: Keyring | None = None
+    verify_incoming: bool = True
+    verify_outgoing: bool = True
+    compression: bool = True
+    encryption_version: int = 1
+
+    def overhead(self) -> int:
+        """
+        Bytes our wrapping adds that piggybacking must leave room for.
+        """
+        extra = 2 + len(self.label) if self.label else 0
+        if self.keyring is not None and self.verify_outgoing:
+            extra += encryption_overhead(self.encryption_version)
+        return extra
+
+    def seal(self, message: bytes, crc: bool) -> bytes:
+        """
+        Wrap one message (or compound) for C{sendto}.
+        """
+        if self.compression:
+            compressed = compress_message(message)
+            if len(compressed) < len(message):
+                message = compressed
+        if crc:
+            message = add_crc(message)
+        if self.keyring is not None and self.verify_outgoing:
+            message = self.keyring.encrypt(
+                message, aad=self.label, version=self.encryption_version
+            )
+        return add_label(self.label, message)
+
+    def open(self, packet: bytes) -> bytes:
+        """
+        Check the label, decrypt and check the CRC of a received packet.
+
+        @return: the message inside, which may be a compound or compressed.
+        """
+        label, packet = strip_label(packet)
+        if label != self.label:
+            raise FrameError("label", f"unacceptable label {label!r}")
+        if self.keyring is not None:
+            try:
+                packet = self.keyring.decrypt(packet, aad=self.label)
+            except DecryptError as e:
+                if self.verify_incoming:
+                    raise FrameError("decrypt", f"decrypt packet failed: {e}") from None
+        return strip_crc(packet)
+
+    def messages(self, message: bytes, depth: int = 0) -> Iterator[bytes]:
+        """
+        Yield every leaf message inside C{message}, recursing through
+        compounds and compression.  Truncated compound parts are skipped;
+        earlier parts still come out.
+        """
+        if not message:
+            raise FrameError("decode", "missing message type byte")
+        if depth > MAX_NESTING:
+            raise FrameError("decode", "messages nested too deeply")
+        kind = message[0]
+        if kind == MessageType.COMPOUND:
+            parts, truncated = split_compound(message[1:])
+            for part in parts:
+                yield from self.messages(part, depth + 1)
+            if truncated:
+                raise FrameError("compound", f"{truncated} compound parts truncated")
+        elif kind == MessageType.COMPRESS:
+            yield from self.messages(decompress_message(message[1:]), depth + 1)
+        else:
+            yield message
+
+
+# --- streams ---
+
+
+@attrs.define(eq=False)
+class StreamCodec:
+    """
+    Frame, seal and open the messages of a TCP exchange.
+
+    The dialling side writes our label header first; the accepting side
+    expects it and answers without one.  Encrypted frames authenticate the
+    5 header bytes plus the label.
+    """
+
+    label: bytes = b""
+    keyring: Keyring | None = None
+    verify_incoming: bool = True
+    verify_outgoing: bool = True
+    compression: bool = True
+    encryption_version: int = 1
+
+    def encode(self, message: Message, dialler: bool) -> bytes:
+        """
+        Encode C{message} as the complete bytes one side writes.
+        """
+        data = encode_stream_message(message)
+        if self.compression:
+            data = compress_message(data)
+        if self.keyring is not None and self.verify_outgoing:
+            length = len(data) + encryption_overhead(self.encryption_version)
+            if self.encryption_version == 0:
+                # PKCS7 pads to the next multiple of 16, always adding 1..16.
+                length = encryption_overhead(1) + (len(data) // 16 + 1) * 16
+            header = struct.pack(">BI", MessageType.ENCRYPT, length)
+            sealed = self.keyring.encrypt(
+                data, aad=header + self.label, version=self.encryption_version
+            )
+            data = header + sealed
+        if dialler:
+            data = add_label(self.label, data)
+        return data
+
+    def frame_length(self, data: bytes, accepted: bool) -> int | None:
+        """
+        How many bytes of C{data} make one complete frame, or C{None} while
+        more are needed.
+
+        @param accepted: C{True} on the accepting side, where a label
+            header comes first.
+        @raise FrameError: when the bytes cannot be a valid frame.
+        """
+        offset = 0
+        if accepted and data and data[0] == MessageType.HAS_LABEL:
+            if len(data) < 2:
+                return None
+            offset = 2 + data[1]
+        if len(data) <= offset:
+            return None
+        kind = data[offset]
+        if kind == MessageType.ENCRYPT:
+            if len(data) < offset + 5:
+                return None
+            (length,) = struct.unpack_from(">I", data, offset + 1)
+            if length > MAX_ENCRYPTED_STREAM:
+                raise FrameError("size", f"encrypted stream of {length} bytes")
+            end = offset + 5 + length
+            return end if end <= len(data) else None
+        if kind == MessageType.COMPRESS:
+            unpacker = msgpack.Unpacker(raw=True, strict_map_key=False)
+            unpacker.feed(data[offset + 1 :])
+            try:
+                unpacker.skip()
+            except msgpack.OutOfData:
+                return None
+            except Exception as e:
+                raise FrameError("compress", f"bad compress body: {e}") from None
+            return offset + 1 + int(unpacker.tell())
+        try:
+            length = stream_message_length(data, offset)
+        except FrameError:
+            raise
+        except WireError as e:
+            raise FrameError("decode", str(e)) from None
+        return None if length is None else offset + length
+
+    def decode(self, frame: bytes, accepted: bool) -> Message:
+        """
+        Open one complete frame (as measured by L{frame_length}).
+        """
+        if accepted:
+            label, frame = strip_label(frame)
+            if label != self.label:
+                raise FrameError("label", f"unacceptable label {label!r}")
+        if not frame:
+            raise FrameError("decode", "empty stream")
+        if frame[0] == MessageType.ENCRYPT:
+            if self.keyring is None:
+                raise FrameError(
+                    "decrypt",
+                    "Remote state is encrypted and encryption is not configured",
+                )
+            try:
+                frame = self.keyring.decrypt(frame[5:], aad=frame[:5] + self.label)
+            except DecryptError:
+                raise FrameError(
+                    "decrypt", "No installed keys could decrypt the message"
+                ) from None
+        elif self.keyring is not None and self.verify_incoming:
+            raise FrameError(
+                "decrypt", "Encryption is configured but remote state is not encrypted"
+            )
+        if frame and frame[0] == MessageType.COMPRESS:
+            frame = decompress_message(frame[1:])
+        try:
+            return decode_stream_message(frame)
+        except FrameError:
+            raise
+        except WireError as e:
+            raise FrameError("decode", str(e)) from None

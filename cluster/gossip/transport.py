@@ -1,0 +1,332 @@
+"""
+L{NetTransport}: memberlist's stock transport on real sockets, one
+unconnected UDP port for every peer plus a TCP listener on the same port
+number.
+
+Each TCP connection carries one request and at most one reply; both sides
+measure messages by their own lengths, never by waiting for EOF, and the
+whole exchange runs under a timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, cast
+
+import attrs
+from twisted.internet import protocol
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, ITCPTransport
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from cluster.gossip.interfaces import IPacketHandler, ITransport
+
+__all__ = ["NetTransport", "StreamTimeout"]
+
+UDP_READ_BUFFER = 65536
+MAX_STREAM_BYTES = 64 * 1024 * 1024
+_BIND_ATTEMPTS = 10
+
+
+def _abort(transport: object) -> None:
+    cast(ITCPTransport, transport).abortConnection()
+
+
+class StreamTimeout(Exception):
+    """
+    A stream exchange did not complete in time.
+    """
+
+
+class _Datagrams(protocol.DatagramProtocol):
+    def __init__(self, owner: NetTransport) -> None:
+        self.owner = owner
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        handler = self.owner.handler
+        if handler is not None:
+            handler.packet_received(data, (addr[0], addr[1]))
+
+
+class _FramedStream(protocol.Protocol):
+    """
+    Buffer bytes until one complete message is there, measured by a
+    length function; enforce a deadline.
+    """
+
+    measure: Callable[[bytes], int | None]
+    timeout: float
+    _buffer: bytes = b""
+    _timer: IDelayedCall | None = None
+    _done: bool = False
+
+    def start_timer(self, clock: Any) -> None:
+        self._timer = clock.callLater(self.timeout, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self.failed(Failure(StreamTimeout("stream timed out")))
+        if self.transport is not None:
+            _abort(self.transport)
+
+    def stop_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._done:
+            return
+        self._buffer += data
+        try:
+            length = self.measure(self._buffer)
+            if length is None and len(self._buffer) > MAX_STREAM_BYTES:
+                raise ValueError("stream message too large")
+        except ValueError as e:
+            self._done = True
+            self.stop_timer()
+            self.failed(Failure(e))
+            if self.transport is not None:
+                _abort(self.transport)
+            return
+        if length is not None:
+            self._done = True
+            self.message_complete(self._buffer[:length])
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self.stop_timer()
+        if not self._done:
+            self._done = True
+            self.closed_early(reason)
+
+    def failed(self, reason: Failure) -> None:
+        raise NotImplementedError
+
+    def message_complete(self, message: bytes) -> None:
+        raise NotImplementedError
+
+    def closed_early(self, reason: Failure) -> None:
+        raise NotImplementedError
+
+
+class _ServerStream(_FramedStream):
+    def __init__(self, owner: NetTransport) -> None:
+        self.owner = owner
+        self.timeout = owner.stream_timeout
+
+    def connectionMade(self) -> None:
+        handler = self.owner.handler
+        if handler is None:
+            assert self.transport is not None
+            _abort(self.transport)
+            return
+        self.owner._servers.add(self)
+        self.start_timer(self.owner.reactor)
+        self.measure = handler.stream_frame_length
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self.owner._servers.discard(self)
+        super().connectionLost(reason)
+
+    def failed(self, reason: Failure) -> None:
+        self.owner.stats_failed += 1
+
+    def closed_early(self, reason: Failure) -> None:
+        pass
+
+    def message_complete(self, message: bytes) -> None:
+        handler = self.owner.handler
+        if handler is None:
+            return
+        peer = self.transport.getPeer() if self.transport is not None else None
+        source = (getattr(peer, "host", ""), getattr(peer, "port", 0))
+        d = handler.stream_received(message, source)
+
+        def reply(data: bytes | None) -> None:
+            self.stop_timer()
+            if self.transport is None:
+                return
+            if data:
+                self.transport.write(data)
+            self.transport.loseConnection()
+
+        def oops(failure: Failure) -> None:
+            self.owner.log.failure("stream handler failed", failure)
+            self.stop_timer()
+            if self.transport is not None:
+                _abort(self.transport)
+
+        d.addCallbacks(reply, oops)
+
+
+class _ServerFactory(protocol.ServerFactory):
+    def __init__(self, owner: NetTransport) -> None:
+        self.owner = owner
+
+    def buildProtocol(self, addr: Any) -> _ServerStream:
+        return _ServerStream(self.owner)
+
+
+class _ClientStream(_FramedStream):
+    def __init__(
+        self,
+        request: bytes,
+        measure: Callable[[bytes], int | None],
+        timeout: float,
+        result: Deferred[bytes | None],
+    ) -> None:
+        self.request = request
+        self.measure = measure
+        self.timeout = timeout
+        self.result = result
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self.request)
+
+    def failed(self, reason: Failure) -> None:
+        if not self.result.called:
+            self.result.errback(reason)
+
+    def closed_early(self, reason: Failure) -> None:
+        if not self.result.called:
+            # A peer that closes without a reply (after a user message,
+            # or after refusing our request) gives None, not an error.
+            self.result.callback(None)
+
+    def message_complete(self, message: bytes) -> None:
+        self.stop_timer()
+        if not self.result.called:
+            self.result.callback(message)
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+
+class _ClientFactory(protocol.ClientFactory):
+    def __init__(self, stream: _ClientStream, reactor: Any) -> None:
+        self.stream = stream
+        self.reactor = reactor
+
+    def buildProtocol(self, addr: Any) -> _ClientStream:
+        return self.stream
+
+    def startedConnecting(self, connector: Any) -> None:
+        self.stream.start_timer(self.reactor)
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        self.stream.stop_timer()
+        self.stream.failed(reason)
+
+
+@implementer(ITransport)
+@attrs.define(eq=False)
+class NetTransport:
+    """
+    UDP and TCP on one port number of C{bind_address}.
+
+    @ivar bind_port: 0 picks a free port (the same number for both).
+    @ivar stream_timeout: how long an accepted stream may take to deliver
+        its request (memberlist's TCPTimeout).
+    """
+
+    reactor: Any
+    bind_address: str = "0.0.0.0"
+    bind_port: int = 0
+    stream_timeout: float = 10.0
+    handler: IPacketHandler | None = attrs.field(default=None, init=False)
+    stats_failed: int = attrs.field(default=0, init=False)
+    _udp: IListeningPort | None = attrs.field(default=None, init=False)
+    _tcp: IListeningPort | None = attrs.field(default=None, init=False)
+    _clients: set[_ClientStream] = attrs.field(factory=set, init=False)
+    _servers: set[_ServerStream] = attrs.field(factory=set, init=False)
+    log = Logger()
+
+    @property
+    def host(self) -> str:
+        return self.bind_address
+
+    @property
+    def port(self) -> int:
+        if self._udp is None:
+            return self.bind_port
+        return int(getattr(self._udp.getHost(), "port", 0))
+
+    def start(self, handler: IPacketHandler) -> Deferred[None]:
+        self.handler = handler
+        last_error: Exception | None = None
+        for _ in range(_BIND_ATTEMPTS if self.bind_port == 0 else 1):
+            tcp = self.reactor.listenTCP(
+                self.bind_port, _ServerFactory(self), interface=self.bind_address
+            )
+            port = tcp.getHost().port
+            try:
+                udp = self.reactor.listenUDP(
+                    port,
+                    _Datagrams(self),
+                    interface=self.bind_address,
+                    maxPacketSize=UDP_READ_BUFFER,
+                )
+            except CannotListenError as e:
+                # The TCP port was free but its UDP twin is taken: try again.
+                last_error = e
+                tcp.stopListening()
+                continue
+            self._tcp, self._udp = tcp, udp
+            return succeed(None)
+        assert last_error is not None
+        raise last_error
+
+    def send_packet(self, data: bytes, address: tuple[str, int]) -> None:
+        if self._udp is None:
+            return
+        try:
+            self._udp.write(data, address)  # type: ignore[attr-defined]
+        except Exception as e:
+            self.stats_failed += 1
+            self.log.debug("send to {address} failed: {e}", address=address, e=e)
+
+    def exchange(
+        self,
+        address: tuple[str, int],
+        request: bytes,
+        reply_length: Callable[[bytes], int | None],
+        timeout: float,
+    ) -> Deferred[bytes | None]:
+        result: Deferred[bytes | None] = Deferred()
+        stream = _ClientStream(request, reply_length, timeout, result)
+        self._clients.add(stream)
+        self.reactor.connectTCP(
+            address[0],
+            address[1],
+            _ClientFactory(stream, self.reactor),
+            timeout=timeout,
+        )
+
+        def forget(value: object) -> object:
+            self._clients.discard(stream)
+            return value
+
+        return result.addBoth(forget)
+
+    def stop(self) -> Deferred[None]:
+        streams: list[_FramedStream] = [*self._clients, *self._servers]
+        for stream in streams:
+            stream.stop_timer()
+            if stream.transport is not None:
+                _abort(stream.transport)
+        ports = [p for p in (self._udp, self._tcp) if p is not None]
+        self._udp = self._tcp = None
+        self.handler = None
+        waits = [Deferred.fromCoroutine(_stop(p)) for p in ports]
+        from twisted.internet.defer import gatherResults
+
+        return gatherResults(waits).addCallback(lambda _: None)
+
+
+async def _stop(port: IListeningPort) -> None:
+    result = port.stopListening()
+    if isinstance(result, Deferred):
+        await result

@@ -1,0 +1,413 @@
+"""
+Deterministic simulation of many cluster nodes in one process.
+
+Like C{treq.testing}, this is public API: use it to test code that embeds
+the cluster without sockets or real time.  A L{SimulatedNetwork} carries
+the real encoded packets and streams of any number of
+L{cluster.gossip.Memberlist} instances on one L{SimulatedClock}, with
+per-link latency and loss, one-way and two-way partitions, crashed hosts
+and "starved" hosts whose input is handled late.  Every random choice,
+the network's and each node's, comes from the network's seed, so a failing
+seed reproduces exactly::
+
+    network = SimulatedNetwork(seed=7)
+    nodes = [network.memberlist(f"node-{i}") for i in range(5)]
+    for node in nodes:
+        node.start()
+    for node in nodes[1:]:
+        node.join([nodes[0].local_member().full_address()])
+    network.run(10)
+    assert all(n.num_members() == 5 for n in nodes)
+
+Simulated hosts use addresses in 127.0.0.0/8: nothing here ever touches
+a socket, and if an address leaked it would stay on loopback.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+from twisted.internet.base import DelayedCall
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import Clock
+from zope.interface import implementer
+
+from cluster.gossip.config import GossipConfig
+from cluster.gossip.interfaces import IPacketHandler, ITransport
+from cluster.gossip.memberlist import Memberlist
+from cluster.gossip.transport import StreamTimeout
+
+__all__ = ["SimulatedClock", "SimulatedNetwork", "SimulatedTransport"]
+
+Address = tuple[str, int]
+DEFAULT_PORT = 7946
+
+
+class SimulatedClock(Clock):
+    """
+    A L{Clock} for many timers: a heap instead of a sorted list, and calls
+    run at their own scheduled time while L{advance} walks forward, so a
+    single C{advance(30)} is as exact as thirty thousand small steps.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._heap: list[tuple[float, int, DelayedCall]] = []
+        self._serial = itertools.count()
+
+    def callLater(
+        self, delay: float, callable: Callable[..., object], *args: object, **kw: object
+    ) -> IDelayedCall:
+        call = DelayedCall(
+            self.seconds() + delay,
+            callable,
+            args,
+            kw,
+            lambda c: None,  # cancelled entries are skipped when popped
+            self._push,
+            self.seconds,
+        )
+        self._push(call)
+        return call
+
+    def _push(self, call: DelayedCall) -> None:
+        heapq.heappush(self._heap, (call.getTime(), next(self._serial), call))
+
+    def getDelayedCalls(self) -> list[IDelayedCall]:
+        seen: dict[int, IDelayedCall] = {}
+        for when, _, call in self._heap:
+            if call.active() and call.getTime() == when:
+                seen[id(call)] = call
+        return list(seen.values())
+
+    def advance(self, amount: float) -> None:
+        target = self.rightNow + amount
+        heap = self._heap
+        while heap and heap[0][0] <= target:
+            when, _, call = heapq.heappop(heap)
+            if call.cancelled or call.called or call.getTime() != when:
+                continue
+            self.rightNow = max(self.rightNow, when)
+            call.called = 1
+            call.func(*call.args, **call.kw)
+        self.rightNow = target
+
+
+@implementer(ITransport)
+@attrs.define(eq=False)
+class SimulatedTransport:
+    """
+    One host's endpoint on a L{SimulatedNetwork}.
+    """
+
+    network: SimulatedNetwork
+    host: str
+    port: int = DEFAULT_PORT
+    handler: IPacketHandler | None = None
+
+    def start(self, handler: IPacketHandler) -> Deferred[None]:
+        self.handler = handler
+        self.network._attach(self)
+        return succeed(None)
+
+    def send_packet(self, data: bytes, address: Address) -> None:
+        self.network._send_packet((self.host, self.port), address, data)
+
+    def exchange(
+        self,
+        address: Address,
+        request: bytes,
+        reply_length: Callable[[bytes], int | None],
+        timeout: float,
+    ) -> Deferred[bytes | None]:
+        return self.network._exchange(
+            (self.host, self.port), address, request, reply_length, timeout
+        )
+
+    def stop(self) -> Deferred[None]:
+        self.network._detach(self)
+        self.handler = None
+        return succeed(None)
+
+
+@attrs.define(eq=False)
+class SimulatedNetwork:
+    """
+    A deterministic network between simulated hosts.
+
+    @ivar latency: default one-way delay range in seconds, drawn uniformly
+        for each packet.
+    @ivar loss: default probability that a datagram is lost.  Streams
+        (TCP) are reliable, but fail across partitions and to crashed hosts.
+    @ivar stats: counts of C{packets.sent}, C{packets.delivered},
+        C{packets.lost}, C{packets.blocked} and stream outcomes.
+    """
+
+    seed: int = 0
+    latency: tuple[float, float] = (0.001, 0.005)
+    loss: float = 0.0
+    clock: SimulatedClock = attrs.field(factory=SimulatedClock)
+    rng: random.Random = attrs.field(init=False)
+    stats: Counter[str] = attrs.field(factory=Counter, init=False)
+    _hosts: dict[Address, SimulatedTransport] = attrs.field(factory=dict, init=False)
+    _link_latency: dict[tuple[str, str], float] = attrs.field(factory=dict, init=False)
+    _link_loss: dict[tuple[str, str], float] = attrs.field(factory=dict, init=False)
+    _blocked: set[tuple[str, str]] = attrs.field(factory=set, init=False)
+    _starved: dict[str, tuple[float, float]] = attrs.field(factory=dict, init=False)
+    _down: set[str] = attrs.field(factory=set, init=False)
+    _next_host: int = attrs.field(default=0, init=False)
+    _node_seeds: int = attrs.field(default=0, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    # --- building ---
+
+    def new_host(self) -> str:
+        """
+        A fresh loopback address for a simulated host.
+        """
+        index = self._next_host
+        self._next_host += 1
+        return f"127.1.{index // 250}.{index % 250 + 1}"
+
+    def transport(
+        self, host: str | None = None, port: int = DEFAULT_PORT
+    ) -> SimulatedTransport:
+        """
+        An unstarted transport for C{host} (a fresh address by default).
+        """
+        return SimulatedTransport(self, host or self.new_host(), port)
+
+    def memberlist(
+        self,
+        name: str,
+        config: GossipConfig | None = None,
+        host: str | None = None,
+        **overrides: Any,
+    ) -> Memberlist:
+        """
+        A L{Memberlist} on a new simulated host, not yet started.
+
+        @param config: the base configuration (LAN defaults if omitted);
+            C{name}, the address and any C{overrides} are applied to it.
+        """
+        transport = self.transport(host)
+        base = config or GossipConfig.lan(name=name)
+        settings = {
+            "name": name,
+            "bind_address": transport.host,
+            "bind_port": transport.port,
+            **overrides,
+        }
+        self._node_seeds += 1
+        return Memberlist(
+            attrs.evolve(base, **settings),
+            reactor=self.clock,
+            transport=transport,
+            rng=random.Random(f"{self.seed}/{self._node_seeds}"),
+        )
+
+    # --- running ---
+
+    def run(self, seconds: float) -> None:
+        """
+        Advance simulated time by C{seconds}.
+        """
+        self.clock.advance(seconds)
+
+    def run_until(
+        self, predicate: Callable[[], bool], timeout: float, step: float = 0.1
+    ) -> float | None:
+        """
+        Advance in C{step}s until C{predicate()} holds.
+
+        @return: the simulated seconds it took, or C{None} if C{timeout}
+            passed first.
+        """
+        start = self.clock.seconds()
+        while self.clock.seconds() - start < timeout:
+            if predicate():
+                return self.clock.seconds() - start
+            self.clock.advance(step)
+        return self.clock.seconds() - start if predicate() else None
+
+    # --- faults ---
+
+    def set_link(
+        self,
+        source: str,
+        destination: str,
+        latency: float | None = None,
+        loss: float | None = None,
+    ) -> None:
+        """
+        Fix the one-way latency and/or loss from C{source} to C{destination}.
+        """
+        if latency is not None:
+            self._link_latency[source, destination] = latency
+        if loss is not None:
+            self._link_loss[source, destination] = loss
+
+    def partition(
+        self, side_a: Iterable[str], side_b: Iterable[str], one_way: bool = False
+    ) -> None:
+        """
+        Cut traffic from every host in C{side_a} to every host in
+        C{side_b}, and back unless C{one_way}.
+        """
+        side_b = list(side_b)
+        for a in side_a:
+            for b in side_b:
+                self._blocked.add((a, b))
+                if not one_way:
+                    self._blocked.add((b, a))
+
+    def heal(self) -> None:
+        """
+        Remove every partition.
+        """
+        self._blocked.clear()
+
+    def starve(self, host: str, low: float = 0.5, high: float = 2.5) -> None:
+        """
+        Make C{host} handle its input late, by C{low}..C{high} seconds:
+        a node whose CPU or event loop is overloaded.
+        """
+        self._starved[host] = (low, high)
+
+    def crash(self, node: Memberlist) -> None:
+        """
+        Kill C{node} abruptly: it stops, says nothing, and its host drops
+        all traffic.
+        """
+        self._down.add(node.transport.host)
+        node.shutdown()
+
+    def restore(self, host: str) -> None:
+        """
+        Let traffic reach C{host} again (after L{crash}).
+        """
+        self._down.discard(host)
+
+    # --- transport plumbing ---
+
+    def _attach(self, transport: SimulatedTransport) -> None:
+        self._hosts[transport.host, transport.port] = transport
+
+    def _detach(self, transport: SimulatedTransport) -> None:
+        if self._hosts.get((transport.host, transport.port)) is transport:
+            del self._hosts[transport.host, transport.port]
+
+    def _reachable(self, source: str, destination: str) -> bool:
+        return (
+            source not in self._down
+            and destination not in self._down
+            and (source, destination) not in self._blocked
+        )
+
+    def _delay(self, source: str, destination: str) -> float:
+        delay = self._link_latency.get((source, destination))
+        if delay is None:
+            delay = self.rng.uniform(*self.latency)
+        starved = self._starved.get(destination)
+        if starved is not None:
+            delay += self.rng.uniform(*starved)
+        return delay
+
+    def _send_packet(self, source: Address, destination: Address, data: bytes) -> None:
+        self.stats["packets.sent"] += 1
+        if not self._reachable(source[0], destination[0]):
+            self.stats["packets.blocked"] += 1
+            return
+        loss = self._link_loss.get((source[0], destination[0]), self.loss)
+        if loss and self.rng.random() < loss:
+            self.stats["packets.lost"] += 1
+            return
+        self.clock.callLater(
+            self._delay(source[0], destination[0]),
+            self._deliver_packet,
+            source,
+            destination,
+            data,
+        )
+
+    def _deliver_packet(
+        self, source: Address, destination: Address, data: bytes
+    ) -> None:
+        target = self._hosts.get(destination)
+        if target is None or target.handler is None or destination[0] in self._down:
+            self.stats["packets.undeliverable"] += 1
+            return
+        self.stats["packets.delivered"] += 1
+        target.handler.packet_received(data, source)
+
+    def _exchange(
+        self,
+        source: Address,
+        destination: Address,
+        request: bytes,
+        reply_length: Callable[[bytes], int | None],
+        timeout: float,
+    ) -> Deferred[bytes | None]:
+        result: Deferred[bytes | None] = Deferred()
+        self.stats["streams.opened"] += 1
+
+        def settle(outcome: Any) -> None:
+            if result.called:
+                return
+            if timer.active():
+                timer.cancel()
+            if isinstance(outcome, Exception):
+                self.stats["streams.failed"] += 1
+                result.errback(outcome)
+            else:
+                result.callback(outcome)
+
+        timer = self.clock.callLater(
+            timeout, settle, StreamTimeout(f"stream to {destination} timed out")
+        )
+
+        def arrive() -> None:
+            target = self._hosts.get(destination)
+            if target is None or target.handler is None:
+                settle(ConnectionRefusedError(destination[0]))
+                return
+            if not self._reachable(source[0], destination[0]):
+                return  # lost in a partition: the dialler times out
+            handler = target.handler
+            try:
+                complete = handler.stream_frame_length(request) == len(request)
+            except ValueError:
+                complete = False
+            if not complete:
+                # The real acceptor would wait for more, then time out.
+                return
+            handler.stream_received(request, source).addCallback(respond)
+
+        def respond(reply: bytes | None) -> None:
+            if not self._reachable(destination[0], source[0]):
+                return
+            if reply is not None and reply_length(reply) != len(reply):
+                reply = None
+            self.clock.callLater(self._delay(destination[0], source[0]), settle, reply)
+
+        if not self._reachable(source[0], destination[0]):
+            if destination[0] in self._down or destination not in self._hosts:
+                # Nothing listens there: refused after one round trip.
+                self.clock.callLater(
+                    2 * self._delay(source[0], destination[0]),
+                    settle,
+                    ConnectionRefusedError(destination[0]),
+                )
+            return result
+        self.clock.callLater(self._delay(source[0], destination[0]), arrive)
+        return result
