@@ -218,7 +218,10 @@ class Memberlist:
             from cluster.gossip.transport import NetTransport
 
             self.transport = NetTransport(
-                self.reactor, self.config.bind_address, self.config.bind_port
+                self.reactor,
+                self.config.bind_address,
+                self.config.bind_port,
+                stream_timeout=self.config.tcp_timeout,
             )
         self.awareness = Awareness(self.config.awareness_max_multiplier)
         self.broadcasts = BroadcastQueue(

@@ -1,0 +1,381 @@
+"""
+Focused tests of the membership rules (memberlist state.go semantics) and
+of the mechanisms behind them: broadcast queue, suspicion timer, awareness.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from cluster.gossip import (
+    IConflictDelegate,
+    IDelegate,
+    Keyring,
+    Member,
+    Memberlist,
+    MemberState,
+)
+from cluster.gossip.awareness import Awareness
+from cluster.gossip.broadcast import BroadcastQueue, retransmit_limit
+from cluster.gossip.framing import PacketCodec, make_compound
+from cluster.gossip.suspicion import (
+    Suspicion,
+    remaining_suspicion_time,
+    suspicion_timeout,
+)
+from cluster.gossip.wire import (
+    Alive,
+    Dead,
+    Suspect,
+    encode_message,
+    ip_to_bytes,
+)
+from cluster.testing import SimulatedNetwork
+
+VSN = bytes([1, 5, 2, 0, 0, 0])
+
+
+@implementer(IDelegate)
+class AppDelegate:
+    def __init__(self, meta: bytes = b"") -> None:
+        self.meta = meta
+        self.messages: list[bytes] = []
+        self.remote_states: list[tuple[bytes, bool]] = []
+        self.outgoing: list[bytes] = []
+
+    def node_meta(self, limit: int) -> bytes:
+        return self.meta
+
+    def notify_msg(self, message: bytes) -> None:
+        self.messages.append(message)
+
+    def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
+        out, self.outgoing = self.outgoing, []
+        return out
+
+    def local_state(self, join: bool) -> bytes:
+        return b"state-of-" + self.meta
+
+    def merge_remote_state(self, state: bytes, join: bool) -> None:
+        self.remote_states.append((state, join))
+
+
+@implementer(IConflictDelegate)
+class ConflictRecorder:
+    def __init__(self) -> None:
+        self.conflicts: list[tuple[Member, Member]] = []
+
+    def notify_conflict(self, existing: Member, other: Member) -> None:
+        self.conflicts.append((existing, other))
+
+
+def pair(network: SimulatedNetwork, **overrides: Any) -> tuple[Memberlist, Memberlist]:
+    a = network.memberlist("a", **overrides)
+    b = network.memberlist("b", **overrides)
+    a.start()
+    b.start()
+    b.join([a.local_member().full_address()])
+    network.run(2)
+    return a, b
+
+
+def inject(network: SimulatedNetwork, node: Memberlist, *messages: Any) -> None:
+    """
+    Deliver C{messages} to C{node} as one UDP packet from a stranger.
+    """
+    parts = [encode_message(m) for m in messages]
+    data = parts[0] if len(parts) == 1 else make_compound(parts)
+    node.packet_received(PacketCodec().seal(data, crc=True), ("127.9.9.9", 7946))
+
+
+class MembershipRuleTests(SynchronousTestCase):
+    def test_delegate_interfaces(self) -> None:
+        self.assertTrue(verifyObject(IDelegate, AppDelegate()))
+        self.assertTrue(verifyObject(IConflictDelegate, ConflictRecorder()))
+
+    def test_incarnation_starts_at_one(self) -> None:
+        network = SimulatedNetwork()
+        a, _ = pair(network)
+        self.assertEqual(a.local_member().incarnation, 1)
+        self.assertEqual(a.local_member().vsn, VSN)
+
+    def test_refutes_suspicion_about_itself(self) -> None:
+        network = SimulatedNetwork(seed=1)
+        a, b = pair(network)
+        inject(network, a, Suspect(1, "a", "b"))
+        self.assertEqual(a.local_member().incarnation, 2)
+        self.assertEqual(a.health_score(), 1)
+        network.run(1)
+        self.assertEqual(b.member("a").incarnation, 2)  # type: ignore[union-attr]
+        self.assertEqual(b.member("a").state, MemberState.ALIVE)  # type: ignore[union-attr]
+
+    def test_refutes_dead_with_higher_incarnation(self) -> None:
+        network = SimulatedNetwork(seed=2)
+        a, _ = pair(network)
+        inject(network, a, Dead(9, "a", "b"))
+        self.assertEqual(a.local_member().incarnation, 10)
+        self.assertEqual(a.local_member().state, MemberState.ALIVE)
+
+    def test_stale_messages_are_ignored(self) -> None:
+        network = SimulatedNetwork(seed=3)
+        a, b = pair(network)
+        inject(
+            network, a, Alive(5, "b", ip_to_bytes(b.transport.host), 7946, b"x", VSN)
+        )
+        self.assertEqual(a.member("b").incarnation, 5)  # type: ignore[union-attr]
+        inject(network, a, Suspect(4, "b", "c"))
+        self.assertEqual(a.member("b").state, MemberState.ALIVE)  # type: ignore[union-attr]
+        inject(
+            network, a, Alive(5, "b", ip_to_bytes(b.transport.host), 7946, b"y", VSN)
+        )
+        self.assertEqual(a.member("b").meta, b"x")  # type: ignore[union-attr]
+
+    def test_suspect_then_dead_on_timeout(self) -> None:
+        network = SimulatedNetwork(seed=4)
+        a, b = pair(network)
+        network.crash(b)
+        inject(network, a, Suspect(1, "b", "zz"))
+        self.assertEqual(a.member("b").state, MemberState.SUSPECT)  # type: ignore[union-attr]
+        # Two members: k = 0, so the minimum timeout applies at once.
+        network.run(suspicion_timeout(4, 2, 1.0) - 0.01)
+        self.assertEqual(a.member("b").state, MemberState.SUSPECT)  # type: ignore[union-attr]
+        network.run(0.02)
+        self.assertEqual(a.member("b").state, MemberState.DEAD)  # type: ignore[union-attr]
+
+    def test_dead_from_self_is_left(self) -> None:
+        network = SimulatedNetwork(seed=5)
+        a, _ = pair(network)
+        inject(network, a, Dead(1, "b", "b"))
+        self.assertEqual(a.member("b").state, MemberState.LEFT)  # type: ignore[union-attr]
+
+    def test_buddy_system(self) -> None:
+        """
+        A ping to a suspect carries the suspicion, so it refutes at once.
+        """
+        network = SimulatedNetwork(seed=6)
+        nodes = [network.memberlist(f"n{i}") for i in range(3)]
+        for node in nodes:
+            node.start()
+        for node in nodes[1:]:
+            node.join([nodes[0].local_member().full_address()])
+        network.run(3)
+        # n1 cannot hear gossip from n2, so only n0's probe can tell it.
+        network.partition([nodes[2].transport.host], [nodes[1].transport.host], True)
+        inject(network, nodes[0], Suspect(1, "n1", "n2"))
+        network.run(5)
+        self.assertGreaterEqual(nodes[1].stats["refuted"], 1)
+        self.assertEqual(nodes[0].member("n1").state, MemberState.ALIVE)  # type: ignore[union-attr]
+
+    def test_conflicting_address_is_refused(self) -> None:
+        network = SimulatedNetwork(seed=7)
+        recorder = ConflictRecorder()
+        a, b = pair(network, conflict=recorder)
+        inject(network, a, Alive(9, "b", ip_to_bytes("127.3.3.3"), 7946, b"", VSN))
+        self.assertEqual(a.member("b").address, b.transport.host)  # type: ignore[union-attr]
+        self.assertEqual(len(recorder.conflicts), 1)
+        self.assertEqual(recorder.conflicts[0][1].address, "127.3.3.3")
+
+    def test_left_node_may_come_back_elsewhere(self) -> None:
+        network = SimulatedNetwork(seed=8)
+        a, _ = pair(network)
+        inject(network, a, Dead(1, "b", "b"))
+        inject(network, a, Alive(1, "b", ip_to_bytes("127.3.3.3"), 7946, b"", VSN))
+        self.assertEqual(a.member("b").address, "127.3.3.3")  # type: ignore[union-attr]
+        self.assertEqual(a.member("b").state, MemberState.ALIVE)  # type: ignore[union-attr]
+
+    def test_bad_versions_are_ignored(self) -> None:
+        network = SimulatedNetwork(seed=9)
+        a, _ = pair(network)
+        inject(
+            network,
+            a,
+            Alive(
+                1, "c", ip_to_bytes("127.3.3.3"), 7946, b"", bytes([0, 5, 2, 0, 0, 0])
+            ),
+        )
+        self.assertIsNone(a.member("c"))
+
+    def test_dead_members_are_reaped(self) -> None:
+        network = SimulatedNetwork(seed=10)
+        a, b = pair(network, gossip_to_the_dead_time=5.0)
+        network.crash(b)
+        network.run(30)
+        self.assertIsNone(a.member("b"))
+        self.assertEqual(a.num_members(), 1)
+
+    def test_user_messages_and_state(self) -> None:
+        network = SimulatedNetwork(seed=11)
+        da, db = AppDelegate(b"A"), AppDelegate(b"B")
+        a = network.memberlist("a", delegate=da)
+        b = network.memberlist("b", delegate=db)
+        a.start()
+        b.start()
+        b.join([a.local_member().full_address()])
+        network.run(1)
+        self.assertEqual(da.remote_states, [(b"state-of-B", True)])
+        self.assertEqual(db.remote_states, [(b"state-of-A", True)])
+        self.assertEqual(b.member("a").meta, b"A")  # type: ignore[union-attr]
+        a.send_best_effort(b.member("b"), b"udp hello")  # type: ignore[arg-type]
+        sent = a.send_reliable(b.member("b"), b"tcp hello")  # type: ignore[arg-type]
+        da.outgoing = [b"piggyback"]
+        network.run(2)
+        self.assertIsNone(self.successResultOf(sent))
+        self.assertIn(b"udp hello", db.messages)
+        self.assertIn(b"tcp hello", db.messages)
+        self.assertIn(b"piggyback", db.messages)
+
+    def test_label_mismatch_is_counted(self) -> None:
+        network = SimulatedNetwork(seed=12)
+        a = network.memberlist("a", label="blue")
+        b = network.memberlist("b", label="green")
+        a.start()
+        b.start()
+        failure = self.failureResultOf(
+            _later(network, b.join([a.local_member().full_address()]))
+        )
+        self.assertIn("failed to join", str(failure.value))
+        b.send_best_effort(a.local_member(), b"x")
+        network.run(1)
+        self.assertGreaterEqual(a.stats["dropped.label"], 2)
+
+    def test_encrypted_cluster(self) -> None:
+        network = SimulatedNetwork(seed=13)
+        key = Keyring([bytes(range(16))])
+        nodes = [network.memberlist(f"e{i}", keyring=key) for i in range(3)]
+        outsider = network.memberlist("plain")
+        for node in [*nodes, outsider]:
+            node.start()
+        for node in nodes[1:]:
+            node.join([nodes[0].local_member().full_address()])
+        network.run(5)
+        self.assertTrue(all(n.num_members() == 3 for n in nodes))
+        joined = outsider.join([nodes[0].local_member().full_address()])
+        outsider.send_best_effort(nodes[0].local_member(), b"hi")
+        network.run(2)
+        failure = self.failureResultOf(joined)
+        self.assertIn("encryption is not configured", str(failure.value))
+        self.assertEqual(outsider.num_members(), 1)
+        self.assertGreaterEqual(nodes[0].stats["dropped.decrypt"], 1)
+
+    def test_protocol_mismatch_refuses_merge(self) -> None:
+        network = SimulatedNetwork(seed=14)
+        a = network.memberlist(
+            "a",
+            delegate_protocol_min=2,
+            delegate_protocol_max=5,
+            delegate_protocol_version=5,
+        )
+        b = network.memberlist("b")
+        a.start()
+        b.start()
+        d = b.join([a.local_member().full_address()])
+        network.run(1)
+        # a replied with its state first, then refused to merge b's.
+        self.assertIsNone(a.member("b"))
+        self.assertGreaterEqual(a.stats["dropped.protocol"], 1)
+        self.failureResultOf(d)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.binary(max_size=300))
+    def test_fuzzed_packets_never_raise(self, data: bytes) -> None:
+        network = SimulatedNetwork(seed=15)
+        node = network.memberlist("fuzz")
+        node.start()
+        node.packet_received(data, ("127.9.9.9", 1))
+        node.packet_received(b"\x07\x01\x00\x03" + data[:3], ("127.9.9.9", 1))
+        self.successResultOf(node.stream_received(data, ("127.9.9.9", 1)))
+        node.shutdown()
+
+
+def _later(network: SimulatedNetwork, d: Any) -> Any:
+    network.run(20)
+    return d
+
+
+class BroadcastQueueTests(SynchronousTestCase):
+    def test_retransmit_limit(self) -> None:
+        self.assertEqual(retransmit_limit(4, 1), 4)
+        self.assertEqual(retransmit_limit(4, 9), 4)
+        self.assertEqual(retransmit_limit(4, 10), 8)
+        self.assertEqual(retransmit_limit(4, 99), 8)
+        self.assertEqual(retransmit_limit(4, 100), 12)
+
+    def test_order_budget_and_limit(self) -> None:
+        finished: list[str] = []
+        queue = BroadcastQueue(lambda: 5, 1)  # limit 1 transmission
+        queue.queue(b"short", "a", lambda: finished.append("a"))
+        queue.queue(b"much longer message", "b", lambda: finished.append("b"))
+        # Longest first; each costs overhead 2 + length.
+        self.assertEqual(queue.get(2, 22), [b"much longer message"])
+        self.assertEqual(finished, ["b"])
+        self.assertEqual(queue.get(2, 100), [b"short"])
+        self.assertEqual(queue.get(2, 100), [])
+        self.assertEqual(finished, ["b", "a"])
+
+    def test_newer_broadcast_about_a_node_replaces_older(self) -> None:
+        finished: list[str] = []
+        queue = BroadcastQueue(lambda: 5, 4)
+        queue.queue(b"old", "n", lambda: finished.append("old"))
+        queue.queue(b"new", "n")
+        self.assertEqual(finished, ["old"])
+        self.assertEqual(queue.get(2, 100), [b"new"])
+        self.assertEqual(len(queue), 1)
+
+    def test_fewest_transmissions_first(self) -> None:
+        queue = BroadcastQueue(lambda: 5, 4)
+        queue.queue(b"first", "x")
+        queue.get(2, 100)
+        queue.queue(b"second", "y")
+        self.assertEqual(queue.get(2, 9), [b"second"])
+
+
+class SuspicionTests(SynchronousTestCase):
+    def test_timeout_formula(self) -> None:
+        self.assertEqual(suspicion_timeout(4, 1, 1.0), 4.0)
+        self.assertEqual(suspicion_timeout(4, 10, 1.0), 4.0)
+        self.assertAlmostEqual(suspicion_timeout(4, 50, 1.0), 6.792)
+        self.assertAlmostEqual(suspicion_timeout(4, 100, 1.0), 8.0)
+
+    def test_confirmations_shrink_the_timeout(self) -> None:
+        clock = Clock()
+        fired: list[int] = []
+        s = Suspicion(clock, "a", 2, 4.0, 24.0, fired.append)
+        self.assertFalse(s.confirm("a"))
+        clock.advance(1)
+        self.assertTrue(s.confirm("b"))
+        self.assertFalse(s.confirm("b"))
+        expected = remaining_suspicion_time(1, 2, 1.0, 4.0, 24.0) + 1.0
+        self.assertAlmostEqual(expected, 24 - 20 * 0.6309, places=2)
+        self.assertTrue(s.confirm("c"))
+        self.assertFalse(s.confirm("d"))  # k reached
+        clock.advance(2.99)
+        self.assertEqual(fired, [])
+        clock.advance(0.02)
+        self.assertEqual(fired, [2])
+
+    def test_no_confirmations_expected_uses_minimum(self) -> None:
+        clock = Clock()
+        fired: list[int] = []
+        Suspicion(clock, "a", 0, 4.0, 24.0, fired.append)
+        clock.advance(4)
+        self.assertEqual(fired, [0])
+
+
+class AwarenessTests(SynchronousTestCase):
+    def test_bounds_and_scale(self) -> None:
+        awareness = Awareness(8)
+        awareness.apply_delta(-1)
+        self.assertEqual(awareness.score, 0)
+        awareness.apply_delta(20)
+        self.assertEqual(awareness.score, 7)
+        self.assertEqual(awareness.scale(1.0), 8.0)
+        off = Awareness(1)
+        off.apply_delta(5)
+        self.assertEqual(off.scale(1.0), 1.0)
