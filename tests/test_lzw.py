@@ -97,9 +97,9 @@ def distinct_pairs(n: int) -> bytes:
 
 def reference_compress(data: bytes) -> bytes:
     """
-    A deliberately plain transcription of Go's C{lzw.Writer} (C{Write},
-    C{incHi}, C{Close}), keeping a list of emitted codes and widths.  Used
-    to check the optimised encoder's output bit for bit.
+    A deliberately plain, step-by-step implementation of the encoder
+    described in C{shared/WIRE.md} section 4.4, keeping a list of emitted
+    codes and widths.  Used to check the optimised encoder bit for bit.
     """
     codes: list[tuple[int, int]] = []
     table: dict[tuple[int, int], int] = {}
@@ -209,7 +209,7 @@ class VectorTests(SynchronousTestCase):
 
     def test_matches_reference_encoder(self) -> None:
         """
-        The optimised encoder matches a plain transcription of Go's writer
+        The optimised encoder matches the plain step-by-step encoder
         on every input, including ones that need several CLEAR resets.
         """
         for data in _inputs():
@@ -258,9 +258,9 @@ class StreamShapeTests(SynchronousTestCase):
         self.assertEqual(codes[-2:], [CLEAR, EOF])
         self.assertEqual(codes.count(CLEAR), 2)
         self.assertEqual(len(codes), 3838 + 3)
-        # 254 codes at 9 bits (incl. the first CLEAR), 512 at 10, 1024 at
-        # 11, 2048 at 12 (incl. the final CLEAR), then EOF at 9.
-        self.assertEqual(bits, 254 * 9 + 512 * 10 + 1024 * 11 + 2048 * 12 + 9)
+        # 256 codes at 9 bits (the first CLEAR and 255 literals), 512 at
+        # 10, 1024 at 11, 2048 at 12 (incl. the final CLEAR), EOF at 9.
+        self.assertEqual(bits, 256 * 9 + 512 * 10 + 1024 * 11 + 2048 * 12 + 9)
         self.assertEqual(stream, reference_compress(data))
         self.assertEqual(decompress(stream), data)
         # One byte more: the reset happens inside the loop instead.
