@@ -248,6 +248,7 @@ class LeaveTests(SynchronousTestCase):
         done = nodes[3].leave(5)
         network.run(2)
         self.assertTrue(self.successResultOf(done))
+        self.assertTrue(self.successResultOf(nodes[3].leave(5)))
         nodes[3].shutdown()
         for node, recorder in zip(nodes, recorders, strict=False):
             if node is nodes[3]:

@@ -206,6 +206,7 @@ class Memberlist:
     _leaving: bool = attrs.field(default=False, init=False)
     _shutdown: bool = attrs.field(default=False, init=False)
     _leave_waiters: list[Deferred[None]] = attrs.field(factory=list, init=False)
+    _leave_spread: bool = attrs.field(default=False, init=False)
 
     _log = Logger()
 
@@ -390,7 +391,7 @@ class Memberlist:
                     Dead(me.incarnation, self.name, self.name),
                     on_finished=self._leave_finished,
                 )
-        if not any(
+        if self._leave_spread or not any(
             not node.dead_or_left() and node.name != self.name
             for node in self._nodes.values()
         ):
@@ -1241,6 +1242,7 @@ class Memberlist:
     # --- leaving ---
 
     def _leave_finished(self) -> None:
+        self._leave_spread = True
         waiters, self._leave_waiters = self._leave_waiters, []
         for waiter in waiters:
             if not waiter.called:
