@@ -1,0 +1,595 @@
+"""Consistent hashing of keys onto cluster peers (mirrors ckit's ``shard`` package).
+
+Three algorithms are available, all bit-compatible with ckit so that a Python
+node and a Go node agree on who owns a key:
+
+* `ring` -- a token ring (Alloy uses 512 tokens per node): O(log N) lookups;
+* `rendezvous` -- highest-random-weight hashing: O(N) lookups;
+* `multiprobe` -- multi-probe consistent hashing with 21 probes.
+
+Like ckit, every sharder keeps two independent hashes: one over the peers
+eligible for `Op.READ` (participants and terminating peers) and one over the
+peers eligible for `Op.READ_WRITE` (participants only). Viewers are never
+owners. Because they are separate hashes, a terminating peer does not just get
+skipped by read-write lookups: its key ranges are redistributed exactly as if
+it had left, so ``lookup(k, 1, Op.READ_WRITE)`` is not always the first
+non-terminating owner of ``lookup(k, n, Op.READ)``.
+"""
+
+from __future__ import annotations
+
+import enum
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
+from itertools import repeat
+from operator import and_, attrgetter, lshift, or_, rshift
+from typing import Protocol, TypeAlias, runtime_checkable
+
+import xxhash
+
+from cluster.peer import Peer, PeerState
+
+__all__ = [
+    "MAX_KEY",
+    "Key",
+    "KeyBuilder",
+    "NotEnoughPeersError",
+    "Op",
+    "Sharder",
+    "multiprobe",
+    "rendezvous",
+    "ring",
+    "string_key",
+]
+
+#: A shard key: an unsigned 64-bit integer (ckit's ``shard.Key``).
+Key: TypeAlias = int
+
+#: The largest valid `Key`.
+MAX_KEY = (1 << 64) - 1
+
+_MASK64 = MAX_KEY
+
+
+def string_key(s: str) -> Key:
+    """Return the key of a string: XXH64 (seed 0) of its UTF-8 bytes."""
+    return xxhash.xxh64_intdigest(s.encode("utf-8"))
+
+
+class KeyBuilder:
+    """Builds a `Key` from bytes written in several pieces.
+
+    Writing ``b"ab"`` then ``b"c"`` gives the same key as ``string_key("abc")``:
+    all writes stream into a single XXH64 digest. Reusable after `reset`.
+    """
+
+    def __init__(self) -> None:
+        """Create a builder with nothing written yet."""
+        self._digest = xxhash.xxh64()
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Append ``data`` to the key's input and return its length in bytes."""
+        self._digest.update(data)
+        return memoryview(data).nbytes
+
+    def reset(self) -> None:
+        """Forget everything written so far."""
+        self._digest.reset()
+
+    def key(self) -> Key:
+        """Return the key for everything written since creation or `reset`."""
+        return self._digest.intdigest()
+
+
+class Op(enum.Enum):
+    """What a lookup is for; it decides which peers may own the key."""
+
+    #: Read-only access: participant and terminating peers are eligible.
+    READ = 0
+    #: Read or write access: only participant peers are eligible.
+    READ_WRITE = 1
+
+    def __str__(self) -> str:
+        """Return ckit's spelling: ``"Read"`` or ``"ReadWrite"``."""
+        return "Read" if self is Op.READ else "ReadWrite"
+
+
+class NotEnoughPeersError(Exception):
+    """A lookup asked for more owners than there are eligible peers.
+
+    ``have`` counts the peers eligible for the lookup's `Op`, not all peers;
+    the text is ckit's, word for word.
+    """
+
+    def __init__(self, need: int, have: int) -> None:
+        super().__init__(f"not enough nodes: need at least {need}, have {have}")
+        #: Number of owners requested.
+        self.need = need
+        #: Number of peers eligible for the requested op.
+        self.have = have
+
+
+@runtime_checkable
+class Sharder(Protocol):
+    """Finds the peers owning a key (ckit's ``shard.Sharder``).
+
+    Implementations are built for the reactor thread; the peer set is swapped
+    atomically, so lookups never see a half-applied `set_peers`.
+    """
+
+    def set_peers(self, peers: Iterable[Peer]) -> None:
+        """Replace the peer set. Viewers are ignored.
+
+        If a name appears more than once, its last non-viewer entry wins.
+        """
+
+    def peers(self) -> list[Peer]:
+        """Return the peers used for sharding (no viewers), sorted by name."""
+
+    def lookup(self, key: Key, n: int, op: Op) -> list[Peer]:
+        """Return the ``n`` owners of ``key`` among the peers eligible for ``op``.
+
+        The first peer is the primary owner. ``n == 0`` returns ``[]``. Raises
+        `NotEnoughPeersError` when fewer than ``n`` peers are eligible and
+        ``ValueError`` for a negative ``n`` or a key outside ``0..MAX_KEY``.
+        """
+
+    def lookup_many(self, keys: Sequence[Key], n: int, op: Op) -> list[list[Peer]]:
+        """Batch form of `lookup`: element ``i`` is ``lookup(keys[i], n, op)``.
+
+        Much faster than calling `lookup` in a loop (the ring sharder resolves
+        keys with C-level bisection and pauses the cyclic GC while it builds a
+        large result). The whole batch fails with `NotEnoughPeersError` when
+        fewer than ``n`` peers are eligible, even if ``keys`` is empty.
+        """
+
+
+def ring(num_tokens: int = 512) -> Sharder:
+    """Return a ring sharder with ``num_tokens`` tokens per node.
+
+    Each node's tokens are successive XXH64 digests of its name followed by one
+    more byte ``t & 0xff`` per token (the digest is never reset); a key belongs
+    to the node holding the first token ``>= key``, wrapping around, and
+    replicas are the next distinct nodes clockwise. Ties between equal tokens
+    go to the lexicographically smaller name. 256 or 512 tokens give a good
+    distribution; Alloy uses 512.
+    """
+    if isinstance(num_tokens, bool) or not isinstance(num_tokens, int):
+        raise TypeError("num_tokens must be an int")
+    if num_tokens < 1:
+        # ckit would build an empty ring and crash on the first lookup.
+        raise ValueError(f"num_tokens must be at least 1, got {num_tokens}")
+    return _HashSharder(_RingBuilder(num_tokens))
+
+
+def rendezvous() -> Sharder:
+    """Return a rendezvous (highest random weight) sharder.
+
+    The owners are the ``n`` nodes with the lowest
+    ``(xorshift_mult64(key ^ XXH64(name)), name)``. Excellent balance, but each
+    lookup costs O(N).
+    """
+    return _HashSharder(_RendezvousBuilder())
+
+
+def multiprobe() -> Sharder:
+    """Return a multi-probe sharder (https://arxiv.org/abs/1505.00062).
+
+    Every node has a single token, XXH64(name); a key is probed at 21 points and
+    the token closest to any probe is the primary owner, followed by the next
+    tokens on the ring.
+    """
+    return _HashSharder(_MultiprobeBuilder())
+
+
+# --- shared sharder logic ---------------------------------------------------
+
+
+class _Table(Protocol):
+    """An immutable consistent hash over a fixed set of node names."""
+
+    @property
+    def names(self) -> frozenset[str]: ...
+
+    def lookup(self, key: int, n: int, by_name: dict[str, Peer]) -> list[Peer]:
+        """Owners of key; the caller guarantees ``1 <= n <= len(names)``."""
+
+    def lookup_many(
+        self, keys: Sequence[int], n: int, by_name: dict[str, Peer]
+    ) -> list[list[Peer]]:
+        """Owners of each key, same preconditions as `lookup`."""
+
+
+class _Builder(Protocol):
+    def build(self, names: frozenset[str], bases: Sequence[_Table]) -> _Table:
+        """Return a table for ``names``; ``bases`` may be reused or patched."""
+
+    def retain(self, names: frozenset[str]) -> None:
+        """Drop per-node caches for every node not in ``names``."""
+
+
+# Only these states make a peer an owner, and only for these ops.
+_READ_STATES = frozenset({PeerState.PARTICIPANT, PeerState.TERMINATING})
+_WRITE_STATES = frozenset({PeerState.PARTICIPANT})
+
+
+class _State:
+    """Everything a lookup needs, replaced as a whole by `set_peers`."""
+
+    __slots__ = ("by_name", "peers", "tables")
+
+    def __init__(
+        self,
+        peers: tuple[Peer, ...],
+        by_name: dict[str, Peer],
+        read: _Table,
+        rw: _Table,
+    ) -> None:
+        self.peers = peers
+        self.by_name = by_name
+        self.tables = {Op.READ: read, Op.READ_WRITE: rw}
+
+
+class _HashSharder:
+    """A `Sharder` over two hashes (read and read-write), like ckit's chasher."""
+
+    def __init__(self, builder: _Builder) -> None:
+        self._builder = builder
+        empty = builder.build(frozenset(), ())
+        self._state = _State((), {}, empty, empty)
+
+    def set_peers(self, peers: Iterable[Peer]) -> None:
+        by_name: dict[str, Peer] = {}
+        for p in peers:
+            if p.state in _READ_STATES:
+                by_name[p.name] = p
+        read_names = frozenset(by_name)
+        rw_names = frozenset(
+            name for name, p in by_name.items() if p.state in _WRITE_STATES
+        )
+        old = self._state.tables
+        read = self._builder.build(read_names, (old[Op.READ], old[Op.READ_WRITE]))
+        # The fresh read table is usually the closest base: with no
+        # terminating peers it is the very same table.
+        rw = self._builder.build(rw_names, (read, old[Op.READ_WRITE], old[Op.READ]))
+        self._builder.retain(read_names)
+        ordered = tuple(sorted(by_name.values(), key=attrgetter("name")))
+        self._state = _State(ordered, by_name, read, rw)
+
+    def peers(self) -> list[Peer]:
+        return list(self._state.peers)
+
+    def lookup(self, key: Key, n: int, op: Op) -> list[Peer]:
+        state = self._state
+        table = _table_for(state, op)
+        _check_key(key)
+        if _check_n(n, len(table.names)):
+            return []
+        return table.lookup(key, n, state.by_name)
+
+    def lookup_many(self, keys: Sequence[Key], n: int, op: Op) -> list[list[Peer]]:
+        state = self._state
+        table = _table_for(state, op)
+        # Two C-speed passes instead of a Python check per key.
+        if len(keys) and (min(keys) < 0 or max(keys) > MAX_KEY):
+            raise ValueError("keys must be uint64 values (0..MAX_KEY)")
+        if _check_n(n, len(table.names)):
+            return [[] for _ in keys]
+        return table.lookup_many(keys, n, state.by_name)
+
+
+def _table_for(state: _State, op: Op) -> _Table:
+    if not isinstance(op, Op):
+        raise ValueError(f"unknown op {op!r}")
+    return state.tables[op]
+
+
+def _check_key(key: int) -> None:
+    if not 0 <= key <= MAX_KEY:
+        raise ValueError(f"key must be a uint64 (0..MAX_KEY), got {key!r}")
+
+
+def _check_n(n: int, have: int) -> bool:
+    """Validate ``n``; return True when the answer is the empty list."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n must be an int, got {n!r}")
+    if n < 0:
+        raise ValueError(f"n must not be negative, got {n}")
+    # Same order as ckit: too many owners is an error even though n == 0 never is.
+    if n > have:
+        raise NotEnoughPeersError(n, have)
+    return n == 0
+
+
+# --- ring -------------------------------------------------------------------
+
+# One-byte suffixes, allocated once: token generation appends one per token.
+_TOKEN_SUFFIX = [bytes((i,)) for i in range(256)]
+
+
+def _ring_tokens(name: str, num_tokens: int) -> list[int]:
+    """ckit's tokens for one node, in generation order."""
+    digest = xxhash.xxh64(name.encode("utf-8"))
+    tokens = []
+    for t in range(num_tokens):
+        # Cumulative: each token hashes the name plus all suffixes so far.
+        digest.update(_TOKEN_SUFFIX[t & 0xFF])
+        tokens.append(digest.intdigest())
+    return tokens
+
+
+class _RingTable:
+    """A sorted ring: ``tokens[i]`` is held by ``owners[i]``.
+
+    ``owners`` has one extra entry, a copy of ``owners[0]``, so that the index
+    ``bisect_left(tokens, key)`` (which is ``len(tokens)`` past the last token)
+    wraps to the first token without a modulo in the batch fast path.
+    """
+
+    __slots__ = ("names", "owners", "tokens")
+
+    def __init__(self, names: frozenset[str], tokens: list[int], owners: list[str]):
+        self.names = names
+        self.tokens = tokens
+        self.owners = owners
+
+    def lookup(self, key: int, n: int, by_name: dict[str, Peer]) -> list[Peer]:
+        i = bisect_left(self.tokens, key)
+        if n == 1:
+            return [by_name[self.owners[i]]]
+        return self._walk(i, n, by_name)
+
+    def lookup_many(
+        self, keys: Sequence[int], n: int, by_name: dict[str, Peer]
+    ) -> list[list[Peer]]:
+        # map() over C callables keeps the per-key search out of the
+        # interpreter loop; only wrapping each answer in a list is Python code.
+        positions = map(bisect_left, repeat(self.tokens), keys)
+        if n == 1:
+            return [[by_name[o]] for o in map(self.owners.__getitem__, positions)]
+        walk = self._walk
+        return [walk(i, n, by_name) for i in positions]
+
+    def _walk(self, i: int, n: int, by_name: dict[str, Peer]) -> list[Peer]:
+        """Collect n distinct owners clockwise from token index i."""
+        owners = self.owners
+        size = len(self.tokens)
+        if i == size:
+            i = 0
+        name = owners[i]
+        # A list beats a set for the usual handful of replicas.
+        seen: list[str] | set[str] = [name] if n <= 8 else {name}
+        found = [by_name[name]]
+        while len(found) < n:
+            i += 1
+            if i == size:
+                i = 0
+            name = owners[i]
+            if name not in seen:
+                if isinstance(seen, list):
+                    seen.append(name)
+                else:
+                    seen.add(name)
+                found.append(by_name[name])
+        return found
+
+
+class _RingBuilder:
+    """Builds ring tables, patching the previous ring when few nodes changed.
+
+    Tokens are cached per node name, so a join costs 512 digests plus splicing
+    the new tokens into the existing sorted arrays (C-speed list slicing)
+    instead of rehashing and re-sorting every node.
+    """
+
+    # Patch the old ring while at most this fraction of nodes changed; beyond
+    # that one full sort is cheaper than many Python-level splices.
+    _PATCH_FRACTION = 8
+
+    def __init__(self, num_tokens: int) -> None:
+        self._num_tokens = num_tokens
+        self._cache: dict[str, list[int]] = {}
+
+    def _tokens_of(self, name: str) -> list[int]:
+        tokens = self._cache.get(name)
+        if tokens is None:
+            tokens = self._cache[name] = _ring_tokens(name, self._num_tokens)
+        return tokens
+
+    def retain(self, names: frozenset[str]) -> None:
+        # Bounded memory under churn: only current nodes stay cached; a node
+        # that comes back costs one cheap recomputation.
+        for name in [name for name in self._cache if name not in names]:
+            del self._cache[name]
+
+    def build(self, names: frozenset[str], bases: Sequence[_Table]) -> _Table:
+        best: _RingTable | None = None
+        best_changes = 0
+        for base in bases:
+            assert isinstance(base, _RingTable)
+            if base.names == names:
+                return base
+            changes = len(base.names ^ names)
+            if best is None or changes < best_changes:
+                best, best_changes = base, changes
+        if best is None or best_changes > len(names) // self._PATCH_FRACTION:
+            return self._build_full(names)
+        return self._patch(best, names)
+
+    def _build_full(self, names: frozenset[str]) -> _RingTable:
+        ordered = sorted(names)
+        if not ordered:
+            return _RingTable(names, [], [])
+        # Sort (token, name) pairs as single ints token << bits | name_rank:
+        # plain int sorting is far faster than sorting tuples, and equal tokens
+        # still order by name because ranks follow name order.
+        bits = len(ordered).bit_length()
+        encoded: list[int] = []
+        for rank, name in enumerate(ordered):
+            shifted = map(lshift, self._tokens_of(name), repeat(bits))
+            encoded += map(or_, shifted, repeat(rank))
+        encoded.sort()
+        tokens = list(map(rshift, encoded, repeat(bits)))
+        ranks = map(and_, encoded, repeat((1 << bits) - 1))
+        owners = list(map(ordered.__getitem__, ranks))
+        owners.append(owners[0])
+        return _RingTable(names, tokens, owners)
+
+    def _patch(self, base: _RingTable, names: frozenset[str]) -> _RingTable:
+        old_tokens, old_owners = base.tokens, base.owners
+        size = len(old_tokens)
+        # Edits against the old arrays: (index, kind, token, name), where kind 0
+        # inserts before index and kind 1 deletes index. Sorting them puts
+        # inserts before a delete at the same index and orders inserts at one
+        # index by (token, name), which keeps the result sorted.
+        edits: list[tuple[int, int, int, str]] = []
+        deleted: set[int] = set()
+        for name in base.names - names:
+            for token in self._tokens_of(name):
+                i = bisect_left(old_tokens, token)
+                # Equal tokens are ordered by name; find this node's own entry.
+                while old_owners[i] != name or i in deleted:
+                    i += 1
+                deleted.add(i)
+                edits.append((i, 1, token, name))
+        for name in names - base.names:
+            for token in self._tokens_of(name):
+                i = bisect_left(old_tokens, token)
+                while i < size and old_tokens[i] == token and old_owners[i] < name:
+                    i += 1
+                edits.append((i, 0, token, name))
+        edits.sort()
+
+        tokens: list[int] = []
+        owners: list[str] = []
+        start = 0  # first old index not yet copied or skipped
+        for i, kind, token, name in edits:
+            if i > start:
+                tokens += old_tokens[start:i]
+                owners += old_owners[start:i]
+                start = i
+            if kind:
+                start = i + 1
+            else:
+                tokens.append(token)
+                owners.append(name)
+        tokens += old_tokens[start:size]
+        owners += old_owners[start:size]
+        if owners:
+            owners.append(owners[0])
+        return _RingTable(names, tokens, owners)
+
+
+# --- rendezvous -------------------------------------------------------------
+
+
+def _xorshift_mult64(x: int) -> int:
+    """Vigna's xorshift* mixer on a uint64, as ckit uses it."""
+    x ^= x >> 12
+    x ^= (x << 25) & _MASK64
+    x ^= x >> 27
+    return (x * 2685821657736338717) & _MASK64
+
+
+class _RendezvousTable:
+    __slots__ = ("hashes", "names")
+
+    def __init__(self, names: frozenset[str]) -> None:
+        self.names = names
+        ordered = sorted(names)
+        self.hashes = [(xxhash.xxh64_intdigest(n.encode("utf-8")), n) for n in ordered]
+
+    def _scores(self, key: int) -> list[tuple[int, str]]:
+        mix = _xorshift_mult64
+        return [(mix(key ^ h), name) for h, name in self.hashes]
+
+    def lookup(self, key: int, n: int, by_name: dict[str, Peer]) -> list[Peer]:
+        scores = self._scores(key)
+        if n == 1:
+            return [by_name[min(scores)[1]]]
+        # Lowest (score, name) first; names are unique so ties are impossible.
+        scores.sort()
+        return [by_name[name] for _, name in scores[:n]]
+
+    def lookup_many(
+        self, keys: Sequence[int], n: int, by_name: dict[str, Peer]
+    ) -> list[list[Peer]]:
+        lookup = self.lookup
+        return [lookup(key, n, by_name) for key in keys]
+
+
+class _RendezvousBuilder:
+    def build(self, names: frozenset[str], bases: Sequence[_Table]) -> _Table:
+        for base in bases:
+            if base.names == names:
+                return base
+        return _RendezvousTable(names)
+
+    def retain(self, names: frozenset[str]) -> None:
+        pass
+
+
+# --- multiprobe -------------------------------------------------------------
+
+_PROBES = 21
+
+
+def _second_key(key: int) -> int:
+    # ckit hashes the lowercase hex text of the key (no padding, "0" for 0).
+    return xxhash.xxh64_intdigest(b"%x" % key)
+
+
+class _MultiprobeTable:
+    __slots__ = ("names", "owners", "tokens")
+
+    def __init__(self, names: frozenset[str]) -> None:
+        self.names = names
+        pairs = sorted((xxhash.xxh64_intdigest(n.encode("utf-8")), n) for n in names)
+        self.tokens = [t for t, _ in pairs]
+        self.owners = [n for _, n in pairs]
+
+    def _closest(self, key: int) -> int:
+        """Index of the token nearest to any of the key's probes."""
+        tokens = self.tokens
+        size = len(tokens)
+        h1 = _second_key(key)
+        h2 = _second_key(h1)
+        best, best_dist = 0, _MASK64
+        for k in range(_PROBES):
+            h = (h1 + k * h2) & _MASK64
+            found = bisect_left(tokens, h)
+            # Neighbours on both sides; note ckit measures plain (not circular)
+            # distance, and prefers the lower neighbour on a tie.
+            a = found - 1 if found > 0 else size - 1
+            b = found % size
+            dist_a = abs(tokens[a] - h)
+            dist_b = abs(tokens[b] - h)
+            idx, dist = (a, dist_a) if dist_a <= dist_b else (b, dist_b)
+            # Strictly closer only: the earliest probe wins ties.
+            if dist < best_dist:
+                best, best_dist = idx, dist
+        return best
+
+    def lookup(self, key: int, n: int, by_name: dict[str, Peer]) -> list[Peer]:
+        first = self._closest(key)
+        owners = self.owners
+        size = len(owners)
+        # One token per node, so the next n tokens are n distinct nodes.
+        return [by_name[owners[(first + i) % size]] for i in range(n)]
+
+    def lookup_many(
+        self, keys: Sequence[int], n: int, by_name: dict[str, Peer]
+    ) -> list[list[Peer]]:
+        lookup = self.lookup
+        return [lookup(key, n, by_name) for key in keys]
+
+
+class _MultiprobeBuilder:
+    def build(self, names: frozenset[str], bases: Sequence[_Table]) -> _Table:
+        for base in bases:
+            if base.names == names:
+                return base
+        return _MultiprobeTable(names)
+
+    def retain(self, names: frozenset[str]) -> None:
+        pass

@@ -1,0 +1,459 @@
+"""Tests for cluster.shard, cluster.peer and cluster.lamport.
+
+The conformance tests replay ``ckit-shard-vectors.json``: outputs of ckit's own
+Go code (string keys, key builders and lookups for every sharder and op).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import random
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from cluster import shard
+from cluster.lamport import MAX_TIME, LamportClock
+from cluster.peer import Peer, PeerState, StateTransitionError, check_transition
+from cluster.shard import MAX_KEY, KeyBuilder, NotEnoughPeersError, Op, string_key
+
+_DEFAULT_VECTORS = os.path.join(
+    os.path.dirname(__file__),
+    "..",
+    "..",
+    "shared",
+    "conformance",
+    "ckit-shard-vectors.json",
+)
+
+_SHARDERS: dict[str, Callable[[], shard.Sharder]] = {
+    "ring512": lambda: shard.ring(512),
+    "ring256": lambda: shard.ring(256),
+    "rendezvous": shard.rendezvous,
+    "multiprobe": shard.multiprobe,
+}
+
+_OPS = {"Read": Op.READ, "ReadWrite": Op.READ_WRITE}
+
+P = PeerState.PARTICIPANT
+T = PeerState.TERMINATING
+V = PeerState.VIEWER
+
+
+@functools.cache
+def _vectors() -> dict[str, Any]:
+    path = os.environ.get("CKIT_VECTORS") or _DEFAULT_VECTORS
+    if not os.path.exists(path):
+        raise SkipTest(
+            f"ckit conformance vectors not found at {os.path.abspath(path)}; "
+            "check out shared/ beside the repo or set CKIT_VECTORS"
+        )
+    with open(path, encoding="utf-8") as f:
+        data: dict[str, Any] = json.load(f)
+    return data
+
+
+@functools.cache
+def _random_keys(count: int) -> list[int]:
+    # Seeded so that the distribution assertions are deterministic.
+    rng = random.Random(20240601)
+    return [rng.getrandbits(64) for _ in range(count)]
+
+
+def _peers(names: Iterable[str], state: PeerState = P) -> list[Peer]:
+    return [
+        Peer(name, f"10.0.0.1:{7946 + i}", False, state) for i, name in enumerate(names)
+    ]
+
+
+def _names(peers: Iterable[Peer]) -> list[str]:
+    return [p.name for p in peers]
+
+
+class ConformanceTests(SynchronousTestCase):
+    """Every entry of ckit's vectors is reproduced exactly."""
+
+    def test_string_keys(self) -> None:
+        entries = _vectors()["string_keys"]
+        self.assertTrue(entries)
+        for entry in entries:
+            self.assertEqual(string_key(entry["s"]), int(entry["key"]), entry["s"])
+
+    def test_key_builder(self) -> None:
+        entries = _vectors()["key_builder"]
+        self.assertTrue(entries)
+        kb = KeyBuilder()
+        for entry in entries:
+            kb.reset()
+            for chunk in entry["writes_hex"]:
+                data = bytes.fromhex(chunk)
+                self.assertEqual(kb.write(data), len(data))
+            self.assertEqual(kb.key(), int(entry["key"]), entry["writes_hex"])
+
+    def _check_sharder(self, sharder_name: str) -> None:
+        cases = [c for c in _vectors()["lookups"] if c["sharder"] == sharder_name]
+        self.assertTrue(cases, f"no vectors for {sharder_name}")
+        failures: list[str] = []
+        checked = 0
+        for case in cases:
+            sharder = _SHARDERS[sharder_name]()
+            sharder.set_peers(
+                Peer(p["name"], p["addr"], False, PeerState.parse(p["state"]))
+                for p in case["peers"]
+            )
+            for entry in case["lookups"]:
+                checked += 1
+                key, n, op = int(entry["hash"]), entry["n"], _OPS[entry["op"]]
+                # An empty "key" marks a raw random hash in the vectors.
+                if entry["key"]:
+                    self.assertEqual(string_key(entry["key"]), key)
+                expected = entry.get("owners", entry.get("error"))
+                try:
+                    got: object = _names(sharder.lookup(key, n, op))
+                    batch: object = _names(sharder.lookup_many([key], n, op)[0])
+                except NotEnoughPeersError as e:
+                    got = str(e)
+                    try:
+                        sharder.lookup_many([key], n, op)
+                    except NotEnoughPeersError as e2:
+                        batch = str(e2)
+                if got != expected or batch != expected:
+                    failures.append(
+                        f"{len(case['peers'])} peers {entry}: "
+                        f"got {got!r}, batch {batch!r}"
+                    )
+        self.assertEqual(failures[:5], [], f"{len(failures)} of {checked} differ")
+        self.assertEqual(checked, len(cases) * len(cases[0]["lookups"]))
+
+    def test_ring512(self) -> None:
+        self._check_sharder("ring512")
+
+    def test_ring256(self) -> None:
+        self._check_sharder("ring256")
+
+    def test_rendezvous(self) -> None:
+        self._check_sharder("rendezvous")
+
+    def test_multiprobe(self) -> None:
+        self._check_sharder("multiprobe")
+
+    def test_all_sharders_covered(self) -> None:
+        seen = {c["sharder"] for c in _vectors()["lookups"]}
+        self.assertEqual(seen, set(_SHARDERS))
+
+
+class KeyTests(SynchronousTestCase):
+    def test_string_key_is_xxh64_of_utf8(self) -> None:
+        self.assertEqual(string_key(""), 0xEF46DB3751D8E999)
+        kb = KeyBuilder()
+        kb.write("héllo ".encode())
+        kb.write(bytearray(b"w"))
+        kb.write(memoryview("örld".encode()))
+        self.assertEqual(kb.key(), string_key("héllo wörld"))
+        # key() does not consume the state; reset() starts over.
+        self.assertEqual(kb.key(), string_key("héllo wörld"))
+        kb.reset()
+        self.assertEqual(kb.key(), string_key(""))
+
+
+def _all_sharders() -> dict[str, shard.Sharder]:
+    return {name: make() for name, make in _SHARDERS.items()}
+
+
+class LookupSemanticsTests(SynchronousTestCase):
+    def test_protocol(self) -> None:
+        for sharder in _all_sharders().values():
+            self.assertIsInstance(sharder, shard.Sharder)
+
+    def test_op_str(self) -> None:
+        self.assertEqual(str(Op.READ), "Read")
+        self.assertEqual(str(Op.READ_WRITE), "ReadWrite")
+
+    def test_zero_owners(self) -> None:
+        for name, sharder in _all_sharders().items():
+            # Even with no peers at all, n == 0 is an empty answer, not an error.
+            for op in Op:
+                self.assertEqual(sharder.lookup(1, 0, op), [], name)
+                self.assertEqual(sharder.lookup_many([1, 2], 0, op), [[], []])
+            sharder.set_peers(_peers(["a", "b"]))
+            self.assertEqual(sharder.lookup(MAX_KEY, 0, Op.READ), [], name)
+
+    def test_not_enough_peers(self) -> None:
+        peers = [*_peers(["a", "b"]), *_peers(["c"], T), *_peers(["d", "e"], V)]
+        for name, sharder in _all_sharders().items():
+            sharder.set_peers(peers)
+            # "have" counts the peers eligible for the op, not all peers.
+            e = self.assertRaises(NotEnoughPeersError, sharder.lookup, 7, 4, Op.READ)
+            self.assertEqual(str(e), "not enough nodes: need at least 4, have 3")
+            self.assertEqual((e.need, e.have), (4, 3))
+            e = self.assertRaises(
+                NotEnoughPeersError, sharder.lookup_many, [], 3, Op.READ_WRITE
+            )
+            self.assertEqual(str(e), "not enough nodes: need at least 3, have 2")
+            self.assertEqual(len(sharder.lookup(7, 3, Op.READ)), 3, name)
+            empty = _SHARDERS[name]()
+            e = self.assertRaises(NotEnoughPeersError, empty.lookup, 7, 1, Op.READ)
+            self.assertEqual(str(e), "not enough nodes: need at least 1, have 0")
+
+    def test_invalid_arguments(self) -> None:
+        for sharder in _all_sharders().values():
+            sharder.set_peers(_peers(["a", "b"]))
+            self.assertRaises(ValueError, sharder.lookup, 1, -1, Op.READ)
+            self.assertRaises(ValueError, sharder.lookup, -1, 1, Op.READ)
+            self.assertRaises(ValueError, sharder.lookup, MAX_KEY + 1, 1, Op.READ)
+            self.assertRaises(ValueError, sharder.lookup_many, [0, -5], 1, Op.READ)
+            self.assertRaises(ValueError, sharder.lookup, 1, 1, "Read")
+        self.assertRaises(ValueError, shard.ring, 0)
+
+    def test_viewers_never_own(self) -> None:
+        viewers = _peers([f"viewer-{i}" for i in range(5)], V)
+        owners = _peers([f"node-{i}" for i in range(4)])
+        for name, sharder in _all_sharders().items():
+            sharder.set_peers(viewers + owners)
+            self.assertEqual(_names(sharder.peers()), _names(owners), name)
+            seen: set[str] = set()
+            for op in Op:
+                for result in sharder.lookup_many(_random_keys(2000), 4, op):
+                    seen.update(_names(result))
+            self.assertEqual(seen, set(_names(owners)), name)
+
+    def test_read_vs_read_write(self) -> None:
+        participants = _peers([f"node-{i}" for i in range(6)])
+        leaving = Peer("node-3", "10.0.0.9:7946", False, T)
+        mixed = [p for p in participants if p.name != "node-3"] + [leaving]
+        keys = _random_keys(3000)
+        for name, make in _SHARDERS.items():
+            sharder = make()
+            sharder.set_peers(mixed)
+            # READ treats the terminating peer exactly like a participant...
+            as_participant = make()
+            as_participant.set_peers(participants)
+            read = sharder.lookup_many(keys, 2, Op.READ)
+            expected = as_participant.lookup_many(keys, 2, Op.READ)
+            self.assertEqual([_names(r) for r in read], [_names(r) for r in expected])
+            self.assertIn(leaving, [p for r in read for p in r], name)
+            # ...and it is the peer object with the terminating state.
+            self.assertNotIn(participants[3], [p for r in read for p in r], name)
+            # ...while READ_WRITE hashes as if the peer had already left.
+            without = make()
+            without.set_peers(participants[:3] + participants[4:])
+            rw = sharder.lookup_many(keys, 2, Op.READ_WRITE)
+            expected = without.lookup_many(keys, 2, Op.READ_WRITE)
+            self.assertEqual([_names(r) for r in rw], [_names(r) for r in expected])
+            self.assertNotIn("node-3", {p.name for r in rw for p in r}, name)
+            self.assertEqual(sharder.peers(), sorted(mixed, key=lambda p: p.name))
+
+    def test_lookup_many_matches_lookup(self) -> None:
+        names = [f"alloy-{i}" for i in range(9)]
+        keys = [0, 1, MAX_KEY, MAX_KEY - 1, *_random_keys(300)]
+        for name, sharder in _all_sharders().items():
+            sharder.set_peers(_peers(names[:5]) + _peers(names[5:], T))
+            for op in Op:
+                for n in range(1, 6):
+                    batch = sharder.lookup_many(keys, n, op)
+                    single = [sharder.lookup(k, n, op) for k in keys]
+                    self.assertEqual(batch, single, f"{name} {op} n={n}")
+                    for owners in batch:
+                        self.assertEqual(len(set(_names(owners))), n)
+            # Big batches take the GC-paused path; same answers.
+            big = _random_keys(5000)
+            self.assertEqual(
+                sharder.lookup_many(big, 2, Op.READ)[:50],
+                [sharder.lookup(k, 2, Op.READ) for k in big[:50]],
+            )
+
+    def test_duplicate_names_last_wins(self) -> None:
+        for sharder in _all_sharders().values():
+            first = Peer("a", "10.0.0.1:1", False, P)
+            last = Peer("a", "10.0.0.2:1", False, T)
+            sharder.set_peers([first, *_peers(["b"]), last, Peer("b", "x:1", False, V)])
+            self.assertEqual(
+                [p.addr for p in sharder.peers()], ["10.0.0.2:1", "10.0.0.1:7946"]
+            )
+            # One entry per name: asking for 2 owners terminates with distinct peers.
+            self.assertEqual(sorted(_names(sharder.lookup(5, 2, Op.READ))), ["a", "b"])
+            self.assertRaises(NotEnoughPeersError, sharder.lookup, 5, 2, Op.READ_WRITE)
+
+    def test_peer_updates_are_visible(self) -> None:
+        for name, sharder in _all_sharders().items():
+            sharder.set_peers(_peers(["a"]))
+            sharder.set_peers([Peer("a", "10.9.9.9:1", True, T)])
+            self.assertEqual(sharder.lookup(3, 1, Op.READ)[0].addr, "10.9.9.9:1", name)
+            self.assertEqual(sharder.peers()[0].state, T)
+            self.assertRaises(NotEnoughPeersError, sharder.lookup, 3, 1, Op.READ_WRITE)
+            copy = sharder.peers()
+            copy.clear()
+            self.assertEqual(len(sharder.peers()), 1)
+
+
+def _ring_internals(sharder: shard.Sharder, op: Op) -> tuple[list[int], list[str]]:
+    assert isinstance(sharder, shard._HashSharder)
+    table = sharder._state.tables[op]
+    assert isinstance(table, shard._RingTable)
+    return table.tokens, table.owners
+
+
+class RingBuildTests(SynchronousTestCase):
+    """The incremental ring rebuild gives exactly what a full build gives."""
+
+    def _assert_same_as_fresh(self, sharder: shard.Sharder, peers: list[Peer]) -> None:
+        fresh = shard.ring(64)
+        fresh.set_peers(peers)
+        for op in Op:
+            self.assertEqual(_ring_internals(sharder, op), _ring_internals(fresh, op))
+
+    def test_patched_rebuild_matches_full(self) -> None:
+        rng = random.Random(7)
+        pool = [f"n{i}" for i in range(60)]
+        current = {name: P for name in pool[:40]}
+        sharder = shard.ring(64)
+        for _ in range(40):
+            name = rng.choice(pool)
+            if name not in current:
+                current[name] = P
+            elif current[name] is P and rng.random() < 0.5:
+                current[name] = T
+            else:
+                del current[name]
+            peers = [Peer(n, "x:1", False, s) for n, s in current.items()]
+            sharder.set_peers(peers)
+            self._assert_same_as_fresh(sharder, peers)
+
+    def test_equal_tokens_order_by_name(self) -> None:
+        # Force every node onto the same tokens: ties must go to the smaller
+        # name, on the full build and on the patched one alike.
+        def fake_tokens(name: str, num_tokens: int) -> list[int]:
+            return [1000 * (t // 2) for t in range(num_tokens)]
+
+        self.patch(shard, "_ring_tokens", fake_tokens)
+        names = [f"n{i:02d}" for i in range(20)]
+        sharder = shard.ring(64)
+        sharder.set_peers(_peers(names[1:7] + names[8:]))
+        self.assertEqual(_names(sharder.lookup(1, 3, Op.READ)), ["n01", "n02", "n03"])
+        # Patched in between existing names with the same tokens, then first.
+        sharder.set_peers(_peers(names[1:]))
+        self._assert_same_as_fresh(sharder, _peers(names[1:]))
+        sharder.set_peers(_peers(names))
+        self._assert_same_as_fresh(sharder, _peers(names))
+        self.assertEqual(_names(sharder.lookup(1, 3, Op.READ)), ["n00", "n01", "n02"])
+        sharder.set_peers(_peers(names[:5] + names[6:]))
+        self._assert_same_as_fresh(sharder, _peers(names[:5] + names[6:]))
+
+
+class DistributionTests(SynchronousTestCase):
+    def _shares(self, num_nodes: int) -> list[float]:
+        sharder = shard.ring(512)
+        sharder.set_peers(_peers([f"node-{i}" for i in range(num_nodes)]))
+        keys = _random_keys(1_000_000)
+        counts = Counter(o[0].name for o in sharder.lookup_many(keys, 1, Op.READ))
+        self.assertEqual(len(counts), num_nodes)
+        fair = len(keys) / num_nodes
+        return [c / fair for c in counts.values()]
+
+    # With 512 tokens a node's share has a spread of about 1/sqrt(512) = 4.4%,
+    # so 0.90..1.10 is roughly a 2-sigma band at 100 nodes. It holds for these
+    # names; other name sets can land a node just outside it.
+    def test_ring_balance_10(self) -> None:
+        shares = self._shares(10)
+        self.assertTrue(0.90 <= min(shares) and max(shares) <= 1.10, shares)
+
+    def test_ring_balance_100(self) -> None:
+        shares = self._shares(100)
+        self.assertTrue(0.90 <= min(shares) and max(shares) <= 1.10, shares)
+
+    def _check_growth(self, num_nodes: int) -> None:
+        keys = _random_keys(1_000_000)[:200_000]
+        names = [f"node-{i}" for i in range(num_nodes + 1)]
+        sharder = shard.ring(512)
+        sharder.set_peers(_peers(names[:-1]))
+        before = [o[0].name for o in sharder.lookup_many(keys, 1, Op.READ_WRITE)]
+        sharder.set_peers(_peers(names))
+        after = [o[0].name for o in sharder.lookup_many(keys, 1, Op.READ_WRITE)]
+        moved = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
+        # Keys only ever move to the newcomer, never between survivors.
+        self.assertEqual({b for _, b in moved}, {names[-1]})
+        fraction = len(moved) / len(keys)
+        ideal = 1 / (num_nodes + 1)
+        self.assertTrue(0.8 * ideal <= fraction <= 1.2 * ideal, (fraction, ideal))
+
+    def test_ring_growth_10(self) -> None:
+        self._check_growth(10)
+
+    def test_ring_growth_100(self) -> None:
+        self._check_growth(100)
+
+
+class PeerTests(SynchronousTestCase):
+    def test_state_strings(self) -> None:
+        self.assertEqual(
+            [str(s) for s in PeerState], ["viewer", "participant", "terminating"]
+        )
+        self.assertEqual([int(s) for s in PeerState], [0, 1, 2])
+        self.assertEqual(f"{PeerState.TERMINATING}", "terminating")
+        for state in PeerState:
+            self.assertIs(PeerState.parse(str(state)), state)
+        e = self.assertRaises(ValueError, PeerState.parse, "Viewer")
+        self.assertEqual(str(e), 'unknown state "Viewer"')
+
+    def test_json(self) -> None:
+        peer = Peer("alloy-0", "10.0.0.1:12345", True, T)
+        obj = peer.to_json()
+        self.assertEqual(
+            obj,
+            {
+                "name": "alloy-0",
+                "addr": "10.0.0.1:12345",
+                "isSelf": True,
+                "state": "terminating",
+            },
+        )
+        self.assertEqual(Peer.from_json(json.loads(json.dumps(obj))), peer)
+        self.assertEqual(str(peer), "alloy-0")
+        self.assertRaises(ValueError, Peer.from_json, {**obj, "state": "gone"})
+        self.assertRaises(TypeError, Peer.from_json, {**obj, "isSelf": "yes"})
+
+    def test_transitions(self) -> None:
+        legal = {(V, P), (P, T)}
+        for current in PeerState:
+            for target in PeerState:
+                if (current, target) in legal:
+                    check_transition(current, target)
+                    continue
+                e = self.assertRaises(
+                    StateTransitionError, check_transition, current, target
+                )
+                self.assertIsInstance(e, ValueError)
+                self.assertEqual(
+                    str(e), f"invalid transition from {current} to {target}"
+                )
+                self.assertEqual((e.current, e.target), (current, target))
+        e = self.assertRaises(StateTransitionError, check_transition, V, T)
+        self.assertEqual(str(e), "invalid transition from viewer to terminating")
+
+
+class LamportTests(SynchronousTestCase):
+    def test_tick_and_observe(self) -> None:
+        clock = LamportClock()
+        self.assertEqual(clock.now(), 0)
+        self.assertEqual(clock.tick(), 1)
+        self.assertEqual(clock.tick(), 2)
+        clock.observe(5)  # ahead of us: move past it
+        self.assertEqual(clock.now(), 6)
+        clock.observe(3)  # behind us: no change
+        self.assertEqual(clock.now(), 6)
+        clock.observe(6)  # equal counts as not behind
+        self.assertEqual(clock.now(), 7)
+        self.assertEqual(clock.now(), 7)  # now() never advances
+
+    def test_uint64(self) -> None:
+        clock = LamportClock(MAX_TIME)
+        self.assertEqual(clock.tick(), 0)
+        clock.observe(MAX_TIME)
+        self.assertEqual(clock.now(), 0)
+        self.assertRaises(ValueError, clock.observe, -1)
+        self.assertRaises(ValueError, clock.observe, MAX_TIME + 1)
+        self.assertRaises(ValueError, LamportClock, -1)
