@@ -44,6 +44,8 @@ from cluster.gossip.config import GossipConfig
 from cluster.gossip.interfaces import IPacketHandler, ITransport
 from cluster.gossip.memberlist import Memberlist
 from cluster.gossip.transport import StreamTimeout
+from cluster.node import Node
+from cluster.shard import Sharder
 
 __all__ = ["SimulatedClock", "SimulatedNetwork", "SimulatedTransport"]
 
@@ -187,6 +189,29 @@ class SimulatedNetwork:
         """
         return SimulatedTransport(self, host or self.new_host(), port)
 
+    def _prepare(
+        self,
+        name: str,
+        config: GossipConfig | None,
+        host: str | None,
+        overrides: dict[str, Any],
+    ) -> dict[str, Any]:
+        transport = self.transport(host)
+        base = config or GossipConfig.lan(name=name)
+        settings = {
+            "name": name,
+            "bind_address": transport.host,
+            "bind_port": transport.port,
+            **overrides,
+        }
+        self._node_seeds += 1
+        return {
+            "config": attrs.evolve(base, **settings),
+            "reactor": self.clock,
+            "transport": transport,
+            "rng": random.Random(f"{self.seed}/{self._node_seeds}"),
+        }
+
     def memberlist(
         self,
         name: str,
@@ -200,21 +225,20 @@ class SimulatedNetwork:
         @param config: the base configuration (LAN defaults if omitted);
             C{name}, the address and any C{overrides} are applied to it.
         """
-        transport = self.transport(host)
-        base = config or GossipConfig.lan(name=name)
-        settings = {
-            "name": name,
-            "bind_address": transport.host,
-            "bind_port": transport.port,
-            **overrides,
-        }
-        self._node_seeds += 1
-        return Memberlist(
-            attrs.evolve(base, **settings),
-            reactor=self.clock,
-            transport=transport,
-            rng=random.Random(f"{self.seed}/{self._node_seeds}"),
-        )
+        return Memberlist(**self._prepare(name, config, host, overrides))
+
+    def node(
+        self,
+        name: str,
+        sharder: Sharder | None = None,
+        config: GossipConfig | None = None,
+        host: str | None = None,
+        **overrides: Any,
+    ) -> Node:
+        """
+        A ckit-style L{Node} on a new simulated host, not yet started.
+        """
+        return Node(sharder=sharder, **self._prepare(name, config, host, overrides))
 
     # --- running ---
 
@@ -284,13 +308,14 @@ class SimulatedNetwork:
         """
         self._starved[host] = (low, high)
 
-    def crash(self, node: Memberlist) -> None:
+    def crash(self, node: Memberlist | Node) -> None:
         """
         Kill C{node} abruptly: it stops, says nothing, and its host drops
         all traffic.
         """
-        self._down.add(node.transport.host)
-        node.shutdown()
+        memberlist = node.memberlist if isinstance(node, Node) else node
+        self._down.add(memberlist.transport.host)
+        memberlist.shutdown()
 
     def restore(self, host: str) -> None:
         """
