@@ -44,7 +44,10 @@ from cluster.gossip.config import GossipConfig
 from cluster.gossip.interfaces import IPacketHandler, ITransport
 from cluster.gossip.memberlist import Memberlist
 from cluster.gossip.transport import StreamTimeout
+from cluster.interfaces import ServiceHost
 from cluster.node import Node
+from cluster.options import Options
+from cluster.service import ClusterService, SimpleServiceHost
 from cluster.shard import Sharder
 
 __all__ = ["SimulatedClock", "SimulatedNetwork", "SimulatedTransport"]
@@ -239,6 +242,28 @@ class SimulatedNetwork:
         A ckit-style L{Node} on a new simulated host, not yet started.
         """
         return Node(sharder=sharder, **self._prepare(name, config, host, overrides))
+
+    def cluster_service(
+        self,
+        options: Options,
+        host: str | None = None,
+        service_host: ServiceHost | None = None,
+    ) -> ClusterService:
+        """
+        A L{ClusterService} on a new simulated host, not yet started; the
+        options' bind address and port are replaced by the host's.
+        """
+        transport = self.transport(host)
+        self._node_seeds += 1
+        return ClusterService(
+            attrs.evolve(
+                options, bind_address=transport.host, bind_port=transport.port
+            ),
+            reactor=self.clock,
+            host=service_host or SimpleServiceHost(),
+            transport=transport,
+            rng=random.Random(f"{self.seed}/{self._node_seeds}"),
+        )
 
     # --- running ---
 

@@ -1,0 +1,472 @@
+"""
+L{ClusterService}: Grafana Alloy's C{cluster} service as a Twisted
+L{IService} (Alloy C{internal/service/cluster}).
+
+Starting the service discovers peers, joins a random subset of them as a
+I{viewer} (or bootstraps a new cluster when that fails), rejoins every
+C{rejoin_interval} to heal split brains, and tells every L{Component} of
+the host about peer and readiness changes, coalesced and at most once a
+second.  The embedding program moves the node to I{participant} with
+L{ClusterService.change_state} once it is ready to take work, and reads
+ownership through L{ClusterService.data}.  Stopping moves to
+I{terminating} (bounded to 5 s), leaves (5 s) and shuts down.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from typing import Any
+
+import attrs
+from prometheus_client import Gauge
+from twisted.application import service
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    maybeDeferred,
+    succeed,
+)
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from zope.interface import implementer
+
+from cluster.interfaces import Cluster, Component, ServiceHost
+from cluster.node import FuncObserver, Node
+from cluster.options import Options, split_advertise_address
+from cluster.peer import Peer, PeerState
+from cluster.shard import Op, Sharder, ring
+from cluster.web import ClusterResource, DisabledResource
+
+__all__ = [
+    "SERVICE_NAME",
+    "ClusterService",
+    "ClusterView",
+    "ComponentBlock",
+    "Definition",
+    "SimpleServiceHost",
+]
+
+SERVICE_NAME = "cluster"
+TOKENS_PER_NODE = 512
+STATE_UPDATE_MIN_INTERVAL = 1.0
+TERMINATING_TIMEOUT = 5.0
+HANDLER_BASE = "/api/v0/web/"
+
+
+@attrs.frozen
+class ComponentBlock:
+    """
+    A component's C{clustering { enabled = ... }} block.
+    """
+
+    enabled: bool = False
+
+
+@attrs.frozen
+class Definition:
+    """
+    What the service is (Alloy's C{service.Definition}).
+    """
+
+    name: str
+    config_type: type | None
+    depends_on: tuple[str, ...]
+
+
+@implementer(ServiceHost)
+@attrs.define(eq=False)
+class SimpleServiceHost:
+    """
+    A L{ServiceHost} that components register on.
+    """
+
+    _components: list[object] = attrs.field(factory=list)
+
+    def register(self, component: object) -> None:
+        """
+        Add C{component}; if it provides L{Component} it hears changes.
+        """
+        self._components.append(component)
+
+    def unregister(self, component: object) -> None:
+        """
+        Remove C{component}.
+        """
+        self._components.remove(component)
+
+    def list_components(self) -> list[object]:
+        return list(self._components)
+
+
+class _Readiness(enum.Enum):
+    NOT_READY = 0
+    READY = 1
+    DEADLINE_PASSED = 2
+
+
+@implementer(Cluster)
+@attrs.define(eq=False)
+class ClusterView:
+    """
+    The read-only L{Cluster} handed to components (Alloy's C{alloyCluster}),
+    which also keeps the readiness state machine.
+
+    Readiness: always true when clustering is off or the minimum size is
+    0.  Otherwise true once the non-viewer peers reach the minimum, or once
+    C{minimum_size_wait_timeout} has passed since the service started
+    (sticky until the minimum is met again); dropping below the minimum
+    after being ready starts the wait over.
+    """
+
+    sharder: Sharder
+    options: Options
+    reactor: Any
+    on_change: Any
+    ready_gauge: Gauge | None = None
+    _state: _Readiness = attrs.field(default=_Readiness.NOT_READY, init=False)
+    _deadline: IDelayedCall | None = attrs.field(default=None, init=False)
+    _log = Logger()
+
+    def _always_ready(self) -> bool:
+        return (
+            not self.options.enable_clustering or self.options.minimum_cluster_size == 0
+        )
+
+    def start(self) -> None:
+        if self._always_ready():
+            self._set(_Readiness.READY)
+        else:
+            self._set(_Readiness.NOT_READY)
+            self._start_deadline()
+
+    def _start_deadline(self) -> None:
+        self._cancel_deadline()
+        if self.options.minimum_size_wait_timeout:
+            self._deadline = self.reactor.callLater(
+                self.options.minimum_size_wait_timeout, self._deadline_passed
+            )
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _set(self, state: _Readiness) -> None:
+        self._state = state
+        if self.ready_gauge is not None:
+            self.ready_gauge.set(0 if state == _Readiness.NOT_READY else 1)
+
+    def _deadline_passed(self) -> None:
+        self._deadline = None
+        if self._state != _Readiness.NOT_READY:
+            return
+        self._log.warn(
+            "deadline passed, marking cluster as ready to admit traffic "
+            "(minimum_cluster_size={minimum}, peers={count})",
+            minimum=self.options.minimum_cluster_size,
+            count=len(self.sharder.peers()),
+        )
+        self._set(_Readiness.DEADLINE_PASSED)
+        self.on_change()
+
+    def update_ready_state(self) -> None:
+        """
+        Re-evaluate readiness against the current peers.
+        """
+        if self._always_ready():
+            return
+        if len(self.sharder.peers()) >= self.options.minimum_cluster_size:
+            if self._state != _Readiness.READY:
+                self._cancel_deadline()
+                self._set(_Readiness.READY)
+                self._log.info("minimum cluster size reached, ready for traffic")
+            return
+        if self._state == _Readiness.READY:
+            self._set(_Readiness.NOT_READY)
+            self._start_deadline()
+            self._log.warn("minimum cluster size not met, not ready for traffic")
+
+    def shutdown(self) -> None:
+        self._cancel_deadline()
+
+    def lookup(self, key: int, replication_factor: int, op: Op) -> list[Peer]:
+        return self.sharder.lookup(key, replication_factor, op)
+
+    def peers(self) -> list[Peer]:
+        return self.sharder.peers()
+
+    def ready(self) -> bool:
+        if self._always_ready():
+            return True
+        return self._state != _Readiness.NOT_READY
+
+
+@attrs.define(eq=False, slots=False)
+class ClusterService(service.Service):
+    """
+    The cluster service.
+
+    @param options: fixed for the service's life.
+    @param reactor: time and sockets (default: the global reactor).
+    @param host: lists the components to notify (default: a
+        L{SimpleServiceHost}, available as C{.host}).
+    @param transport: the gossip transport (for L{cluster.testing}).
+    @param rng: every random choice (seed it for a reproducible run).
+    """
+
+    options: Options
+    reactor: Any = None
+    host: Any = attrs.field(factory=SimpleServiceHost)
+    transport: Any = None
+    rng: random.Random = attrs.field(factory=random.Random)
+
+    sharder: Sharder = attrs.field(init=False)
+    node: Node | None = attrs.field(default=None, init=False)
+    view: ClusterView = attrs.field(init=False)
+    _notify_call: IDelayedCall | None = attrs.field(default=None, init=False)
+    _last_notify: float | None = attrs.field(default=None, init=False)
+    _rejoin_call: IDelayedCall | None = attrs.field(default=None, init=False)
+    _log: Logger = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.name = SERVICE_NAME
+        if self.reactor is None:
+            from twisted.internet import reactor
+
+            self.reactor = reactor
+        if self.host is None:
+            self.host = SimpleServiceHost()
+        self._log = self.options.log or Logger()
+        if self.options.enable_tls:
+            raise ValueError(
+                "enable_tls: TLS needs the TLS transport, which the UDP/TCP "
+                "gossip transport does not offer yet"
+            )
+        self.sharder = ring(TOKENS_PER_NODE)
+        ready_gauge = self._register_gauges()
+        self.view = ClusterView(
+            self.sharder, self.options, self.reactor, self._trigger, ready_gauge
+        )
+        if self.options.enable_clustering:
+            self.node = Node(
+                self.options.gossip_config(),
+                sharder=self.sharder,
+                reactor=self.reactor,
+                transport=self.transport,
+                rng=self.rng,
+            )
+        else:
+            self.sharder.set_peers([self._lone_peer()])
+
+    def _lone_peer(self) -> Peer:
+        host, port = "127.0.0.1", self.options.bind_port
+        if self.options.advertise_address:
+            host, advertised = split_advertise_address(self.options.advertise_address)
+            port = advertised or port
+        return Peer(
+            self.options.node_name, f"{host}:{port}", True, PeerState.PARTICIPANT
+        )
+
+    def _register_gauges(self) -> Gauge | None:
+        registry = self.options.metrics
+        if registry is None or not self.options.enable_clustering:
+            return None
+        labels = {"cluster_name": self.options.cluster_name}
+        ready = Gauge(
+            "cluster_ready_for_traffic",
+            "Reports 1 when the cluster is ready to admit traffic, 0 otherwise.",
+            labelnames=list(labels),
+            registry=registry,
+        ).labels(**labels)
+        Gauge(
+            "cluster_minimum_size",
+            "The configured minimum cluster size required before admitting "
+            "traffic to components that use clustering.",
+            labelnames=list(labels),
+            registry=registry,
+        ).labels(**labels).set(self.options.minimum_cluster_size)
+        ready.set(0)
+        return ready
+
+    # --- Alloy's service methods ---
+
+    def definition(self) -> Definition:
+        """
+        Name, configuration type (none) and dependencies.
+        """
+        return Definition(SERVICE_NAME, None, ("http",))
+
+    def data(self) -> ClusterView:
+        """
+        The read-only L{Cluster} view for components.
+        """
+        return self.view
+
+    def update(self, config: object) -> None:
+        """
+        Refused: the cluster service takes no runtime configuration.
+        """
+        raise ValueError("cluster service does not support configuration")
+
+    def change_state(self, target: PeerState) -> Deferred[None]:
+        """
+        Move our node to C{target} (see L{Node.change_state}).  With
+        clustering disabled the node is always a participant: a no-op.
+        """
+        if self.node is None:
+            return succeed(None)
+        return self.node.change_state(target)
+
+    def service_handler(self, host: object = None) -> tuple[str, Resource]:
+        """
+        The HTTP resource to mount at the returned base path; it answers
+        C{GET peers} with Alloy's JSON.
+        """
+        if self.node is None:
+            return HANDLER_BASE, DisabledResource()
+        return HANDLER_BASE, ClusterResource(self.view)
+
+    @property
+    def port(self) -> int:
+        """
+        The bound gossip port (once started; the configured one when
+        clustering is disabled).
+        """
+        if self.node is None:
+            return self.options.bind_port
+        return self.node.memberlist.port
+
+    # --- lifecycle ---
+
+    def startService(self) -> None:
+        super().startService()
+        self.view.start()
+        if self.node is None:
+            self._trigger()
+            return
+        self.node.observe(FuncObserver(self._peers_changed))
+        d = Deferred.fromCoroutine(self._start())
+        d.addErrback(lambda f: self._log.failure("cluster start failed", f))
+
+    def _peers_changed(self, peers: list[Peer]) -> bool:
+        if not self.running:
+            return False
+        self._trigger()
+        return True
+
+    async def _start(self) -> None:
+        assert self.node is not None
+        try:
+            peers = await self._random_peers()
+        except Exception as e:
+            self._log.warn(
+                "failed to get peers to join at startup; will create a new "
+                "cluster: {error}",
+                error=e,
+            )
+            peers = []
+        self._log.info(
+            "starting cluster node {name} with {count} peers: {peers}",
+            name=self.options.node_name,
+            count=len(peers),
+            peers=",".join(peers),
+        )
+        try:
+            await self.node.start(peers)
+        except Exception as e:
+            self._log.warn(
+                "failed to connect to peers; bootstrapping a new cluster: {error}",
+                error=e,
+            )
+            await self.node.start([])
+        self._schedule_rejoin()
+
+    async def _random_peers(self) -> list[str]:
+        discover = self.options.discover_peers
+        if not self.options.enable_clustering or discover is None:
+            return []
+        peers = [str(peer) for peer in await maybeDeferred(discover)]
+        limit = self.options.cluster_max_join_peers
+        if limit == 0 or len(peers) < limit:
+            return peers
+        self.rng.shuffle(peers)
+        return peers[:limit]
+
+    def _schedule_rejoin(self) -> None:
+        if self.running and self.options.rejoin_interval > 0:
+            self._rejoin_call = self.reactor.callLater(
+                self.options.rejoin_interval, self._rejoin
+            )
+
+    def _rejoin(self) -> None:
+        self._rejoin_call = None
+        d = Deferred.fromCoroutine(self._rejoin_once())
+        d.addErrback(lambda f: self._log.failure("rejoin failed", f))
+        d.addBoth(lambda _: self._schedule_rejoin())
+
+    async def _rejoin_once(self) -> None:
+        assert self.node is not None
+        try:
+            peers = await self._random_peers()
+        except Exception as e:
+            self._log.warn("failed to refresh list of peers: {error}", error=e)
+            return
+        self._log.debug("rejoining peers: {peers}", peers=",".join(peers))
+        try:
+            await self.node.start(peers)
+        except Exception as e:
+            self._log.warn("failed to rejoin list of peers: {error}", error=e)
+
+    def _trigger(self) -> None:
+        """
+        Ask for a component notification: coalesced, at most one a second.
+        """
+        if self._notify_call is not None or not self.running:
+            return
+        delay = 0.0
+        if self._last_notify is not None:
+            delay = max(
+                0.0,
+                self._last_notify + STATE_UPDATE_MIN_INTERVAL - self.reactor.seconds(),
+            )
+        self._notify_call = self.reactor.callLater(delay, self._notify_components)
+
+    def _notify_components(self) -> None:
+        self._notify_call = None
+        self._last_notify = self.reactor.seconds()
+        self.view.update_ready_state()
+        for component in self.host.list_components():
+            if not Component.providedBy(component):
+                continue
+            try:
+                component.notify_cluster_change()
+            except Exception:
+                self._log.failure(
+                    "component {component!r} failed to handle a cluster change",
+                    component=component,
+                )
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        for call in (self._notify_call, self._rejoin_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._notify_call = self._rejoin_call = None
+        self.view.shutdown()
+        if self.node is None:
+            return succeed(None)
+        return Deferred.fromCoroutine(self._stop(self.node))
+
+    async def _stop(self, node: Node) -> None:
+        if node.current_state() == PeerState.PARTICIPANT:
+            terminating = node.change_state(PeerState.TERMINATING)
+            terminating.addTimeout(TERMINATING_TIMEOUT, self.reactor)
+            try:
+                await terminating
+            except CancelledError:
+                self._log.warn("timed out announcing the terminating state")
+            except Exception:
+                self._log.failure("failed to change state to terminating")
+        await node.stop()

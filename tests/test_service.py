@@ -1,0 +1,381 @@
+"""
+Tests for L{cluster.service.ClusterService} on the simulated network:
+readiness, component notification, split-brain healing, join subsets,
+disabled clustering and the peers API.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.test.requesthelper import DummyRequest
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from cluster import (
+    SERVICE_NAME,
+    Cluster,
+    ClusterService,
+    Component,
+    ComponentBlock,
+    Op,
+    Options,
+    PeerState,
+    ServiceHost,
+    SimpleServiceHost,
+)
+from cluster.gossip import GossipConfig
+from cluster.testing import SimulatedNetwork
+
+
+@implementer(Component)
+class RecordingComponent:
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+        self.calls: list[float] = []
+
+    def notify_cluster_change(self) -> None:
+        self.calls.append(self.clock.seconds())
+
+
+@implementer(Component)
+class BrokenComponent:
+    def notify_cluster_change(self) -> None:
+        raise RuntimeError("component bug")
+
+
+def static(peers: list[str]) -> Any:
+    return lambda: peers
+
+
+def address(service: ClusterService) -> str:
+    transport = service.transport
+    return f"{transport.host}:{transport.port}"
+
+
+def build(
+    network: SimulatedNetwork, count: int, prefix: str = "svc", **options: Any
+) -> list[ClusterService]:
+    """
+    C{count} services; the first bootstraps, the rest discover it.
+    """
+    services: list[ClusterService] = []
+    for i in range(count):
+        seeds = [address(services[0])] if services else []
+        services.append(
+            network.cluster_service(
+                Options(
+                    enable_clustering=True,
+                    node_name=f"{prefix}-{i}",
+                    discover_peers=static(seeds),
+                    **options,
+                )
+            )
+        )
+    return services
+
+
+def render(resource: Any, path: list[bytes]) -> tuple[int, bytes]:
+    request = DummyRequest(path)
+    request.method = b"GET"
+    node = resource
+    while request.postpath and not getattr(node, "isLeaf", False):
+        node = node.getChildWithDefault(request.postpath.pop(0), request)
+    body = node.render(request)
+    return request.responseCode or 200, body
+
+
+class ReadinessTests(SynchronousTestCase):
+    def test_ready_at_minimum_participants(self) -> None:
+        network = SimulatedNetwork(seed=40)
+        services = build(network, 5, minimum_cluster_size=3)
+        for svc in services:
+            svc.startService()
+        network.run(5)
+        # Five viewers: not ready, viewers do not count.
+        self.assertEqual([s.data().ready() for s in services], [False] * 5)
+        services[0].change_state(PeerState.PARTICIPANT)
+        services[1].change_state(PeerState.PARTICIPANT)
+        network.run(5)
+        self.assertEqual([s.data().ready() for s in services], [False] * 5)
+        services[2].change_state(PeerState.PARTICIPANT)
+        network.run(5)
+        self.assertEqual([s.data().ready() for s in services], [True] * 5)
+        self.assertEqual(len(services[4].data().peers()), 3)
+        for svc in services:
+            svc.stopService()
+        network.run(10)
+
+    def test_wait_timeout(self) -> None:
+        network = SimulatedNetwork(seed=41)
+        registry = CollectorRegistry()
+        (svc,) = build(
+            network,
+            1,
+            minimum_cluster_size=3,
+            minimum_size_wait_timeout=10.0,
+            metrics=registry,
+            cluster_name="c1",
+        )
+        component = RecordingComponent(network.clock)
+        svc.host.register(component)
+        svc.startService()
+        svc.change_state(PeerState.PARTICIPANT)
+        network.run(9.9)
+        self.assertFalse(svc.data().ready())
+        labels = {"cluster_name": "c1"}
+        self.assertEqual(
+            registry.get_sample_value("cluster_ready_for_traffic", labels), 0
+        )
+        self.assertEqual(registry.get_sample_value("cluster_minimum_size", labels), 3)
+        before = len(component.calls)
+        network.run(0.2)
+        self.assertTrue(svc.data().ready())
+        self.assertEqual(
+            registry.get_sample_value("cluster_ready_for_traffic", labels), 1
+        )
+        network.run(1)
+        # The readiness flip told the components.
+        self.assertGreater(len(component.calls), before)
+        svc.stopService()
+        network.run(10)
+
+    def test_minimum_zero_is_always_ready(self) -> None:
+        network = SimulatedNetwork(seed=42)
+        (svc,) = build(network, 1)
+        self.assertTrue(svc.data().ready())
+
+
+class NotificationTests(SynchronousTestCase):
+    def test_coalesced_at_most_once_a_second(self) -> None:
+        network = SimulatedNetwork(seed=43)
+        services = build(network, 6, minimum_cluster_size=4)
+        component = RecordingComponent(network.clock)
+        services[0].host.register(component)
+        services[0].host.register(BrokenComponent())
+        services[0].host.register(object())  # not a Component: ignored
+        late = RecordingComponent(network.clock)
+        services[0].host.register(late)
+        for svc in services:
+            svc.startService()
+        network.run(3)
+        for svc in services:
+            svc.change_state(PeerState.PARTICIPANT)
+        network.run(3)
+        stopped = services[5].stopService()
+        network.run(10)
+        self.successResultOf(stopped)
+        last_change = network.clock.seconds() - 10
+        network.run(5)
+        self.assertTrue(self.flushLoggedErrors(RuntimeError))
+        calls = component.calls
+        self.assertGreater(len(calls), 2)
+        gaps = [b - a for a, b in itertools.pairwise(calls)]
+        self.assertTrue(all(gap >= 1.0 - 1e-9 for gap in gaps), gaps)
+        # Told after the last change (the leave), and the component after
+        # the broken one still heard every notification.
+        self.assertGreaterEqual(calls[-1], last_change)
+        self.assertEqual(late.calls, calls)
+        names = [p.name for p in services[0].data().peers()]
+        self.assertEqual(names, ["svc-0", "svc-1", "svc-2", "svc-3", "svc-4"])
+
+
+class DiscoveryAndJoinTests(SynchronousTestCase):
+    def test_split_brain_heals_within_one_rejoin_interval(self) -> None:
+        network = SimulatedNetwork(seed=44)
+        found: dict[str, list[str]] = {}
+
+        def discover_for(group: str) -> Any:
+            def discover() -> Deferred[list[str]]:
+                peers = found.get(group)
+                if peers is None:
+                    return fail(RuntimeError("discovery unavailable"))
+                return succeed(peers)
+
+            return discover
+
+        services = []
+        for group in ("a", "b"):
+            for i in range(3):
+                services.append(
+                    network.cluster_service(
+                        Options(
+                            enable_clustering=True,
+                            node_name=f"{group}-{i}",
+                            discover_peers=discover_for(f"{group}-{i}"),
+                            rejoin_interval=10.0,
+                        )
+                    )
+                )
+        a0, b0 = services[0], services[3]
+        # Each group forms around its first member, which found nobody.
+        for i in (1, 2):
+            found[f"a-{i}"] = [address(a0)]
+            found[f"b-{i}"] = [address(b0)]
+        for svc in services:
+            svc.startService()
+        network.run(5)
+        self.assertEqual({p.name for p in a0.node.peers()}, {"a-0", "a-1", "a-2"})  # type: ignore[union-attr]
+        self.assertEqual({p.name for p in b0.node.peers()}, {"b-0", "b-1", "b-2"})  # type: ignore[union-attr]
+        # Discovery now returns both groups.
+        for name in found.keys() | {"a-0", "b-0"}:
+            found[name] = [address(a0), address(b0)]
+        everyone = {s.options.node_name for s in services}
+        took = network.run_until(
+            lambda: all({p.name for p in s.node.peers()} == everyone for s in services),  # type: ignore[union-attr]
+            timeout=10.0 + 3.0,
+        )
+        self.assertIsNotNone(took)
+        for svc in services:
+            svc.stopService()
+        network.run(10)
+
+    def joins_with_limit(self, limit: int) -> int:
+        network = SimulatedNetwork(seed=45)
+        quiet = GossipConfig.lan(push_pull_interval=0)
+        existing = build(network, 10, gossip=quiet)
+        for svc in existing:
+            svc.startService()
+        network.run(5)
+        addresses = [address(s) for s in existing]
+        newcomer = network.cluster_service(
+            Options(
+                enable_clustering=True,
+                node_name="new",
+                discover_peers=lambda: addresses,
+                cluster_max_join_peers=limit,
+                gossip=quiet,
+            )
+        )
+        before = network.stats["streams.opened"]
+        newcomer.startService()
+        network.run(0.1)
+        return network.stats["streams.opened"] - before
+
+    def test_max_join_peers(self) -> None:
+        self.assertEqual(self.joins_with_limit(2), 2)
+        self.assertEqual(self.joins_with_limit(0), 10)
+        self.assertEqual(self.joins_with_limit(20), 10)
+
+    def test_random_subset(self) -> None:
+        network = SimulatedNetwork(seed=46)
+        peers = [f"127.0.0.{i}:7946" for i in range(1, 11)]
+        svc = network.cluster_service(
+            Options(
+                enable_clustering=True,
+                node_name="x",
+                discover_peers=lambda: peers,
+                cluster_max_join_peers=3,
+            )
+        )
+        chosen = {
+            tuple(self.successResultOf(Deferred.fromCoroutine(svc._random_peers())))
+            for _ in range(20)
+        }
+        self.assertGreater(len(chosen), 1)
+        for subset in chosen:
+            self.assertEqual(len(set(subset)), 3)
+            self.assertTrue(set(subset) <= set(peers))
+
+    def test_join_failure_bootstraps(self) -> None:
+        network = SimulatedNetwork(seed=47)
+        svc = network.cluster_service(
+            Options(
+                enable_clustering=True,
+                node_name="alone",
+                discover_peers=lambda: ["127.0.0.99:7946"],
+            )
+        )
+        svc.startService()
+        network.run(15)
+        self.assertEqual([p.name for p in svc.node.peers()], ["alone"])  # type: ignore[union-attr]
+        self.successResultOf(svc.change_state(PeerState.PARTICIPANT))
+        self.assertEqual(svc.data().lookup(12345, 1, Op.READ_WRITE)[0].name, "alone")
+        svc.stopService()
+        network.run(6)
+
+
+class DisabledTests(SynchronousTestCase):
+    def test_single_node_cluster(self) -> None:
+        network = SimulatedNetwork(seed=48)
+        svc = network.cluster_service(
+            Options(enable_clustering=False, node_name="solo")
+        )
+        svc.startService()
+        self.assertIsNone(svc.node)
+        self.assertTrue(svc.data().ready())
+        for key in (0, 1, 2**63, 2**64 - 1):
+            owners = svc.data().lookup(key, 1, Op.READ_WRITE)
+            self.assertEqual([(p.name, p.is_self) for p in owners], [("solo", True)])
+        self.assertEqual(svc.data().peers()[0].state, PeerState.PARTICIPANT)
+        _base, resource = svc.service_handler(None)
+        code, body = render(resource, [b"peers"])
+        self.assertEqual((code, body), (404, b"clustering is disabled\n"))
+        # No sockets: the simulated host never came up.
+        self.assertEqual(network.stats["packets.sent"], 0)
+        self.successResultOf(svc.stopService())
+
+
+class ServiceSurfaceTests(SynchronousTestCase):
+    def test_definition_update_and_interfaces(self) -> None:
+        network = SimulatedNetwork(seed=49)
+        (svc,) = build(network, 1)
+        self.assertEqual(SERVICE_NAME, "cluster")
+        self.assertEqual(svc.name, "cluster")
+        definition = svc.definition()
+        self.assertEqual((definition.name, definition.config_type), ("cluster", None))
+        self.assertRaises(ValueError, svc.update, {})
+        self.assertTrue(verifyObject(Cluster, svc.data()))
+        self.assertTrue(verifyObject(ServiceHost, SimpleServiceHost()))
+        self.assertEqual(ComponentBlock().enabled, False)
+        self.assertEqual(ComponentBlock(enabled=True).enabled, True)
+
+    def test_peers_api_excludes_viewers(self) -> None:
+        network = SimulatedNetwork(seed=50)
+        services = build(network, 3)
+        for svc in services:
+            svc.startService()
+        network.run(3)
+        services[1].change_state(PeerState.PARTICIPANT)
+        network.run(3)
+        base, resource = services[0].service_handler(None)
+        self.assertEqual(base, "/api/v0/web/")
+        code, body = render(resource, [b"peers"])
+        self.assertEqual(code, 200)
+        self.assertEqual(
+            json.loads(body),
+            [
+                {
+                    "name": "svc-1",
+                    "addr": address(services[1]),
+                    "isSelf": False,
+                    "state": "participant",
+                }
+            ],
+        )
+
+    def test_options_validation(self) -> None:
+        cases: list[tuple[dict[str, Any], str]] = [
+            ({"enable_tls": True}, "tls_ca_path"),
+            ({"enable_tls": True, "tls_ca_path": "/nonexistent"}, "tls_ca_path"),
+            ({"minimum_cluster_size": -1}, "minimum_cluster_size"),
+            ({"cluster_max_join_peers": -2}, "cluster_max_join_peers"),
+            ({"rejoin_interval": -1.0}, "rejoin_interval"),
+            ({"advertise_address": "not-an-ip"}, "advertise_address"),
+            ({"bind_port": 99999}, "bind_port"),
+            ({"node_name": ""}, "node_name"),
+            ({"cluster_name": "x" * 300}, "label"),
+        ]
+        for kwargs, field in cases:
+            error = self.assertRaises(ValueError, Options, **kwargs)
+            self.assertIn(field, str(error))
+        options = Options(advertise_address="127.0.0.5:9000", node_name="n")
+        config = options.gossip_config()
+        self.assertEqual(
+            (config.advertise_address, config.advertise_port), ("127.0.0.5", 9000)
+        )
