@@ -15,22 +15,11 @@ import attrs
 from twisted.internet.defer import Deferred
 
 from cluster.gossip import GossipConfig, Keyring
+from cluster.gossip.config import not_negative, port_number
 
 __all__ = ["DiscoverPeers", "Options"]
 
 DiscoverPeers = Callable[[], "list[str] | Deferred[list[str]]"]
-
-
-def _not_negative(
-    instance: object, attribute: attrs.Attribute[Any], value: Any
-) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.name} must not be negative, got {value!r}")
-
-
-def _port(instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
-    if not 0 <= value <= 65535:
-        raise ValueError(f"{attribute.name} must be 0..65535, got {value!r}")
 
 
 def split_advertise_address(text: str) -> tuple[str, int | None]:
@@ -98,14 +87,14 @@ class Options:
     tls_cert_path: str = ""
     tls_key_path: str = ""
     tls_server_name: str = ""
-    rejoin_interval: float = attrs.field(default=60.0, validator=_not_negative)
-    cluster_max_join_peers: int = attrs.field(default=5, validator=_not_negative)
+    rejoin_interval: float = attrs.field(default=60.0, validator=not_negative)
+    cluster_max_join_peers: int = attrs.field(default=5, validator=not_negative)
     cluster_name: str = ""
-    minimum_cluster_size: int = attrs.field(default=0, validator=_not_negative)
-    minimum_size_wait_timeout: float = attrs.field(default=0.0, validator=_not_negative)
+    minimum_cluster_size: int = attrs.field(default=0, validator=not_negative)
+    minimum_size_wait_timeout: float = attrs.field(default=0.0, validator=not_negative)
     discover_peers: DiscoverPeers | None = None
     bind_address: str = "0.0.0.0"
-    bind_port: int = attrs.field(default=7946, validator=_port)
+    bind_port: int = attrs.field(default=7946, validator=port_number)
     gossip: GossipConfig | None = None
     keyring: Keyring | None = attrs.field(default=None, eq=False)
 

@@ -108,6 +108,21 @@ class ClientProtocol(Protocol):
         self.closed.callback(None)
 
 
+async def send_stream(port: int, data: bytes) -> bytes:
+    """
+    Connect to C{port}, write C{data}, and return what arrives until the
+    node closes the connection.
+    """
+    client = ClientProtocol()
+    factory = ClientFactory.forProtocol(lambda: client)
+    reactor.connectTCP("127.0.0.1", port, factory)  # type: ignore[attr-defined,arg-type]
+    await wait_for(lambda: client.transport is not None, 5)
+    assert client.transport is not None
+    client.transport.write(data)
+    await client.closed
+    return client.received
+
+
 class BadInputTests(TestCase):
     timeout = 30
 
@@ -153,15 +168,8 @@ class BadInputTests(TestCase):
         )
         await node.start()
         try:
-            client = ClientProtocol()
-            factory = ClientFactory.forProtocol(lambda: client)
-            reactor.connectTCP("127.0.0.1", node.port, factory)  # type: ignore[attr-defined,arg-type]
-            await wait_for(lambda: client.transport is not None, 5)
             # Half a push/pull header, then silence: the node hangs up.
-            assert client.transport is not None
-            client.transport.write(b"\x06\x83\xa4Join")
-            await client.closed
-            self.assertEqual(client.received, b"")
+            self.assertEqual(await send_stream(node.port, b"\x06\x83\xa4Join"), b"")
         finally:
             await node.shutdown()
 
@@ -169,13 +177,7 @@ class BadInputTests(TestCase):
         node = local_node("strict")
         await node.start()
         try:
-            client = ClientProtocol()
-            factory = ClientFactory.forProtocol(lambda: client)
-            reactor.connectTCP("127.0.0.1", node.port, factory)  # type: ignore[attr-defined,arg-type]
-            await wait_for(lambda: client.transport is not None, 5)
-            assert client.transport is not None
-            client.transport.write(b"\x03\x80")  # suspect is not a stream message
-            await client.closed
-            self.assertEqual(client.received, b"")
+            # A suspect message is not a stream message.
+            self.assertEqual(await send_stream(node.port, b"\x03\x80"), b"")
         finally:
             await node.shutdown()

@@ -30,14 +30,21 @@ def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> 
         raise ValueError(f"{attribute.name} must be positive, got {value!r}")
 
 
-def _not_negative(
-    instance: object, attribute: attrs.Attribute[Any], value: Any
-) -> None:
+def not_negative(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """
+    An attrs validator: the field must be zero or more.
+    """
     if value < 0:
         raise ValueError(f"{attribute.name} must not be negative, got {value!r}")
 
 
-def _port(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+def port_number(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """
+    An attrs validator: the field must be a port number (or None).
+    """
+    """
+    An attrs validator: the field must be a port number (or None).
+    """
     if value is not None and not 0 <= value <= 65535:
         raise ValueError(f"{attribute.name} must be 0..65535, got {value!r}")
 
@@ -85,9 +92,9 @@ class GossipConfig:
 
     name: str = attrs.field(factory=socket.gethostname, validator=_name)
     bind_address: str = attrs.field(default="0.0.0.0", validator=_ip_literal)
-    bind_port: int = attrs.field(default=7946, validator=_port)
+    bind_port: int = attrs.field(default=7946, validator=port_number)
     advertise_address: str | None = attrs.field(default=None, validator=_ip_literal)
-    advertise_port: int | None = attrs.field(default=None, validator=_port)
+    advertise_port: int | None = attrs.field(default=None, validator=port_number)
 
     protocol_version: int = attrs.field(default=2)
     delegate_protocol_min: int = attrs.field(default=0, validator=_byte)
@@ -95,19 +102,19 @@ class GossipConfig:
     delegate_protocol_version: int = attrs.field(default=0, validator=_byte)
 
     tcp_timeout: float = attrs.field(default=10.0, validator=_positive)
-    indirect_checks: int = attrs.field(default=3, validator=_not_negative)
+    indirect_checks: int = attrs.field(default=3, validator=not_negative)
     retransmit_mult: int = attrs.field(default=4, validator=_positive)
     suspicion_mult: int = attrs.field(default=4, validator=_positive)
     suspicion_max_timeout_mult: int = attrs.field(default=6, validator=_positive)
-    push_pull_interval: float = attrs.field(default=30.0, validator=_not_negative)
+    push_pull_interval: float = attrs.field(default=30.0, validator=not_negative)
     probe_interval: float = attrs.field(default=1.0, validator=_positive)
     probe_timeout: float = attrs.field(default=0.5, validator=_positive)
     disable_tcp_pings: bool = False
     awareness_max_multiplier: int = attrs.field(default=8, validator=_positive)
-    gossip_nodes: int = attrs.field(default=3, validator=_not_negative)
-    gossip_interval: float = attrs.field(default=0.2, validator=_not_negative)
-    gossip_to_the_dead_time: float = attrs.field(default=30.0, validator=_not_negative)
-    dead_node_reclaim_time: float = attrs.field(default=0.0, validator=_not_negative)
+    gossip_nodes: int = attrs.field(default=3, validator=not_negative)
+    gossip_interval: float = attrs.field(default=0.2, validator=not_negative)
+    gossip_to_the_dead_time: float = attrs.field(default=30.0, validator=not_negative)
+    dead_node_reclaim_time: float = attrs.field(default=0.0, validator=not_negative)
     enable_compression: bool = True
     udp_buffer_size: int = attrs.field(default=1400, validator=_positive)
 

@@ -20,7 +20,13 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred, DeferredList, fail, succeed
+from twisted.internet.defer import (
+    Deferred,
+    DeferredList,
+    fail,
+    maybeDeferred,
+    succeed,
+)
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -263,7 +269,7 @@ class Memberlist:
             return succeed(None)
         meta = self._local_meta()
         self._started = True
-        d: Deferred[None] = self.transport.start(self)
+        d: Deferred[None] = maybeDeferred(self.transport.start, self)
 
         def started(_: object) -> None:
             self._address = self.config.advertise_address or (
