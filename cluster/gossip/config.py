@@ -42,9 +42,6 @@ def port_number(instance: object, attribute: attrs.Attribute[Any], value: Any) -
     """
     An attrs validator: the field must be a port number (or None).
     """
-    """
-    An attrs validator: the field must be a port number (or None).
-    """
     if value is not None and not 0 <= value <= 65535:
         raise ValueError(f"{attribute.name} must be 0..65535, got {value!r}")
 
