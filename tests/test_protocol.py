@@ -24,16 +24,23 @@ from cluster.gossip import (
 )
 from cluster.gossip.awareness import Awareness
 from cluster.gossip.broadcast import BroadcastQueue, retransmit_limit
-from cluster.gossip.framing import PacketCodec, make_compound
+from cluster.gossip.framing import (
+    PacketCodec,
+    decompress_message,
+    make_compound,
+    split_compound,
+)
 from cluster.gossip.suspicion import (
     Suspicion,
     remaining_suspicion_time,
     suspicion_timeout,
 )
 from cluster.gossip.wire import (
+    Ack,
     Alive,
     Dead,
     Suspect,
+    decode_message,
     encode_message,
     ip_to_bytes,
 )
@@ -292,6 +299,69 @@ class MembershipRuleTests(SynchronousTestCase):
         node.packet_received(b"\x07\x01\x00\x03" + data[:3], ("127.9.9.9", 1))
         self.successResultOf(node.stream_received(data, ("127.9.9.9", 1)))
         node.shutdown()
+
+
+class RecordingNetwork(SimulatedNetwork):
+    """
+    A simulated network that keeps every datagram sent.
+    """
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self.sent: list[bytes] = []
+
+    def _send_packet(self, source: Any, destination: Any, data: bytes) -> None:
+        self.sent.append(data)
+        super()._send_packet(source, destination, data)
+
+
+class NeverCrashOldPeersTests(SynchronousTestCase):
+    def test_no_empty_parts_crc_or_compressed_bodies(self) -> None:
+        """
+        Every packet a busy cluster sends is free of what crashes a
+        memberlist 0.2 peer: empty compound parts, CRC headers over nothing,
+        empty compressed bodies; and acks carry no payload.
+        """
+        network = RecordingNetwork(seed=16, loss=0.05)
+        delegate = AppDelegate(b"meta")
+        nodes = [network.memberlist(f"n{i}", delegate=delegate) for i in range(6)]
+        for node in nodes:
+            node.start()
+        for node in nodes[1:]:
+            node.join([nodes[0].local_member().full_address()])
+        network.run(5)
+        network.crash(nodes[5])
+        nodes[4].leave(1)
+        network.run(20)
+        codec = PacketCodec()
+        checked = 0
+        for packet in network.sent:
+            self.assertGreaterEqual(len(packet), 1)
+            inner = codec.open(packet)
+            self.assertNotEqual(packet[:5], b"\x0c\x00\x00\x00\x00")
+            for part in _parts(inner):
+                self.assertTrue(part, "empty part")
+                message = decode_message(part)
+                if isinstance(message, Ack):
+                    self.assertIsNone(message.payload)
+                checked += 1
+        self.assertGreater(checked, 500)
+
+
+def _parts(message: bytes) -> list[bytes]:
+    """
+    Leaf messages of C{message}, failing on an empty compound part or an
+    empty decompressed body (which the codec would also refuse).
+    """
+    if message[:1] == b"\x07":
+        parts, truncated = split_compound(message[1:])
+        assert truncated == 0
+        return [leaf for part in parts for leaf in _parts(part)]
+    if message[:1] == b"\x09":
+        body = decompress_message(message[1:])
+        assert body, "empty compressed body"
+        return _parts(body)
+    return [message]
 
 
 def _later(network: SimulatedNetwork, d: Any) -> Any:

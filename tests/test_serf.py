@@ -1,0 +1,400 @@
+"""
+Interoperability with a real memberlist implementation: Debian's C{serf}
+agent (memberlist 0.2.2), started on 127.0.0.1 by these tests.
+
+Skipped when C{serf} is not on PATH (C{.ci/run} installs it when it runs
+as root).  Every agent binds to loopback on free ports and is killed by
+its PID in the test's cleanup.
+"""
+
+from __future__ import annotations
+
+import base64
+import inspect
+import json
+import os
+import shutil
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import reactor, task
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SkipTest, TestCase
+from zope.interface import implementer
+
+from cluster.gossip import GossipConfig, IDelegate, Keyring, Memberlist, MemberState
+from cluster.gossip.suspicion import suspicion_timeout
+
+SERF = shutil.which("serf")
+KEY_OLD = bytes(range(1, 17))
+KEY_NEW = bytes(range(101, 133))
+
+
+def b64(key: bytes) -> str:
+    return base64.b64encode(key).decode()
+
+
+def free_port() -> int:
+    """
+    A port free for both TCP and UDP on 127.0.0.1.
+    """
+    while True:
+        tcp = socket.socket()
+        tcp.bind(("127.0.0.1", 0))
+        port = int(tcp.getsockname()[1])
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            udp.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            tcp.close()
+            udp.close()
+        return port
+
+
+def now() -> float:
+    return float(reactor.seconds())  # type: ignore[attr-defined]
+
+
+async def wait_for(condition: Callable[[], Any], timeout: float) -> float:
+    """
+    Poll C{condition} (which may return a Deferred) every 100 ms; return
+    how long it took, or fail after C{timeout}.
+    """
+    start = now()
+    while True:
+        result = condition()
+        if inspect.iscoroutine(result):
+            result = await Deferred.fromCoroutine(result)
+        elif isinstance(result, Deferred):
+            result = await result
+        if result:
+            return now() - start
+        if now() - start > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await task.deferLater(reactor, 0.1, lambda: None)  # type: ignore[arg-type]
+
+
+class _Exit(ProcessProtocol):
+    def __init__(self) -> None:
+        self.ended: Deferred[None] = Deferred()
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(None)
+
+
+class SerfAgent:
+    """
+    One C{serf agent} process on loopback.
+    """
+
+    def __init__(self, test: TestCase, name: str, *extra: str) -> None:
+        assert SERF is not None
+        self.name = name
+        self.port = free_port()
+        self.rpc = f"127.0.0.1:{free_port()}"
+        self.log_path = os.path.abspath(test.mktemp())
+        log = open(self.log_path, "wb")
+        self.protocol = _Exit()
+        args = [
+            SERF,
+            "agent",
+            f"-node={name}",
+            f"-bind=127.0.0.1:{self.port}",
+            f"-rpc-addr={self.rpc}",
+            "-log-level=debug",
+            *extra,
+        ]
+        self.process = reactor.spawnProcess(  # type: ignore[attr-defined]
+            self.protocol,
+            SERF,
+            args,
+            env=dict(os.environ),
+            childFDs={0: "w", 1: log.fileno(), 2: log.fileno()},
+        )
+        log.close()
+        self.running = True
+        test.addCleanup(self.kill)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def kill(self) -> None:
+        """
+        SIGKILL the agent (only ours, by PID) and wait for it to exit.
+        """
+        if self.running:
+            self.running = False
+            try:
+                self.process.signalProcess("KILL")
+            except Exception:
+                pass
+            await self.protocol.ended
+
+    async def command(self, *args: str) -> tuple[int, str]:
+        assert SERF is not None
+        out, err, code = await getProcessOutputAndValue(
+            SERF, [args[0], f"-rpc-addr={self.rpc}", *args[1:]], env=dict(os.environ)
+        )
+        return code, (out + err).decode("utf-8", "replace")
+
+    async def members(self) -> dict[str, str]:
+        """
+        Member name to serf status (C{alive}, C{failed}, C{left}).
+        """
+        code, text = await self.command("members", "-format=json")
+        if code != 0:
+            return {}
+        return {m["name"]: m["status"] for m in json.loads(text)["members"]}
+
+    async def ready(self) -> None:
+        await wait_for(lambda: self.members(), 10)
+
+    def log(self) -> str:
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+
+@implementer(IDelegate)
+class Recorder:
+    """
+    A delegate that keeps every user message and remote state.
+    """
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+        self.states: list[bytes] = []
+
+    def node_meta(self, limit: int) -> bytes:
+        return b""
+
+    def notify_msg(self, message: bytes) -> None:
+        self.messages.append(message)
+
+    def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
+        return []
+
+    def local_state(self, join: bool) -> bytes:
+        return b""
+
+    def merge_remote_state(self, state: bytes, join: bool) -> None:
+        self.states.append(state)
+
+
+def python_node(name: str, **overrides: Any) -> Memberlist:
+    config = GossipConfig.lan(
+        name=name,
+        bind_address="127.0.0.1",
+        bind_port=0,
+        # A serf cluster's delegate versions (WIRE.md 6.8).
+        delegate_protocol_min=2,
+        delegate_protocol_max=5,
+        delegate_protocol_version=5,
+        **overrides,
+    )
+    return Memberlist(config, reactor=reactor)
+
+
+def states(node: Memberlist) -> dict[str, MemberState]:
+    return {m.name: m.state for m in node.members()}
+
+
+class SerfTestCase(TestCase):
+    timeout = 120
+
+    def setUp(self) -> None:
+        if SERF is None:
+            raise SkipTest("serf is not installed (apt-get install serf)")
+
+    async def serf_cluster(self, count: int, *extra: str) -> list[SerfAgent]:
+        agents = [SerfAgent(self, f"serf-{i}", *extra) for i in range(count)]
+        await gatherResults([Deferred.fromCoroutine(a.ready()) for a in agents])
+        for agent in agents[1:]:
+            code, text = await agent.command("join", agents[0].address)
+            self.assertEqual(code, 0, text)
+        return agents
+
+    async def start(self, node: Memberlist) -> Memberlist:
+        await node.start()
+        self.addCleanup(node.shutdown)
+        return node
+
+    def assertNoSerfErrors(self, agents: list[SerfAgent]) -> None:
+        for agent in agents:
+            log = agent.log()
+            self.assertNotIn("panic", log)
+            for marker in ("Failed to decode", "Failed push/pull merge", "Decrypt"):
+                self.assertNotIn(marker, log, f"{agent.name}: {marker}")
+
+
+class JoinLeaveFailureTests(SerfTestCase):
+    async def test_both_directions_failures_and_leaves(self) -> None:
+        agents = await self.serf_cluster(3)
+        recorder = Recorder()
+        ours = await self.start(python_node("py-0", delegate=recorder))
+        self.assertEqual(await ours.join([agents[0].address]), 1)
+
+        # 1. serf lists us alive within 2 s; we list the 3 agents alive.
+        async def serf_sees(name: str, status: str) -> bool:
+            return all(
+                [(await a.members()).get(name) == status for a in agents if a.running]
+            )
+
+        took = await wait_for(lambda: serf_sees("py-0", "alive"), 2)
+        await wait_for(
+            lambda: all(states(ours).get(a.name) == MemberState.ALIVE for a in agents),
+            2,
+        )
+        self.assertLessEqual(took, 2.0)
+
+        # 2. A serf agent joins *us*.
+        joiner = SerfAgent(
+            self, "serf-joiner", f"-join={ours.local_member().full_address()}"
+        )
+        agents.append(joiner)
+        await wait_for(lambda: states(ours).get("serf-joiner") == MemberState.ALIVE, 5)
+        await wait_for(lambda: serf_sees("serf-joiner", "alive"), 5)
+
+        # 8. A serf user event reaches our delegate as opaque bytes, and
+        # serf's push/pull user state reached merge_remote_state.
+        code, text = await agents[1].command("event", "deploy", "payload-123")
+        self.assertEqual(code, 0, text)
+        await wait_for(lambda: any(b"payload-123" in m for m in recorder.messages), 5)
+        self.assertTrue(recorder.states)
+        self.assertEqual(recorder.states[0][:1], b"\x02")  # serf's pushPull type
+
+        # 4b. `serf leave` on an agent shows as LEFT in ours.
+        code, text = await joiner.command("leave")
+        self.assertEqual(code, 0, text)
+        await wait_for(lambda: states(ours).get("serf-joiner") == MemberState.LEFT, 5)
+        await joiner.protocol.ended
+        joiner.running = False
+
+        # 3a. SIGKILL an agent: DEAD in ours within the suspicion maximum.
+        victim = agents[2]
+        await victim.kill()
+        maximum = 6 * suspicion_timeout(4, len(ours.members()), 1.0)
+        detected = await wait_for(
+            lambda: states(ours).get("serf-2") == MemberState.DEAD, maximum + 2
+        )
+        self.assertLessEqual(detected, maximum + 2)
+
+        # 4a. Our leave takes us out of serf's alive list within 2 s.
+        leaver = await self.start(python_node("py-leaver"))
+        await leaver.join([agents[0].address])
+        await wait_for(lambda: serf_sees("py-leaver", "alive"), 5)
+        started = now()
+        await leaver.leave(2.0)
+
+        async def gone_from_alive() -> bool:
+            return all(
+                [(await a.members()).get("py-leaver") != "alive" for a in agents[:2]]
+            )
+
+        await wait_for(lambda: gone_from_alive(), 2)
+        self.assertLessEqual(now() - started, 2.5)
+        await leaver.shutdown()
+
+        # 3b. We stop abruptly (ports closed, no leave): serf says failed.
+        await ours.shutdown()
+        await wait_for(lambda: serf_sees("py-0", "failed"), 20)
+
+        # 5. Compression: serf compresses by default and we decoded it all;
+        # our push/pulls are compressed (on by default) and serf logged no
+        # decode error; nothing panicked.
+        self.assertEqual(ours.stats["dropped.compress"], 0)
+        self.assertEqual(ours.stats["dropped.decode"], 0)
+        self.assertNoSerfErrors(agents[:2])
+
+
+class EncryptionTests(SerfTestCase):
+    async def test_same_key_wrong_key_and_rotation(self) -> None:
+        agents = await self.serf_cluster(2, f"-encrypt={b64(KEY_OLD)}")
+        # Same key: we join and everyone sees everyone.
+        same = await self.start(python_node("py-same", keyring=Keyring([KEY_OLD])))
+        await same.join([agents[0].address])
+        await wait_for(lambda: same.num_members() == 3, 5)
+        await wait_for(lambda: _alive_in(agents, "py-same"), 5)
+
+        # Wrong key: the join fails, nobody lists the other, drops counted.
+        wrong = await self.start(python_node("py-wrong", keyring=Keyring([KEY_NEW])))
+        try:
+            await wrong.join([agents[0].address])
+        except Exception as e:
+            self.assertIn("failed to join", str(e))
+        else:
+            self.fail("joined with the wrong key")
+        # Our own node with the right key gets undecryptable packets too.
+        wrong.send_best_effort(same.local_member(), b"x")
+        await task.deferLater(reactor, 1.0, lambda: None)  # type: ignore[arg-type]
+        self.assertEqual(wrong.num_members(), 1)
+        self.assertNotIn("py-wrong", await agents[0].members())
+        self.assertGreaterEqual(same.stats["dropped.decrypt"], 1)
+
+        # Rotation: serf agents with a keyring file [old primary, new];
+        # we hold [new primary, old] and still talk to them.
+        keyring_file = os.path.abspath(self.mktemp())
+        with open(keyring_file, "w") as f:
+            json.dump([b64(KEY_OLD), b64(KEY_NEW)], f)
+        rotating = await self.serf_cluster(2, f"-keyring-file={keyring_file}")
+        rotated = await self.start(
+            python_node("py-rotated", keyring=Keyring([KEY_NEW, KEY_OLD]))
+        )
+        await rotated.join([rotating[0].address])
+        await wait_for(lambda: rotated.num_members() == 3, 5)
+        await wait_for(lambda: _alive_in(rotating, "py-rotated"), 5)
+        self.assertNoSerfErrors(rotating)
+
+
+async def _alive_in(agents: list[SerfAgent], name: str) -> bool:
+    return all([(await a.members()).get(name) == "alive" for a in agents])
+
+
+class MixedClusterTests(SerfTestCase):
+    async def test_three_and_three(self) -> None:
+        agents = await self.serf_cluster(3)
+        ours = [await self.start(python_node(f"py-{i}")) for i in range(3)]
+        for i, node in enumerate(ours):
+            await node.join([agents[i].address])
+        names = {a.name for a in agents} | {n.name for n in ours}
+
+        def ours_see(expect: set[str]) -> bool:
+            return all(
+                {m.name for m in n.members() if m.state == MemberState.ALIVE} == expect
+                for n in ours
+                if n.transport.handler is not None
+            )
+
+        async def serf_see(expect: set[str]) -> bool:
+            for agent in agents:
+                if not agent.running:
+                    continue
+                alive = {k for k, v in (await agent.members()).items() if v == "alive"}
+                if alive != expect:
+                    return False
+            return True
+
+        await wait_for(lambda: ours_see(names), 10)
+        await wait_for(lambda: serf_see(names), 10)
+
+        # Kill one of each kind: every survivor of both kinds notices.
+        await agents[2].kill()
+        await ours[2].shutdown()
+        survivors = names - {"serf-2", "py-2"}
+        await wait_for(lambda: ours_see(survivors), 40)
+        await wait_for(lambda: serf_see(survivors), 40)
+        await wait_for(
+            lambda: all(
+                states(node).get("serf-2") == MemberState.DEAD
+                and states(node).get("py-2") == MemberState.DEAD
+                for node in ours[:2]
+            ),
+            40,
+        )
+        self.assertNoSerfErrors(agents[:2])
