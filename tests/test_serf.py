@@ -301,6 +301,14 @@ class JoinLeaveFailureTests(SerfTestCase):
         self.assertLessEqual(now() - started, 2.5)
         await leaver.shutdown()
 
+        # With serf_leave_intent, serf records our leave as "left".
+        polite = await self.start(python_node("py-polite", serf_leave_intent=True))
+        await polite.join([agents[0].address])
+        await wait_for(lambda: serf_sees("py-polite", "alive"), 5)
+        await polite.leave(2.0)
+        await wait_for(lambda: serf_sees("py-polite", "left"), 3)
+        await polite.shutdown()
+
         # 3b. We stop abruptly (ports closed, no leave): serf says failed.
         await ours.shutdown()
         await wait_for(lambda: serf_sees("py-0", "failed"), 20)

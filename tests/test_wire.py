@@ -426,3 +426,13 @@ class FramingTests(SynchronousTestCase):
                 codec.decode(data[:length], accepted=True)
         except FrameError:
             pass
+
+
+class SerfTests(SynchronousTestCase):
+    def test_leave_intent_bytes(self) -> None:
+        from cluster.gossip.serf import serf_leave_intent
+
+        self.assertEqual(
+            serf_leave_intent("py1"),
+            unhex("08 00 83 a5 4c54696d65 01 a4 4e6f6465 a3 707931 a5 5072756e65 c2"),
+        )

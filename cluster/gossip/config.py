@@ -82,6 +82,10 @@ class GossipConfig:
     are in seconds.  Invalid values raise C{ValueError} naming the field,
     before any socket is opened.
 
+    C{serf_leave_intent} makes L{Memberlist.leave} announce a Serf leave
+    intent first, so Serf agents in the cluster report us as I{left} rather
+    than I{failed}.
+
     Lifeguard can be switched off for comparison: C{awareness_max_multiplier=1}
     disables local health scaling (and with it the use of nacks), and
     C{suspicion_max_timeout_mult=1} makes suspicion timeouts static.
@@ -115,6 +119,7 @@ class GossipConfig:
     enable_compression: bool = True
     udp_buffer_size: int = attrs.field(default=1400, validator=_positive)
 
+    serf_leave_intent: bool = False
     label: str = attrs.field(default="", validator=_label)
     keyring: Keyring | None = attrs.field(default=None, eq=False)
     gossip_verify_incoming: bool = True

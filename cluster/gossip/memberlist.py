@@ -47,6 +47,7 @@ from cluster.gossip.framing import (
 from cluster.gossip.interfaces import IPacketHandler
 from cluster.gossip.keyring import encryption_version
 from cluster.gossip.members import Member, MemberState, NodeState
+from cluster.gossip.serf import serf_leave_intent
 from cluster.gossip.suspicion import Suspicion, suspicion_timeout
 from cluster.gossip.wire import (
     Ack,
@@ -392,6 +393,8 @@ class Memberlist:
         if not self._leaving:
             self._leaving = True
             me = self._nodes.get(self.name)
+            if self.config.serf_leave_intent:
+                self.broadcasts.queue(serf_leave_intent(self.name), "serf-leave-intent")
             if me is not None:
                 self._dead_node(
                     Dead(me.incarnation, self.name, self.name),

@@ -1,0 +1,30 @@
+"""
+What a plain memberlist node needs to say to Serf agents sharing its
+cluster (C{shared/WIRE.md} section 8).
+
+Serf reports a member as I{left} only when its own leave intent arrived
+for it; a memberlist-only leave shows as I{failed}.  With
+C{GossipConfig.serf_leave_intent} our leave first broadcasts that intent.
+"""
+
+from __future__ import annotations
+
+import msgpack
+
+from cluster.gossip.wire import MessageType
+
+__all__ = ["SERF_LEAVE", "serf_leave_intent"]
+
+SERF_LEAVE = 0  # serf's messageLeaveType
+
+
+def serf_leave_intent(node: str, ltime: int = 1) -> bytes:
+    """
+    The user message C{08 00 {LTime, Node, Prune}} announcing that C{node}
+    leaves.  C{ltime} must exceed any Lamport time Serf has for the node:
+    1 suffices for a node that never sent a Serf join intent.
+    """
+    body: bytes = msgpack.packb(
+        {"LTime": ltime, "Node": node, "Prune": False}, use_bin_type=False
+    )
+    return bytes([MessageType.USER, SERF_LEAVE]) + body
