@@ -337,6 +337,9 @@ class FramingTests(SynchronousTestCase):
         )
         self.assertEqual(error.reason, "decrypt")
         plain = PacketCodec().seal(encode_message(Nack(1)), crc=False)
+        strict = PacketCodec(keyring=Keyring([b"j" * 16]))
+        error = self.assertRaises(FrameError, strict.open, plain)
+        self.assertEqual(error.reason, "decrypt")
         lenient = PacketCodec(keyring=Keyring([b"j" * 16]), verify_incoming=False)
         self.assertEqual(decode_message(lenient.open(plain)), Nack(1))
 
