@@ -2,229 +2,447 @@
 Peer discovery for the cluster service (Alloy's
 C{internal/service/cluster/discovery}).
 
-L{join_addresses} turns Alloy's C{--cluster.join-addresses} into a
-discovery function.  Each address is split into host and port (the
-default port when none is given), then the host goes through these
-resolvers in order, and the first that finds anything wins:
+A discovery function (L{DiscoverFn}) takes no arguments and returns the
+C{"host:port"} strings of peers to join, or a Deferred of them; the service
+calls it at start-up and on every rejoin.  L{static} always returns the same
+list; L{join_addresses} resolves Alloy's C{--cluster.join-addresses}.
 
- 1. a scheme prefix: C{dns+name} (A and AAAA records), C{dnssrv+name} and
-    C{dnssrvnoa+name} (the targets of SRV records, as host names);
- 2. a literal IPv4 or IPv6 address, used as is;
+Resolving join addresses
+========================
+
+Each address is first split like Go's C{net.SplitHostPort}: C{"host:port"}
+or C{"[v6]:port"} gives its own port; anything else (a bare name, a bare
+IPv6 address such as C{::1}) is a host that takes the default port (Alloy
+uses its HTTP listen port, 12345 unless changed).  A port on a prefixed name
+(C{dns+name:7777}) is split off in the same way.  The host then goes through
+these resolvers, and the first that finds anything wins:
+
+ 1. a scheme prefix, which picks the query explicitly:
+     - C{dns+name}: A and AAAA records of C{name};
+     - C{dnssrv+name}: SRV records of C{name}, then A and AAAA records of
+       each target;
+     - C{dnssrvnoa+name}: SRV records of C{name}; the targets are used as
+       host names, with no further lookups;
+ 2. a literal IPv4 or IPv6 address, used as is (normalised);
  3. A and AAAA records of the host;
- 4. SRV records of the host (their targets).
+ 4. SRV records of the host, targets used as host names.
 
-Every result is joined with the address's port: as in Alloy, an SRV
-record's own port is not used.  Results are de-duplicated in order; a name
-that resolves to nothing is logged as a warning and skipped; discovery
-fails only when nothing at all resolved.  Lookups go through a
-C{twisted.names} resolver, never a blocking call.
+As in Alloy, every result is joined with the address's port (its own or
+the default): an SRV record's port is I{not} used unless C{srv_ports=True}
+is asked for.  Results are de-duplicated, keeping the first occurrence.  A
+join address that resolves to nothing is logged as a warning and skipped;
+the discovery fails (with L{DiscoveryError}) only when nothing at all
+resolved, and succeeds with C{[]} when there are no addresses.
+
+Differences from Alloy's code, all deliberate: entries are stripped of
+blanks and empty ones dropped (Alloy splits on commas only); a prefixed
+name that fails is not retried as a plain name (C{dns+x} is not a valid
+host name, so those lookups can only fail slowly); C{dnssrv+} resolves the
+SRV targets' A/AAAA records as Alloy's documentation says (its code returns
+the target names, exactly like C{dnssrvnoa+}); a bracketed IPv6 address
+without a port (C{[::1]}) is taken as that address (Alloy looks it up in
+DNS and fails); entries are looked up concurrently (results stay in input
+order).
+
+Every lookup goes through a C{twisted.names} L{IResolver}
+(C{lookupAddress}, C{lookupIPV6Address}, C{lookupService}), so nothing
+blocks the reactor.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import socket
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeAlias
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IResolver
 from twisted.logger import Logger
 from twisted.names import dns
+from twisted.python.failure import Failure
 
 __all__ = [
+    "DNS_TIMEOUT",
     "DiscoverFn",
     "DiscoveryError",
     "join_addresses",
     "peer_discovery",
     "static",
+    "validate_discovery",
 ]
 
-DiscoverFn = Callable[[], "list[str] | Deferred[list[str]]"]
+DiscoverFn: TypeAlias = Callable[[], "Deferred[list[str]] | list[str]"]
+"""
+A peer discovery function: no arguments, returns C{"host:port"} strings or
+a Deferred of them.
+"""
+
+DNS_TIMEOUT: tuple[int, ...] = (1, 3, 5)
+"""
+Retry timeouts (seconds) of each DNS query.  Bounded near Go's resolver
+(about 10 s) so that a dead DNS server cannot hold discovery for the
+minute of C{twisted.names}' default schedule (the default rejoin interval).
+"""
+
+_DNS = "dns+"
+_DNSSRV = "dnssrv+"
+_DNSSRVNOA = "dnssrvnoa+"
 
 _log = Logger()
-# twisted.names' usual retry schedule, in seconds.
-_TIMEOUTS = (1, 3, 11, 45)
+
+# A resolved host, with the port an SRV record gave it (None: the address's).
+_Found = list[tuple[str, "int | None"]]
 
 
 class DiscoveryError(Exception):
     """
-    No join address could be resolved.
+    None of the join addresses resolved.
+
+    @ivar reasons: for each join address, why each resolver found nothing.
     """
+
+    def __init__(self, reasons: dict[str, list[str]]) -> None:
+        self.reasons = reasons
+        detail = "; ".join(
+            f"{address!r}: {', '.join(why) or 'nothing found'}"
+            for address, why in reasons.items()
+        )
+        super().__init__(f"failed to find any valid join addresses: {detail}")
 
 
 def static(addresses: Sequence[str]) -> DiscoverFn:
     """
-    Discovery that always returns C{addresses}.
+    Discovery that always returns C{addresses} (a copy, so callers may
+    change what they get).
     """
     fixed = list(addresses)
     return lambda: list(fixed)
 
 
-def _split(address: str, default_port: int) -> tuple[str, str]:
-    # Go's net.SplitHostPort: "host:port" or "[v6]:port"; anything else is a
-    # bare host that takes the default port.
+def _split_entries(addresses: Sequence[str] | str) -> list[str]:
+    if isinstance(addresses, str):
+        addresses = addresses.split(",")
+    return [a.strip() for a in addresses if a.strip()]
+
+
+def _split_host_port(address: str) -> tuple[str, str] | None:
+    """
+    Go's C{net.SplitHostPort}: C{None} where Go reports an error (then the
+    whole address is a host).  Like Go, the port is not checked.
+    """
+    colon = address.rfind(":")
+    if colon < 0:
+        return None
     if address.startswith("["):
-        host, _, rest = address[1:].partition("]")
-        if rest.startswith(":") and rest[1:].isdigit():
-            return host, rest[1:]
-    elif address.count(":") == 1:
-        host, port = address.split(":")
-        if port.isdigit():
-            return host, port
-    return address, str(default_port)
+        end = address.find("]")
+        # The bracket must close just before the last colon.
+        if end < 0 or end + 1 != colon:
+            return None
+        host, after_open, after_close = address[1:end], 1, end + 1
+    else:
+        host, after_open, after_close = address[:colon], 0, 0
+        if ":" in host:  # a bare IPv6 address, or garbage
+            return None
+    if "[" in address[after_open:] or "]" in address[after_close:]:
+        return None
+    return host, address[colon + 1 :]
 
 
-def _join(host: str, port: str) -> str:
+def _join_host_port(host: str, port: str) -> str:
+    # Go's net.JoinHostPort: brackets around anything with a colon.
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _ip(record: Any) -> str:
-    if isinstance(record, dns.Record_AAAA):
-        return socket.inet_ntop(socket.AF_INET6, record.address)
-    return str(record.dottedQuad())
+def _ip_text(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    # As Go's net.IP.String(): IPv4-mapped IPv6 addresses print as IPv4.
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
 
 
-def _answers(result: Any, record_type: int) -> list[Any]:
-    answers, _authority, _additional = result
-    return [r.payload for r in answers if r.type == record_type]
-
-
-class _Resolvers:
+def _parse_ip(text: str) -> str | None:
     """
-    The four resolvers, each C{host -> Deferred[list[str]]} (empty when
-    nothing was found; failures are logged at debug level).
+    Go's C{net.ParseIP(text).String()}, or C{None} if C{text} is not an IP.
+    """
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
+        return None  # Go's ParseIP refuses zones ("fe80::1%eth0")
+    return _ip_text(ip)
+
+
+def _default_resolver(reactor: object) -> IResolver:
+    from twisted.names import client
+
+    if reactor is None:
+        return client.createResolver()  # type: ignore[no-any-return]
+    # createResolver always uses the global reactor; build the same chain
+    # (hosts file, cache, resolv.conf servers) on the one we were given.
+    from twisted.names import cache, hosts, resolve
+
+    return resolve.ResolverChain(  # type: ignore[no-any-return]
+        [
+            hosts.Resolver(b"/etc/hosts"),
+            cache.CacheResolver(reactor=reactor),
+            client.Resolver(b"/etc/resolv.conf", reactor=reactor),
+        ]
+    )
+
+
+def _describe(failure: Failure) -> str:
+    return f"{type(failure.value).__name__}: {failure.getErrorMessage()}"
+
+
+class _Lookups:
+    """
+    One discovery run's DNS queries.  Each method returns what it found
+    and appends to C{why} the reason when it found nothing.
     """
 
-    def __init__(self, resolver: IResolver) -> None:
+    def __init__(
+        self, resolver: IResolver, timeout: Sequence[int], srv_ports: bool
+    ) -> None:
         self.resolver = resolver
+        self.timeout = tuple(timeout)
+        self.srv_ports = srv_ports
 
-    async def addresses(self, name: str) -> list[str]:
-        found: list[str] = []
-        for lookup, record_type in (
-            (self.resolver.lookupAddress, dns.A),
-            (self.resolver.lookupIPV6Address, dns.AAAA),
-        ):
-            try:
-                result = await lookup(name, _TIMEOUTS)
-            except Exception as e:
-                _log.debug(
-                    "no {kind} records for {name}: {e}",
-                    kind=record_type,
-                    name=name,
-                    e=e,
-                )
+    async def addresses(self, name: str, why: list[str]) -> _Found:
+        """
+        A and AAAA records of C{name}, queried at once (Go's LookupIP).
+        """
+        results = await _gather(
+            [
+                self.resolver.lookupAddress(name, self.timeout),
+                self.resolver.lookupIPV6Address(name, self.timeout),
+            ]
+        )
+        found: _Found = []
+        failures = []
+        for (ok, result), kind in zip(results, (dns.A, dns.AAAA), strict=True):
+            if not ok:
+                failures.append(_describe(result))
                 continue
-            found.extend(_ip(record) for record in _answers(result, record_type))
+            for record in _payloads(result, kind):
+                # Record_A and Record_AAAA both hold the packed address.
+                found.append((_ip_text(ipaddress.ip_address(record.address)), None))
+        if not found:
+            why.append(f"A/AAAA {name}: " + (" / ".join(failures) or "no records"))
         return found
 
-    async def srv_targets(self, name: str) -> list[str]:
-        try:
-            result = await self.resolver.lookupService(name, _TIMEOUTS)
-        except Exception as e:
-            _log.debug("no SRV records for {name}: {e}", name=name, e=e)
+    async def srv(self, name: str, why: list[str]) -> _Found:
+        """
+        SRV targets of C{name}, as host names.
+        """
+        ((ok, result),) = await _gather(
+            [self.resolver.lookupService(name, self.timeout)]
+        )
+        if not ok:
+            why.append(f"SRV {name}: {_describe(result)}")
             return []
-        return [str(record.target) for record in _answers(result, dns.SRV)]
+        found: _Found = []
+        for record in _payloads(result, dns.SRV):
+            target = str(record.target).rstrip(".")
+            if target:  # "." means "no such service here" (RFC 2782)
+                port = record.port if self.srv_ports and record.port else None
+                found.append((target, port))
+        if not found:
+            why.append(f"SRV {name}: no records")
+        return found
 
-    async def scheme(self, host: str) -> list[str]:
-        if host.startswith("dns+"):
-            return await self.addresses(host[len("dns+") :])
-        if host.startswith("dnssrv+"):
-            return await self.srv_targets(host[len("dnssrv+") :])
-        if host.startswith("dnssrvnoa+"):
-            return await self.srv_targets(host[len("dnssrvnoa+") :])
+    async def srv_addresses(self, name: str, why: list[str]) -> _Found:
+        """
+        SRV targets of C{name}, each resolved to its A/AAAA addresses.
+        """
+        targets = await self.srv(name, why)
+        resolved = await _gather(
+            [
+                Deferred.fromCoroutine(self.addresses(target, why))
+                for target, _ in targets
+            ]
+        )
+        found: _Found = []
+        for (_target, port), (ok, addresses) in zip(targets, resolved, strict=True):
+            if not ok:  # a bug rather than a DNS answer: let it show
+                addresses.raiseException()
+            found.extend((address, port) for address, _ in addresses)
+        return found
+
+    async def resolve(self, host: str, why: list[str]) -> _Found:
+        """
+        C{host} through Alloy's resolvers in order; the first that finds
+        anything wins.
+        """
+        for prefix, explicit in (
+            (_DNS, self.addresses),
+            (_DNSSRV, self.srv_addresses),
+            (_DNSSRVNOA, self.srv),
+        ):
+            if host.startswith(prefix):
+                return await explicit(host[len(prefix) :], why)
+        # "[::1]" without a port: Alloy would look it up in DNS (and fail).
+        bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        ip = _parse_ip(bare)
+        if ip is not None:
+            return [(ip, None)]
+        why.append("not an IP address")
+        return await self.addresses(host, why) or await self.srv(host, why)
+
+
+def _payloads(result: Any, kind: int) -> list[Any]:
+    # (answers, authority, additional); answers may hold CNAMEs too.
+    answers = result[0]
+    return [r.payload for r in answers if r.type == kind]
+
+
+async def _gather(
+    deferreds: Sequence[Deferred[Any]],
+) -> list[tuple[bool, Any]]:
+    """
+    Wait for every Deferred; C{(True, result)} or C{(False, failure)} each.
+    Cancellation is passed on, not mistaken for "nothing found".
+    """
+    if not deferreds:
         return []
-
-    async def literal(self, host: str) -> list[str]:
-        try:
-            return [str(ipaddress.ip_address(host))]
-        except ValueError:
-            return []
-
-    async def resolve(self, host: str) -> list[str]:
-        for resolver in (self.scheme, self.literal, self.addresses, self.srv_targets):
-            found = await resolver(host)
-            if found:
-                return found
-        return []
+    results: list[tuple[bool, Any]] = await DeferredList(
+        list(deferreds), consumeErrors=True
+    )
+    for ok, result in results:
+        if not ok and result.check(CancelledError):
+            result.raiseException()
+    return results
 
 
 def join_addresses(
     addresses: Sequence[str] | str,
     default_port: int,
     resolver: IResolver | None = None,
+    reactor: object = None,
+    *,
+    srv_ports: bool = False,
+    timeout: Sequence[int] = DNS_TIMEOUT,
+    log: Logger | None = None,
 ) -> DiscoverFn:
     """
     Discovery from Alloy-style join addresses (see the module docstring).
 
     @param addresses: the addresses, or one comma-separated string of them.
-    @param resolver: a C{twisted.names} resolver (default: the system's,
-        created on first use).
+    @param default_port: the port of addresses that carry none (Alloy: its
+        HTTP listen port; here, normally the gossip bind port).
+    @param resolver: a C{twisted.names} resolver; by default the system's
+        (hosts file and C{resolv.conf}), created on first use.
+    @param reactor: the reactor for that default resolver (UDP, TCP and
+        time); the global one when C{None}.
+    @param srv_ports: use an SRV record's port (when not 0) for addresses
+        that carry no port of their own.  Alloy never does: it always uses
+        the address's port or the default one.
+    @param timeout: retry timeouts of each DNS query.
+    @param log: where warnings go.
     @return: a function returning a Deferred of C{"host:port"} strings.
     """
-    if isinstance(addresses, str):
-        addresses = [a.strip() for a in addresses.split(",") if a.strip()]
-    entries = list(addresses)
+    entries = _split_entries(addresses)
+    logger = log if log is not None else _log
     chosen: list[IResolver] = [resolver] if resolver is not None else []
 
     def discover() -> Deferred[list[str]]:
         if not entries:
             return succeed([])
         if not chosen:
-            from twisted.names import client
-
-            chosen.append(client.createResolver())
-        return Deferred.fromCoroutine(_discover(entries, default_port, chosen[0]))
+            chosen.append(_default_resolver(reactor))
+        lookups = _Lookups(chosen[0], timeout, srv_ports)
+        return Deferred.fromCoroutine(
+            _discover(entries, str(default_port), lookups, logger)
+        )
 
     return discover
 
 
 async def _discover(
-    entries: Sequence[str], default_port: int, resolver: IResolver
+    entries: Sequence[str], default_port: str, lookups: _Lookups, log: Logger
 ) -> list[str]:
-    resolvers = _Resolvers(resolver)
-    result: list[str] = []
+    jobs: list[tuple[str, str, bool, list[str]]] = []
+    runs: list[Coroutine[Any, Any, _Found]] = []
     for entry in entries:
-        host, port = _split(entry, default_port)
-        found = await resolvers.resolve(host)
+        split = _split_host_port(entry)
+        host, port = split if split is not None else (entry, default_port)
+        why: list[str] = []
+        # An explicit port wins even over SRV ports (with srv_ports=True).
+        jobs.append((entry, port, split is not None, why))
+        runs.append(lookups.resolve(host, why))
+    # Every entry is looked up at once; results are taken in input order.
+    resolved = await _gather([Deferred.fromCoroutine(run) for run in runs])
+
+    result: list[str] = []
+    seen: set[str] = set()
+    reasons: dict[str, list[str]] = {}
+    for (entry, port, explicit, why), (ok, found) in zip(jobs, resolved, strict=True):
+        if not ok:  # a bug rather than a DNS answer: let it show
+            found.raiseException()
         if not found:
-            _log.warn("failed to resolve provided join address {addr}", addr=entry)
-        for address in found:
-            joined = _join(address, port)
-            if joined not in result:
+            # Alloy warns once per address and keeps the details at debug.
+            log.warn("failed to resolve provided join address {addr}", addr=entry)
+            log.debug("join address {addr}: {why}", addr=entry, why=why)
+            reasons[entry] = why
+        for host, srv_port in found:
+            use_srv = srv_port is not None and not explicit
+            joined = _join_host_port(host, str(srv_port) if use_srv else port)
+            if joined not in seen:
+                seen.add(joined)
                 result.append(joined)
     if not result:
-        raise DiscoveryError(
-            "failed to find any valid join addresses in " + ", ".join(entries)
-        )
+        raise DiscoveryError(reasons)
     return result
 
 
+def validate_discovery(
+    join_addresses: Sequence[str] | str, discover_peers: object
+) -> None:
+    """
+    Alloy's mutual exclusion: join addresses and another discovery method
+    (C{--cluster.discover-peers}; here any non-empty C{discover_peers})
+    cannot both be configured.
+
+    @raise ValueError: naming both fields, when both are set.
+    """
+    if _split_entries(join_addresses) and discover_peers:
+        # The other method's configuration is not echoed: go-discover
+        # settings can hold credentials (Alloy avoids logging them too).
+        raise ValueError(
+            "at most one of join_addresses (--cluster.join-addresses) and "
+            "discover_peers (--cluster.discover-peers) may be set, got join "
+            f"addresses {_split_entries(join_addresses)!r} and discover_peers too"
+        )
+
+
 def peer_discovery(
-    join_peers: Sequence[str],
-    discover_peers: str = "",
-    default_port: int = 7946,
+    join_peers: Sequence[str] | str,
+    discover_peers: DiscoverFn | str | None = None,
+    *,
+    default_port: int,
     resolver: IResolver | None = None,
+    reactor: object = None,
 ) -> DiscoverFn | None:
     """
-    Build the discovery function from Alloy's two flags, which exclude each
-    other.  Cloud provider discovery (C{discover_peers}, go-discover in
-    Alloy) has no Python counterpart here and is refused.
+    Alloy's C{NewPeerDiscoveryFn}: the discovery function for the service
+    from join addresses or another discovery function, which exclude each
+    other.
 
-    @return: C{None} when neither is set.
-    @raise ValueError: naming the flags, when both are set or
-        C{discover_peers} is used.
+    @param discover_peers: another discovery function.  A string (Alloy's
+        go-discover C{provider=...} settings) is refused: cloud provider
+        discovery has no counterpart here.
+    @return: L{join_addresses} discovery, or C{discover_peers}, or C{None}
+        when neither is set (a seed node that others join).
+    @raise ValueError: when both are set, or C{discover_peers} is a string.
     """
-    if join_peers and discover_peers:
-        raise ValueError(
-            "at most one of join peers and discover peers may be set, got join "
-            f"peers {list(join_peers)!r} and discover peers {discover_peers!r}"
-        )
-    if discover_peers:
-        raise ValueError(
-            f"discover_peers: cloud provider discovery is not supported, "
-            f"got {discover_peers!r}; use join addresses"
-        )
-    if join_peers:
-        return join_addresses(join_peers, default_port, resolver)
-    return None
+    validate_discovery(join_peers, discover_peers)
+    if _split_entries(join_peers):
+        return join_addresses(join_peers, default_port, resolver, reactor)
+    if isinstance(discover_peers, str):
+        if discover_peers:
+            raise ValueError(
+                "discover_peers: cloud provider discovery (go-discover) is not "
+                "supported; use join_addresses or a discovery function"
+            )
+        return None
+    return discover_peers
