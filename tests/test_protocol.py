@@ -30,6 +30,7 @@ from cluster.gossip.framing import (
     make_compound,
     split_compound,
 )
+from cluster.gossip.serf import serf_leave_intent
 from cluster.gossip.suspicion import (
     Suspicion,
     remaining_suspicion_time,
@@ -162,6 +163,37 @@ class MembershipRuleTests(SynchronousTestCase):
         inject(network, a, Dead(1, "b", "b"))
         self.assertEqual(a.member("b").state, MemberState.LEFT)  # type: ignore[union-attr]
 
+    def test_serf_leave_intent_goes_to_every_live_member_first(self) -> None:
+        """
+        With C{serf_leave_intent}, leave() sends Serf's leave intent at once
+        to every live member (gossip alone may miss one), before any dead
+        message; everyone gets it, and still records us as left.
+        """
+        network = RecordingNetwork(seed=18)
+        delegates = [AppDelegate() for _ in range(5)]
+        nodes = [
+            network.memberlist(f"s{i}", delegate=d, serf_leave_intent=i == 0)
+            for i, d in enumerate(delegates)
+        ]
+        for node in nodes:
+            node.start()
+        for node in nodes[1:]:
+            node.join([nodes[0].local_member().full_address()])
+        network.run(3)
+        network.crash(nodes[4])
+        network.run(10)
+        self.assertEqual(nodes[0].member("s4").state, MemberState.DEAD)  # type: ignore[union-attr]
+        before = len(network.sent)
+        nodes[0].leave(1)
+        intent = serf_leave_intent("s0")
+        codec = PacketCodec()
+        direct = [list(codec.messages(codec.open(p))) for p in network.sent[before:]]
+        self.assertEqual(direct, [[intent]] * 3)
+        network.run(2)
+        for node, delegate in zip(nodes[1:4], delegates[1:4], strict=True):
+            self.assertIn(intent[1:], delegate.messages)
+            self.assertEqual(node.member("s0").state, MemberState.LEFT)  # type: ignore[union-attr]
+
     def test_buddy_system(self) -> None:
         """
         A ping to a suspect carries the suspicion, so it refutes at once.
@@ -271,6 +303,24 @@ class MembershipRuleTests(SynchronousTestCase):
         self.assertEqual(outsider.num_members(), 1)
         self.assertGreaterEqual(nodes[0].stats["dropped.decrypt"], 1)
 
+    def test_undecryptable_push_pull_reply_is_counted(self) -> None:
+        """
+        A joiner with the wrong key gets an error reply it cannot decrypt
+        (as from serf): the join fails and the reply counts as dropped.
+        """
+        network = SimulatedNetwork(seed=17)
+        seed = network.memberlist("seed", keyring=Keyring([bytes(range(16))]))
+        joiner = network.memberlist("joiner", keyring=Keyring([bytes(range(1, 17))]))
+        seed.start()
+        joiner.start()
+        joined = joiner.join([seed.local_member().full_address()])
+        network.run(2)
+        failure = self.failureResultOf(joined)
+        self.assertIn("could decrypt", str(failure.value))
+        self.assertEqual(seed.stats["dropped.decrypt"], 1)
+        self.assertEqual(joiner.stats["dropped.decrypt"], 1)
+        self.assertEqual(joiner.num_members(), 1)
+
     def test_protocol_mismatch_refuses_merge(self) -> None:
         network = SimulatedNetwork(seed=14)
         a = network.memberlist(
@@ -346,6 +396,93 @@ class NeverCrashOldPeersTests(SynchronousTestCase):
                     self.assertIsNone(message.payload)
                 checked += 1
         self.assertGreater(checked, 500)
+
+
+@implementer(IDelegate)
+class QueueDelegate(AppDelegate):
+    """
+    An application that queues user broadcasts (some of them empty) and
+    hands them out within the limit memberlist gives.
+    """
+
+    def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
+        out: list[bytes] = []
+        for item in list(self.outgoing):
+            if len(item) + overhead > limit:
+                break
+            limit -= len(item) + overhead
+            out.append(item)
+            self.outgoing.remove(item)
+        return out
+
+
+class NeverCrashOldPeersPropertyTests(SynchronousTestCase):
+    @settings(max_examples=100, deadline=None)
+    @given(
+        seed=st.integers(0, 2**32),
+        size=st.integers(2, 5),
+        loss=st.sampled_from([0.0, 0.1, 0.3]),
+        encrypted=st.booleans(),
+        label=st.sampled_from(["", "lbl"]),
+        compression=st.booleans(),
+        serf_leave_intent=st.booleans(),
+        broadcasts=st.lists(st.binary(max_size=700), max_size=12),
+    )
+    def test_every_sent_packet_is_safe(
+        self,
+        seed: int,
+        size: int,
+        loss: float,
+        encrypted: bool,
+        label: str,
+        compression: bool,
+        serf_leave_intent: bool,
+        broadcasts: list[bytes],
+    ) -> None:
+        """
+        Whatever the settings and the application broadcasts (empty ones
+        included), every datagram a cluster sends through joins, gossip, a
+        crash and a leave opens to messages with no empty compound part, no
+        bare CRC header and no empty compressed body; acks carry no
+        payload; and no packet is longer than memberlist itself would send
+        (the UDP buffer plus an uncounted CRC header).
+        """
+        network = RecordingNetwork(seed=seed % 1000, loss=loss)
+        keyring = Keyring([bytes(range(16))]) if encrypted else None
+        options: dict[str, Any] = {
+            "keyring": keyring,
+            "label": label,
+            "enable_compression": compression,
+            "serf_leave_intent": serf_leave_intent,
+        }
+        delegates = [QueueDelegate(b"m" * i) for i in range(size)]
+        nodes = [
+            network.memberlist(f"n{i}", delegate=delegates[i], **options)
+            for i in range(size)
+        ]
+        for node in nodes:
+            node.start()
+        for node in nodes[1:]:
+            node.join([nodes[0].local_member().full_address()])
+        for i, payload in enumerate(broadcasts):
+            delegates[i % size].outgoing.append(payload)
+        network.run(3)
+        network.crash(nodes[-1])
+        nodes[0].leave(1)
+        network.run(8)
+
+        codec = PacketCodec(label=label.encode(), keyring=keyring)
+        limit = nodes[0].config.udp_buffer_size + 5
+        for packet in network.sent:
+            self.assertLessEqual(len(packet), limit)
+            inner = codec.open(packet)
+            self.assertTrue(inner, "bare CRC header or empty packet")
+            for part in _parts(inner):
+                self.assertTrue(part, "empty part")
+                message = decode_message(part)
+                if isinstance(message, Ack):
+                    self.assertIsNone(message.payload)
+        self.assertTrue(network.sent)
 
 
 def _parts(message: bytes) -> list[bytes]:

@@ -83,8 +83,8 @@ class GossipConfig:
     before any socket is opened.
 
     C{serf_leave_intent} makes L{Memberlist.leave} announce a Serf leave
-    intent first, so Serf agents in the cluster report us as I{left} rather
-    than I{failed}.
+    intent first (sent directly to every live member, and gossiped), so Serf
+    agents in the cluster report us as I{left} rather than I{failed}.
 
     Lifeguard can be switched off for comparison: C{awareness_max_multiplier=1}
     disables local health scaling (and with it the use of nacks), and

@@ -394,7 +394,7 @@ class Memberlist:
             self._leaving = True
             me = self._nodes.get(self.name)
             if self.config.serf_leave_intent:
-                self.broadcasts.queue(serf_leave_intent(self.name), "serf-leave-intent")
+                self._announce_serf_leave()
             if me is not None:
                 self._dead_node(
                     Dead(me.incarnation, self.name, self.name),
@@ -820,7 +820,13 @@ class Memberlist:
         def got(reply: bytes | None) -> None:
             if reply is None:
                 raise ConnectionError("peer closed the stream without a reply")
-            message = self._streams.decode(reply, accepted=False)
+            try:
+                message = self._streams.decode(reply, accepted=False)
+            except FrameError as e:
+                # A reply we cannot open (say, encrypted with a key we lack)
+                # is dropped input like any other: count it, then fail.
+                self._drop(e.reason, str(e), address)
+                raise
             if isinstance(message, ErrResp):
                 raise RemoteError(message.error)
             if not isinstance(message, PushPull):
@@ -1249,6 +1255,24 @@ class Memberlist:
         )
 
     # --- leaving ---
+
+    def _announce_serf_leave(self) -> None:
+        """
+        Tell every live member, directly and then by gossip, that we leave
+        (Serf's leave intent), before our dead message goes out.
+
+        Gossip alone sends a broadcast only a few times (4 in a cluster of
+        under 10) to random members, some of them possibly dead, so a Serf
+        agent can miss the intent and report us I{failed}; Serf's own
+        anti-entropy repairs that only after a push/pull, 30 s or more
+        later.  One direct packet per live member, once, makes I{left}
+        dependable; the gossiped copy covers lost packets.
+        """
+        intent = serf_leave_intent(self.name)
+        for node in self._nodes.values():
+            if node.name != self.name and not node.dead_or_left():
+                self._raw_send((node.address, node.port), intent, crc=False)
+        self.broadcasts.queue(intent, "serf-leave-intent")
 
     def _leave_finished(self) -> None:
         self._leave_spread = True

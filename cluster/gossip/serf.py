@@ -4,7 +4,8 @@ cluster (C{shared/WIRE.md} section 8).
 
 Serf reports a member as I{left} only when its own leave intent arrived
 for it; a memberlist-only leave shows as I{failed}.  With
-C{GossipConfig.serf_leave_intent} our leave first broadcasts that intent.
+C{GossipConfig.serf_leave_intent} our leave first sends that intent to every
+live member and gossips it.
 """
 
 from __future__ import annotations
