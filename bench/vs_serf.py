@@ -13,30 +13,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from cluster.testing import free_loopback_port  # noqa: E402
+
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    while True:
-        tcp = socket.socket()
-        tcp.bind(("127.0.0.1", 0))
-        port = int(tcp.getsockname()[1])
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            udp.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            continue
-        finally:
-            tcp.close()
-            udp.close()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -62,10 +49,19 @@ def measure(procs: list[subprocess.Popen[bytes]], idle: float) -> tuple[float, f
     return cpu * 100, rss
 
 
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """
+    Kill the processes we started, by PID, and reap them.
+    """
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
 def run_serf(n: int, idle: float) -> tuple[float, float, float]:
     serf = shutil.which("serf")
     assert serf is not None
-    ports = [(free_port(), free_port()) for _ in range(n)]
+    ports = [(free_loopback_port(), free_loopback_port()) for _ in range(n)]
     procs = [
         subprocess.Popen(
             [
@@ -114,13 +110,11 @@ def run_serf(n: int, idle: float) -> tuple[float, float, float]:
         cpu, rss = measure(procs, idle)
         return converged, cpu, rss
     finally:
-        for p in procs:
-            p.kill()
-            p.wait()
+        stop(procs)
 
 
 def run_ours(n: int, idle: float) -> tuple[float, float, float]:
-    ports = [free_port() for _ in range(n)]
+    ports = [free_loopback_port() for _ in range(n)]
     script = os.path.join(HERE, "gossip_node.py")
     go_file = os.path.join(tempfile.mkdtemp(), "go")
     procs: list[subprocess.Popen[bytes]] = []
@@ -143,9 +137,7 @@ def run_ours(n: int, idle: float) -> tuple[float, float, float]:
         cpu, rss = measure(procs, idle)
         return converged, cpu, rss
     finally:
-        for p in procs:
-            p.kill()
-            p.wait()
+        stop(procs)
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+import socket
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -50,10 +51,37 @@ from cluster.options import Options
 from cluster.service import ClusterService, SimpleServiceHost
 from cluster.shard import Sharder
 
-__all__ = ["SimulatedClock", "SimulatedNetwork", "SimulatedTransport"]
+__all__ = [
+    "SimulatedClock",
+    "SimulatedNetwork",
+    "SimulatedTransport",
+    "free_loopback_port",
+]
 
 Address = tuple[str, int]
 DEFAULT_PORT = 7946
+
+
+def free_loopback_port() -> int:
+    """
+    A port number free for both TCP and UDP on 127.0.0.1, for tests and
+    benchmarks that start real processes (memberlist uses one number for
+    both).
+    """
+    while True:
+        tcp = socket.socket()
+        tcp.bind(("127.0.0.1", 0))
+        port = int(tcp.getsockname()[1])
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            udp.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        else:
+            return port
+        finally:
+            tcp.close()
+            udp.close()
 
 
 class SimulatedClock(Clock):

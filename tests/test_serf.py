@@ -14,7 +14,6 @@ import inspect
 import json
 import os
 import shutil
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +27,7 @@ from zope.interface import implementer
 
 from cluster.gossip import GossipConfig, IDelegate, Keyring, Memberlist, MemberState
 from cluster.gossip.suspicion import suspicion_timeout
+from cluster.testing import free_loopback_port
 
 SERF = shutil.which("serf")
 KEY_OLD = bytes(range(1, 17))
@@ -36,25 +36,6 @@ KEY_NEW = bytes(range(101, 133))
 
 def b64(key: bytes) -> str:
     return base64.b64encode(key).decode()
-
-
-def free_port() -> int:
-    """
-    A port free for both TCP and UDP on 127.0.0.1.
-    """
-    while True:
-        tcp = socket.socket()
-        tcp.bind(("127.0.0.1", 0))
-        port = int(tcp.getsockname()[1])
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            udp.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            tcp.close()
-            udp.close()
-        return port
 
 
 def now() -> float:
@@ -96,8 +77,8 @@ class SerfAgent:
     def __init__(self, test: TestCase, name: str, *extra: str) -> None:
         assert SERF is not None
         self.name = name
-        self.port = free_port()
-        self.rpc = f"127.0.0.1:{free_port()}"
+        self.port = free_loopback_port()
+        self.rpc = f"127.0.0.1:{free_loopback_port()}"
         self.log_path = os.path.abspath(test.mktemp())
         log = open(self.log_path, "wb")
         self.protocol = _Exit()
