@@ -14,21 +14,16 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from cluster import shard
 from cluster.lamport import MAX_TIME, LamportClock
 from cluster.peer import Peer, PeerState, StateTransitionError, check_transition
 from cluster.shard import MAX_KEY, KeyBuilder, NotEnoughPeersError, Op, string_key
 
-_DEFAULT_VECTORS = os.path.join(
-    os.path.dirname(__file__),
-    "..",
-    "..",
-    "shared",
-    "conformance",
-    "ckit-shard-vectors.json",
-)
+# Facts generated from ckit's own code, kept in the repository: a missing
+# file is a failure, never a skip.
+VECTORS = os.path.join(os.path.dirname(__file__), "data", "ckit-shard-vectors.json")
 
 _SHARDERS: dict[str, Callable[[], shard.Sharder]] = {
     "ring512": lambda: shard.ring(512),
@@ -46,13 +41,7 @@ V = PeerState.VIEWER
 
 @functools.cache
 def _vectors() -> dict[str, Any]:
-    path = os.environ.get("CKIT_VECTORS") or _DEFAULT_VECTORS
-    if not os.path.exists(path):
-        raise SkipTest(
-            f"ckit conformance vectors not found at {os.path.abspath(path)}; "
-            "check out shared/ beside the repo or set CKIT_VECTORS"
-        )
-    with open(path, encoding="utf-8") as f:
+    with open(VECTORS, encoding="utf-8") as f:
         data: dict[str, Any] = json.load(f)
     return data
 
@@ -140,6 +129,15 @@ class ConformanceTests(SynchronousTestCase):
 
     def test_multiprobe(self) -> None:
         self._check_sharder("multiprobe")
+
+    def test_vectors_live_in_the_repository(self) -> None:
+        """
+        The vectors are read from C{tests/data}, so a clean clone runs every
+        conformance test: 2,880 lookups over the four sharders.
+        """
+        self.assertTrue(os.path.isfile(VECTORS), VECTORS)
+        lookups = sum(len(case["lookups"]) for case in _vectors()["lookups"])
+        self.assertEqual(lookups, 2880)
 
     def test_all_sharders_covered(self) -> None:
         seen = {c["sharder"] for c in _vectors()["lookups"]}
