@@ -19,8 +19,10 @@ import msgpack
 from cluster.peer import PeerState
 
 __all__ = [
+    "LocalState",
     "MessageError",
     "StateMessage",
+    "UnknownStateError",
     "decode_local_state",
     "decode_state",
     "encode_local_state",
@@ -38,6 +40,13 @@ class MessageError(ValueError):
     """
     Bytes that are not a ckit message (for example a serf message in a
     mixed cluster).
+    """
+
+
+class UnknownStateError(MessageError):
+    """
+    A well-formed state message with a C{NewState} we do not know (from a
+    newer ckit, say).
     """
 
 
@@ -67,15 +76,17 @@ class StateMessage:
         time = body.get(b"Time", 0)
         if not isinstance(name, bytes):
             raise MessageError("NodeName must be a string")
-        for label, value, top in (("NewState", state, 2), ("Time", time, _UINT64)):
+        for label, value in (("NewState", state), ("Time", time)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise MessageError(f"{label} must be an integer")
-            if not 0 <= value <= top:
+            if not 0 <= value <= _UINT64:
                 raise MessageError(f"{label} out of range: {value}")
         try:
             text = name.decode("utf-8")
         except UnicodeDecodeError:
             raise MessageError("NodeName is not UTF-8") from None
+        if state not in PeerState._value2member_map_:
+            raise UnknownStateError(f"unknown state {state} for {text!r}")
         return cls(text, PeerState(state), time)
 
 
@@ -127,9 +138,24 @@ def encode_local_state(current_time: int, states: Sequence[StateMessage]) -> byt
     return packed
 
 
-def decode_local_state(raw: bytes) -> tuple[int, list[StateMessage]]:
+@attrs.frozen
+class LocalState:
     """
-    Parse a peer's push/pull user state.
+    A peer's push/pull user state.
+
+    @ivar unknown: how many entries were skipped because their state is
+        one we do not know.
+    """
+
+    current_time: int
+    states: list[StateMessage]
+    unknown: int = 0
+
+
+def decode_local_state(raw: bytes) -> LocalState:
+    """
+    Parse a peer's push/pull user state.  An entry with a state we do not
+    know is skipped (and counted); the others still count.
 
     @raise MessageError: when it is not ckit's.
     """
@@ -141,7 +167,14 @@ def decode_local_state(raw: bytes) -> tuple[int, list[StateMessage]]:
         raise MessageError("CurrentTime must be an integer")
     if not 0 <= current <= _UINT64:
         raise MessageError("CurrentTime out of range")
-    states = body.get(b"NodeStates") or []
-    if not isinstance(states, list):
+    entries = body.get(b"NodeStates") or []
+    if not isinstance(entries, list):
         raise MessageError("NodeStates must be a list")
-    return current, [StateMessage.from_body(item) for item in states]
+    states = []
+    unknown = 0
+    for item in entries:
+        try:
+            states.append(StateMessage.from_body(item))
+        except UnknownStateError:
+            unknown += 1
+    return LocalState(current, states, unknown)

@@ -346,10 +346,12 @@ class Node:
         return encode_local_state(self.clock.now(), states)
 
     def _merge_remote(self, data: bytes) -> None:
-        current_time, states = decode_local_state(data)
-        self.clock.observe(current_time)
+        remote = decode_local_state(data)
+        self.clock.observe(remote.current_time)
+        if remote.unknown:
+            self.events["unknown_state"] += remote.unknown
         changed = []
-        for message in states:
+        for message in remote.states:
             if message.node_name not in self._peers:
                 continue
             accepted = self._accept(message)

@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from cluster.gossip import Member, MemberState
 from cluster.messages import (
+    LocalState,
     MessageError,
     StateMessage,
     decode_local_state,
@@ -54,7 +55,7 @@ class MessageTests(SynchronousTestCase):
         ]
         data = encode_local_state(7, states)
         self.assertEqual(data[:14], unhex("82 ab 43757272656e7454696d65 07"))
-        self.assertEqual(decode_local_state(data), (7, states))
+        self.assertEqual(decode_local_state(data), LocalState(7, states))
 
     def test_foreign_messages_are_rejected(self) -> None:
         for raw in [

@@ -37,6 +37,7 @@ __all__ = [
     "compress_message",
     "decompress_message",
     "make_compound",
+    "make_compounds",
     "split_compound",
     "strip_crc",
     "strip_label",
@@ -85,6 +86,17 @@ def make_compound(parts: list[bytes]) -> bytes:
         f">BB{len(parts)}H", MessageType.COMPOUND, len(parts), *map(len, parts)
     )
     return header + b"".join(parts)
+
+
+def make_compounds(parts: list[bytes]) -> list[bytes]:
+    """
+    Pack any number of messages into as few compounds as the 255-part
+    limit allows (memberlist's C{makeCompoundMessages}).
+    """
+    return [
+        make_compound(parts[start : start + MAX_COMPOUND_PARTS])
+        for start in range(0, len(parts), MAX_COMPOUND_PARTS)
+    ]
 
 
 def split_compound(body: bytes) -> tuple[list[bytes], int]:

@@ -43,6 +43,7 @@ from cluster.gossip.framing import (
     PacketCodec,
     StreamCodec,
     make_compound,
+    make_compounds,
 )
 from cluster.gossip.interfaces import IPacketHandler
 from cluster.gossip.keyring import encryption_version
@@ -212,7 +213,7 @@ class Memberlist:
     _started: bool = attrs.field(default=False, init=False)
     _leaving: bool = attrs.field(default=False, init=False)
     _shutdown: bool = attrs.field(default=False, init=False)
-    _leave_waiters: list[Deferred[None]] = attrs.field(factory=list, init=False)
+    _leave_waiters: list[Deferred[bool]] = attrs.field(factory=list, init=False)
     _leave_spread: bool = attrs.field(default=False, init=False)
 
     _log = Logger()
@@ -385,8 +386,11 @@ class Memberlist:
         Announce that we are leaving (a dead message about ourselves from
         ourselves, which peers record as I{left}) and wait for it to spread.
 
+        @param timeout: seconds to wait at most; 0 (or less) waits without a
+            bound, as memberlist's C{Leave(0)}.
         @return: a Deferred firing with C{True} once the broadcast was sent
-            its full number of times, or C{False} if C{timeout} passed first.
+            its full number of times, or C{False} if C{timeout} passed or
+            L{shutdown} was called first.
         """
         if self._shutdown:
             return fail(RuntimeError("memberlist is shut down"))
@@ -405,20 +409,11 @@ class Memberlist:
             for node in self._nodes.values()
         ):
             return succeed(True)
-        waiter: Deferred[None] = Deferred()
+        waiter: Deferred[bool] = Deferred()
         self._leave_waiters.append(waiter)
-        result: Deferred[bool] = Deferred()
-        timer = self._call_later(timeout, self._leave_timed_out, waiter, result)
-
-        def finished(_: object) -> None:
-            if timer.active():
-                timer.cancel()
-                self._timers.discard(timer)
-            if not result.called:
-                result.callback(True)
-
-        waiter.addCallback(finished)
-        return result
+        if timeout > 0:
+            waiter.addTimeout(timeout, self.reactor, self._leave_timed_out)
+        return waiter
 
     def shutdown(self) -> Deferred[None]:
         """
@@ -440,28 +435,41 @@ class Memberlist:
         for suspicion in self._suspicions.values():
             suspicion.cancel()
         self._suspicions.clear()
-        for waiter in self._leave_waiters:
+        # A leave still waiting for its broadcast never saw it spread.
+        waiters, self._leave_waiters = self._leave_waiters, []
+        for waiter in waiters:
             if not waiter.called:
-                waiter.callback(None)
-        self._leave_waiters.clear()
+                waiter.callback(False)
         stopped: Deferred[None] = self.transport.stop()
         return stopped
 
     # --- timers ---
 
-    def _call_later(
-        self, delay: float, f: Callable[..., object], *args: Any
-    ) -> IDelayedCall:
-        call: IDelayedCall
+    def _guarded(self, f: Callable[..., object]) -> Callable[..., None]:
+        """
+        C{f} as a timer callback that logs its errors instead of raising
+        them into the reactor: a faulty delegate must not stop a loop.
+        """
 
-        def run() -> None:
-            self._timers.discard(call)
+        def run(*args: Any) -> None:
             try:
                 f(*args)
             except Exception:
                 self._log.failure(
                     "unhandled error in {name}", name=getattr(f, "__name__", f)
                 )
+
+        return run
+
+    def _call_later(
+        self, delay: float, f: Callable[..., object], *args: Any
+    ) -> IDelayedCall:
+        call: IDelayedCall
+        guarded = self._guarded(f)
+
+        def run() -> None:
+            self._timers.discard(call)
+            guarded(*args)
 
         call = self.reactor.callLater(delay, run)
         self._timers.add(call)
@@ -580,11 +588,13 @@ class Memberlist:
             - self._packets.overhead()
         )
         extra = self._get_broadcasts(COMPOUND_PART_OVERHEAD, available)
-        if extra:
-            data = make_compound([data, *extra])
         # memberlist only adds a CRC when it finds the destination by IP
         # string, which in practice never happens for protocol messages.
-        self._raw_send(address, data, crc=False)
+        if not extra:
+            self._raw_send(address, data, crc=False)
+            return
+        for packet in make_compounds([data, *extra]):
+            self._raw_send(address, packet, crc=False)
 
     def _encode_broadcast(
         self,
@@ -783,8 +793,11 @@ class Memberlist:
             messages = self._get_broadcasts(COMPOUND_PART_OVERHEAD, budget)
             if not messages:
                 return
-            data = messages[0] if len(messages) == 1 else make_compound(messages)
-            self._raw_send((node.address, node.port), data, crc=node.protocol_max >= 5)
+            packets = messages if len(messages) == 1 else make_compounds(messages)
+            for packet in packets:
+                self._raw_send(
+                    (node.address, node.port), packet, crc=node.protocol_max >= 5
+                )
 
     # --- push/pull ---
 
@@ -840,30 +853,40 @@ class Memberlist:
         self._verify_protocol(remote.nodes)
         for entry in remote.nodes:
             if entry.state == MemberState.ALIVE:
+                port = entry.port
+                if port == 0 or self.config.protocol_version < 2:
+                    # Protocol 1 sent no port: it is the bind port.
+                    port = self.config.bind_port
                 self._alive_node(
                     Alive(
                         entry.incarnation,
                         entry.name,
                         entry.addr,
-                        entry.port,
+                        port,
                         entry.meta,
                         entry.vsn,
                     )
                 )
             elif entry.state == MemberState.LEFT:
                 self._dead_node(Dead(entry.incarnation, entry.name, entry.name))
-            else:
+            elif entry.state in (MemberState.DEAD, MemberState.SUSPECT):
                 # A remote "dead" is only a suspicion to us: we check ourselves.
                 self._suspect_node(Suspect(entry.incarnation, entry.name, self.name))
+            # A state we do not know (a newer peer's) is ignored, as in Go.
         if remote.user_state and self.config.delegate is not None:
             self.config.delegate.merge_remote_state(remote.user_state, remote.join)
 
     def _verify_protocol(self, remote: Iterable[PushNodeState]) -> None:
+        """
+        memberlist's C{verifyProtocol}: the version ranges of every alive
+        member, remote (with a full version vector) and local, must admit
+        the current versions of every member, remote and local, in any state.
+        """
         remote = list(remote)
         versions = [
-            entry.vsn.ljust(6, b"\0")
+            entry.vsn
             for entry in remote
-            if entry.state == MemberState.ALIVE and entry.vsn
+            if entry.state == MemberState.ALIVE and len(entry.vsn) >= 5
         ] + [
             node.vsn.ljust(6, b"\0")
             for node in self._nodes.values()
@@ -875,11 +898,11 @@ class Memberlist:
         min_pmax = min(v[1] for v in versions)
         max_dmin = max(v[3] for v in versions)
         min_dmax = min(v[4] for v in versions)
-        checked = [(entry.name, entry.vsn.ljust(6, b"\0")) for entry in remote] + [
-            (node.name, node.vsn.ljust(6, b"\0"))
-            for node in self._nodes.values()
-            if node.state == MemberState.ALIVE
-        ]
+        # A vector too short to hold the current versions reads as zeros.
+        checked = [
+            (entry.name, entry.vsn if len(entry.vsn) >= 6 else bytes(6))
+            for entry in remote
+        ] + [(node.name, node.vsn.ljust(6, b"\0")) for node in self._nodes.values()]
         for name, vsn in checked:
             if not max_pmin <= vsn[2] <= min_pmax:
                 raise ProtocolMismatchError(
@@ -1205,7 +1228,7 @@ class Memberlist:
                 self._dead_node(Dead(current.incarnation, suspect.node, self.name))
 
         self._suspicions[suspect.node] = Suspicion(
-            self.reactor, suspect.from_, k, minimum, maximum, expired
+            self.reactor, suspect.from_, k, minimum, maximum, self._guarded(expired)
         )
 
     def _dead_node(
@@ -1279,11 +1302,11 @@ class Memberlist:
         waiters, self._leave_waiters = self._leave_waiters, []
         for waiter in waiters:
             if not waiter.called:
-                waiter.callback(None)
+                waiter.callback(True)
 
-    def _leave_timed_out(self, waiter: Deferred[None], result: Deferred[bool]) -> None:
-        if waiter in self._leave_waiters:
-            self._leave_waiters.remove(waiter)
-        if not result.called:
-            self._log.warn("timed out waiting for the leave broadcast")
-            result.callback(False)
+    def _leave_timed_out(self, result: object, timeout: float) -> bool:
+        self._log.warn(
+            "timed out after {timeout} s waiting for the leave broadcast",
+            timeout=timeout,
+        )
+        return False

@@ -1,0 +1,249 @@
+"""
+Deviations from memberlist, ckit and Alloy found by review, each pinned by
+a test of the behaviour the original has: leave and shutdown, a send path
+that never raises, push/pull edge cases, probe timing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from cluster.gossip import IDelegate, IEventDelegate, Member, Memberlist, MemberState
+from cluster.gossip.framing import StreamCodec
+from cluster.gossip.memberlist import ProtocolMismatchError
+from cluster.gossip.wire import PushNodeState, PushPull, ip_to_bytes
+from cluster.messages import (
+    StateMessage,
+    decode_local_state,
+    encode_local_state,
+    encode_state,
+)
+from cluster.peer import PeerState
+from cluster.testing import SimulatedNetwork
+from tests.helpers import known
+
+VSN = bytes([1, 5, 2, 0, 0, 0])
+
+
+def started(
+    network: SimulatedNetwork, *names: str, **overrides: Any
+) -> list[Memberlist]:
+    """
+    Start C{names} on C{network} and join each to the first.
+    """
+    nodes = [network.memberlist(name, **overrides) for name in names]
+    for node in nodes:
+        node.start()
+    for node in nodes[1:]:
+        node.join([nodes[0].local_member().full_address()])
+    network.run(2)
+    return nodes
+
+
+def push(node: Memberlist, *entries: PushNodeState, user_state: bytes = b"") -> None:
+    """
+    Hand C{node} a push/pull request carrying C{entries}, as a peer would.
+    """
+    request = StreamCodec().encode(PushPull(False, entries, user_state), dialler=True)
+    node.stream_received(request, ("127.9.9.9", 7946))
+
+
+def entry(
+    name: str, state: int = 0, port: int = 7946, vsn: bytes = VSN
+) -> PushNodeState:
+    return PushNodeState(name, ip_to_bytes("127.9.9.9"), port, b"", 1, state, vsn)
+
+
+@implementer(IDelegate)
+class ChattyDelegate:
+    """
+    Queues many tiny user broadcasts at once, and records what arrives.
+    """
+
+    def __init__(self) -> None:
+        self.outgoing: list[bytes] = []
+        self.received: list[bytes] = []
+
+    def node_meta(self, limit: int) -> bytes:
+        return b""
+
+    def notify_msg(self, message: bytes) -> None:
+        self.received.append(message)
+
+    def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
+        chosen: list[bytes] = []
+        used = 0
+        while self.outgoing and used + overhead + len(self.outgoing[0]) <= limit:
+            item = self.outgoing.pop(0)
+            used += overhead + len(item)
+            chosen.append(item)
+        return chosen
+
+    def local_state(self, join: bool) -> bytes:
+        return b""
+
+    def merge_remote_state(self, state: bytes, join: bool) -> None:
+        pass
+
+
+@implementer(IEventDelegate)
+class FaultyEvents:
+    """
+    An event delegate that raises on every leave.
+    """
+
+    def notify_join(self, member: Member) -> None:
+        pass
+
+    def notify_leave(self, member: Member) -> None:
+        raise RuntimeError(f"delegate bug on {member.name}")
+
+    def notify_update(self, member: Member) -> None:
+        pass
+
+
+class LeaveAndShutdownTests(SynchronousTestCase):
+    """
+    Item 6: C{leave(0)} waits without a bound; C{shutdown()} ends a
+    pending leave with C{False}.
+    """
+
+    def test_leave_zero_waits_without_timeout(self) -> None:
+        network = SimulatedNetwork(seed=61)
+        # Gossip off: the leave broadcast only rides on probes, once a
+        # second, so it needs several seconds to be sent its full count.
+        a, b, _ = started(network, "a", "b", "c", gossip_interval=0)
+        left = a.leave(0)
+        network.run(0.5)
+        self.assertNoResult(left)
+        network.run(30)
+        self.assertIs(self.successResultOf(left), True)
+        self.assertEqual(known(b, "a").state, MemberState.LEFT)
+
+    def test_shutdown_fires_pending_leave_with_false(self) -> None:
+        network = SimulatedNetwork(seed=62)
+        a, _, _ = started(network, "a", "b", "c", gossip_interval=0)
+        left = a.leave(0)
+        bounded = a.leave(60)
+        network.run(0.5)
+        self.assertNoResult(left)
+        a.shutdown()
+        self.assertIs(self.successResultOf(left), False)
+        self.assertIs(self.successResultOf(bounded), False)
+
+    def test_timeout_fires_false(self) -> None:
+        network = SimulatedNetwork(seed=63)
+        a, _, _ = started(network, "a", "b", "c", gossip_interval=0)
+        left = a.leave(0.5)
+        network.run(0.6)
+        self.assertIs(self.successResultOf(left), False)
+
+
+class SendPathTests(SynchronousTestCase):
+    """
+    Item 7: sending never raises.
+    """
+
+    def test_more_than_255_broadcasts_are_split_into_compounds(self) -> None:
+        network = SimulatedNetwork(seed=71)
+        chatty, listener = ChattyDelegate(), ChattyDelegate()
+        a = network.memberlist("a", delegate=chatty, gossip_interval=0)
+        b = network.memberlist("b", delegate=listener, gossip_interval=0)
+        a.start()
+        b.start()
+        b.join([a.local_member().full_address()])
+        network.run(2)
+        # One byte each (4 with the type byte and the part length): about
+        # 330 fit beside a ping in 1,400 bytes, more than one compound holds.
+        sent = sorted(bytes([i % 256]) for i in range(600))
+        chatty.outgoing = list(sent)
+        network.run(3)
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+        self.assertEqual(sorted(listener.received), sent)
+        self.assertEqual(a.stats["suspected"], 0)
+        self.assertEqual(known(b, "a").state, MemberState.ALIVE)
+        self.assertEqual(known(a, "b").state, MemberState.ALIVE)
+
+    def test_raising_event_delegate_on_suspicion_timeout_is_logged(self) -> None:
+        network = SimulatedNetwork(seed=72)
+        a, _, c = started(network, "a", "b", "c", events=FaultyEvents())
+        network.crash(c)
+        # Must not raise out of the clock: the timer is guarded.
+        network.run(15)
+        self.assertEqual(known(a, "c").state, MemberState.DEAD)
+        errors = self.flushLoggedErrors(RuntimeError)
+        self.assertGreaterEqual(len(errors), 1)
+
+
+class PushPullEdgeTests(SynchronousTestCase):
+    """
+    Item 8: push/pull merges as memberlist and ckit do.
+    """
+
+    def test_short_version_vectors_are_skipped_not_padded(self) -> None:
+        """
+        A vector of fewer than 5 bytes takes no part in the cluster's
+        version range, and its current version reads as 0 (Go's
+        C{verifyProtocol}): the error names that node, not a healthy one
+        whose range a zero-padded vector would have emptied.
+        """
+        network = SimulatedNetwork(seed=81)
+        (a,) = started(network, "a")
+        for short in (b"\x00", bytes([1, 5, 2, 0])):
+            with self.assertRaises(ProtocolMismatchError) as caught:
+                a._verify_protocol([entry("short", vsn=short), entry("full")])
+            self.assertEqual(
+                str(caught.exception),
+                "Node 'short' protocol version (0) is incompatible: [1, 5]",
+            )
+        before = a.stats["dropped.protocol"]
+        push(a, entry("short", vsn=bytes([1, 5, 2, 0])), entry("full"))
+        self.assertEqual(a.stats["dropped.protocol"], before + 1)
+        self.assertIsNone(a.member("full"))
+
+    def test_every_local_member_is_verified(self) -> None:
+        network = SimulatedNetwork(seed=82)
+        (a,) = started(network, "a")
+        # A member that left while speaking protocol 5 still counts in Go:
+        # a newcomer understanding only up to 4 is refused because of it.
+        push(a, entry("old", vsn=bytes([1, 5, 5, 0, 0, 0])))
+        push(a, PushNodeState("old", ip_to_bytes("127.9.9.9"), 7946, b"", 2, 3, VSN))
+        self.assertEqual(known(a, "old").state, MemberState.LEFT)
+        before = a.stats["dropped.protocol"]
+        push(a, entry("new", vsn=bytes([1, 4, 2, 0, 0, 0])))
+        self.assertEqual(a.stats["dropped.protocol"], before + 1)
+        self.assertIsNone(a.member("new"))
+
+    def test_port_zero_takes_the_bind_port(self) -> None:
+        network = SimulatedNetwork(seed=83)
+        (a,) = started(network, "a")
+        push(a, entry("zero", port=0))
+        self.assertEqual(known(a, "zero").port, a.config.bind_port)
+
+    def test_unknown_member_states_are_ignored(self) -> None:
+        network = SimulatedNetwork(seed=84)
+        a, _ = started(network, "a", "b")
+        incarnation = known(a, "b").incarnation
+        push(
+            a,
+            PushNodeState(
+                "b", ip_to_bytes("127.9.9.9"), 7946, b"", incarnation, 7, VSN
+            ),
+        )
+        self.assertEqual(known(a, "b").state, MemberState.ALIVE)
+        self.assertEqual(a.stats["suspected"], 0)
+
+    def test_unknown_ckit_state_drops_only_that_entry(self) -> None:
+        good = StateMessage("a", PeerState.PARTICIPANT, 5)
+        raw = encode_local_state(9, [good, StateMessage("b", PeerState.VIEWER, 6)])
+        # Rewrite b's NewState (0) as 7, a state from some future ckit.
+        marker = encode_state(StateMessage("b", PeerState.VIEWER, 6))[3:]
+        future = marker.replace(b"NewState\x00", b"NewState\x07")
+        self.assertNotEqual(future, marker)
+        remote = decode_local_state(raw.replace(marker, future))
+        self.assertEqual(remote.current_time, 9)
+        self.assertEqual(remote.states, [good])
+        self.assertEqual(remote.unknown, 1)
