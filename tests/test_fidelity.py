@@ -247,3 +247,49 @@ class PushPullEdgeTests(SynchronousTestCase):
         self.assertEqual(remote.current_time, 9)
         self.assertEqual(remote.states, [good])
         self.assertEqual(remote.unknown, 1)
+
+
+class ProbeTimingTests(SynchronousTestCase):
+    """
+    Item 4: probes tick on a fixed interval; only a failed round waits out
+    the health-scaled deadline (memberlist's C{probeNode}).
+    """
+
+    def test_degraded_node_with_good_probes_recovers_in_seven_rounds(self) -> None:
+        network = SimulatedNetwork(seed=41)
+        a, _, _ = started(network, "a", "b", "c")
+        a.awareness.apply_delta(7)
+        self.assertEqual(a.health_score(), 7)
+        took = network.run_until(lambda: a.health_score() == 0, 60, step=0.01)
+        # Every acked probe takes 1 off; one probe per 1 s interval, the
+        # first within one interval: 6 s < took <= 7 s plus an ack's round
+        # trip (and one more interval should the probe order wrap onto
+        # ourselves, as memberlist's may).  Stretching every probe by the
+        # score would take 8 + 7 + ... + 2 = 35 s.
+        self.assertIsNotNone(took)
+        assert took is not None
+        self.assertGreater(took, 6.0)
+        self.assertLess(took, 8.1)
+        self.assertEqual(a.stats["probes.failed"], 0)
+
+    def test_healthy_probe_rate_is_one_per_interval_at_any_score(self) -> None:
+        network = SimulatedNetwork(seed=42)
+        a, _, _ = started(network, "a", "b", "c")
+        before = a.stats["probes"]
+        a.awareness.apply_delta(7)
+        network.run(5.0)
+        # Scored 7 and falling: still a probe per second (one tick may find
+        # only ourselves when the probe order wraps, as in memberlist).
+        self.assertGreaterEqual(a.stats["probes"] - before, 4)
+
+    def test_failed_round_waits_for_the_scaled_deadline(self) -> None:
+        network = SimulatedNetwork(seed=43)
+        a, b = started(network, "a", "b", indirect_checks=0, disable_tcp_pings=True)
+        network.partition([a.transport.host], [b.transport.host])
+        a.awareness.apply_delta(3)  # deadline: 4 x 1 s
+        probes = a.stats["probes"]
+        network.run(8.0)
+        # Failed rounds of 4 s (the score rises, so later ones are longer):
+        # two probes at most in 8 s, against eight for a healthy node.
+        self.assertLessEqual(a.stats["probes"] - probes, 2)
+        self.assertGreaterEqual(a.stats["probes.failed"], 1)

@@ -28,6 +28,7 @@ from twisted.internet.defer import (
     succeed,
 )
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -202,6 +203,9 @@ class Memberlist:
     _nodes: dict[str, NodeState] = attrs.field(factory=dict, init=False)
     _node_list: list[NodeState] = attrs.field(factory=list, init=False)
     _probe_index: int = attrs.field(default=0, init=False)
+    _probing: _Probe | None = attrs.field(default=None, init=False)
+    _tick_waiting: bool = attrs.field(default=False, init=False)
+    _probe_loop: LoopingCall | None = attrs.field(default=None, init=False)
     _seq_no: int = attrs.field(default=0, init=False)
     _incarnation: int = attrs.field(default=0, init=False)
     _ack_handlers: dict[int, _AckHandler] = attrs.field(factory=dict, init=False)
@@ -435,6 +439,8 @@ class Memberlist:
         for suspicion in self._suspicions.values():
             suspicion.cancel()
         self._suspicions.clear()
+        if self._probe_loop is not None and self._probe_loop.running:
+            self._probe_loop.stop()
         # A leave still waiting for its broadcast never saw it spread.
         waiters, self._leave_waiters = self._leave_waiters, []
         for waiter in waiters:
@@ -478,7 +484,7 @@ class Memberlist:
     def _schedule_loops(self) -> None:
         # Random stagger so nodes started together do not tick in lockstep.
         self._call_later(
-            self.rng.random() * self.config.probe_interval, self._probe_tick
+            self.rng.random() * self.config.probe_interval, self._start_probing
         )
         if self.config.gossip_interval > 0:
             self._call_later(
@@ -489,14 +495,26 @@ class Memberlist:
                 self.rng.random() * self.config.push_pull_interval, self._push_pull_tick
             )
 
+    def _start_probing(self) -> None:
+        """
+        Probe on a fixed C{probe_interval} ticker, as memberlist does.
+
+        A round ends at the first ack, so a healthy round takes one tick
+        whatever our health score; only a failed round runs until its
+        score-scaled deadline.  Of the ticks a round overlaps, one waits
+        and starts the next round as soon as it ends (a Go ticker's
+        one-slot channel); the others are dropped.
+        """
+        loop = LoopingCall(self._guarded(self._probe_tick))
+        loop.clock = self.reactor
+        self._probe_loop = loop
+        loop.start(self.config.probe_interval, now=True)
+
     def _probe_tick(self) -> None:
-        try:
-            self._probe()
-        finally:
-            if not self._shutdown:
-                self._call_later(
-                    self.awareness.scale(self.config.probe_interval), self._probe_tick
-                )
+        if self._probing is not None and not self._probing.done:
+            self._tick_waiting = True
+            return
+        self._probe()
 
     def _gossip_tick(self) -> None:
         try:
@@ -671,6 +689,7 @@ class Memberlist:
     def _probe_node(self, node: NodeState) -> None:
         seq = self._next_seq()
         probe = _Probe(node, node.incarnation)
+        self._probing = probe
         deadline = self.awareness.scale(self.config.probe_interval)
         started = self.reactor.seconds()
         self._set_ack_handler(
@@ -750,6 +769,9 @@ class Memberlist:
         if probe.done or self._shutdown:
             return
         probe.done = True
+        if self._tick_waiting:
+            self._tick_waiting = False
+            self._call_later(0, self._probe_tick)
         if ok:
             self.awareness.apply_delta(-1)
             return
