@@ -51,15 +51,26 @@ blocks the reactor.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeAlias
 
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
-from twisted.internet.interfaces import IResolver
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime, IResolver
 from twisted.logger import Logger
 from twisted.names import dns
-from twisted.python.failure import Failure
+
+from cluster.gossip.address import (
+    DNS_TIMEOUT,
+    ResolveError,
+    default_resolver,
+    describe_failure,
+    gather,
+    join_host_port,
+    parse_ip,
+    record_payloads,
+    resolve_host,
+    split_host_port,
+)
 
 __all__ = [
     "DNS_TIMEOUT",
@@ -77,12 +88,6 @@ A peer discovery function: no arguments, returns C{"host:port"} strings or
 a Deferred of them.
 """
 
-DNS_TIMEOUT: tuple[int, ...] = (1, 3, 5)
-"""
-Retry timeouts (seconds) of each DNS query.  Bounded near Go's resolver
-(about 10 s) so that a dead DNS server cannot hold discovery for the
-minute of C{twisted.names}' default schedule (the default rejoin interval).
-"""
 
 _DNS = "dns+"
 _DNSSRV = "dnssrv+"
@@ -125,76 +130,6 @@ def _split_entries(addresses: Sequence[str] | str) -> list[str]:
     return [a.strip() for a in addresses if a.strip()]
 
 
-def _split_host_port(address: str) -> tuple[str, str] | None:
-    """
-    Go's C{net.SplitHostPort}: C{None} where Go reports an error (then the
-    whole address is a host).  Like Go, the port is not checked.
-    """
-    colon = address.rfind(":")
-    if colon < 0:
-        return None
-    if address.startswith("["):
-        end = address.find("]")
-        # The bracket must close just before the last colon.
-        if end < 0 or end + 1 != colon:
-            return None
-        host, after_open, after_close = address[1:end], 1, end + 1
-    else:
-        host, after_open, after_close = address[:colon], 0, 0
-        if ":" in host:  # a bare IPv6 address, or garbage
-            return None
-    if "[" in address[after_open:] or "]" in address[after_close:]:
-        return None
-    return host, address[colon + 1 :]
-
-
-def _join_host_port(host: str, port: str) -> str:
-    # Go's net.JoinHostPort: brackets around anything with a colon.
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _ip_text(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
-    # As Go's net.IP.String(): IPv4-mapped IPv6 addresses print as IPv4.
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ip)
-
-
-def _parse_ip(text: str) -> str | None:
-    """
-    Go's C{net.ParseIP(text).String()}, or C{None} if C{text} is not an IP.
-    """
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
-        return None  # Go's ParseIP refuses zones ("fe80::1%eth0")
-    return _ip_text(ip)
-
-
-def _default_resolver(reactor: object) -> IResolver:
-    from twisted.names import client
-
-    if reactor is None:
-        return client.createResolver()  # type: ignore[no-any-return]
-    # createResolver always uses the global reactor; build the same chain
-    # (hosts file, cache, resolv.conf servers) on the one we were given.
-    from twisted.names import cache, hosts, resolve
-
-    return resolve.ResolverChain(  # type: ignore[no-any-return]
-        [
-            hosts.Resolver(b"/etc/hosts"),
-            cache.CacheResolver(reactor=reactor),
-            client.Resolver(b"/etc/resolv.conf", reactor=reactor),
-        ]
-    )
-
-
-def _describe(failure: Failure) -> str:
-    return f"{type(failure.value).__name__}: {failure.getErrorMessage()}"
-
-
 class _Lookups:
     """
     One discovery run's DNS queries.  Each method returns what it found
@@ -212,37 +147,25 @@ class _Lookups:
         """
         A and AAAA records of C{name}, queried at once (Go's LookupIP).
         """
-        results = await _gather(
-            [
-                self.resolver.lookupAddress(name, self.timeout),
-                self.resolver.lookupIPV6Address(name, self.timeout),
-            ]
-        )
-        found: _Found = []
-        failures = []
-        for (ok, result), kind in zip(results, (dns.A, dns.AAAA), strict=True):
-            if not ok:
-                failures.append(_describe(result))
-                continue
-            for record in _payloads(result, kind):
-                # Record_A and Record_AAAA both hold the packed address.
-                found.append((_ip_text(ipaddress.ip_address(record.address)), None))
-        if not found:
-            why.append(f"A/AAAA {name}: " + (" / ".join(failures) or "no records"))
-        return found
+        try:
+            found = await resolve_host(self.resolver, name, self.timeout)
+        except ResolveError as e:
+            why.append(f"A/AAAA {e}")
+            return []
+        return [(address, None) for address in found]
 
     async def srv(self, name: str, why: list[str]) -> _Found:
         """
         SRV targets of C{name}, as host names.
         """
-        ((ok, result),) = await _gather(
+        ((ok, result),) = await gather(
             [self.resolver.lookupService(name, self.timeout)]
         )
         if not ok:
-            why.append(f"SRV {name}: {_describe(result)}")
+            why.append(f"SRV {name}: {describe_failure(result)}")
             return []
         found: _Found = []
-        for record in _payloads(result, dns.SRV):
+        for record in record_payloads(result, dns.SRV):
             target = str(record.target).rstrip(".")
             if target:  # "." means "no such service here" (RFC 2782)
                 port = record.port if self.srv_ports and record.port else None
@@ -256,7 +179,7 @@ class _Lookups:
         SRV targets of C{name}, each resolved to its A/AAAA addresses.
         """
         targets = await self.srv(name, why)
-        resolved = await _gather(
+        resolved = await gather(
             [
                 Deferred.fromCoroutine(self.addresses(target, why))
                 for target, _ in targets
@@ -283,42 +206,18 @@ class _Lookups:
                 return await explicit(host[len(prefix) :], why)
         # "[::1]" without a port: Alloy would look it up in DNS (and fail).
         bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-        ip = _parse_ip(bare)
+        ip = parse_ip(bare)
         if ip is not None:
             return [(ip, None)]
         why.append("not an IP address")
         return await self.addresses(host, why) or await self.srv(host, why)
 
 
-def _payloads(result: Any, kind: int) -> list[Any]:
-    # (answers, authority, additional); answers may hold CNAMEs too.
-    answers = result[0]
-    return [r.payload for r in answers if r.type == kind]
-
-
-async def _gather(
-    deferreds: Sequence[Deferred[Any]],
-) -> list[tuple[bool, Any]]:
-    """
-    Wait for every Deferred; C{(True, result)} or C{(False, failure)} each.
-    Cancellation is passed on, not mistaken for "nothing found".
-    """
-    if not deferreds:
-        return []
-    results: list[tuple[bool, Any]] = await DeferredList(
-        list(deferreds), consumeErrors=True
-    )
-    for ok, result in results:
-        if not ok and result.check(CancelledError):
-            result.raiseException()
-    return results
-
-
 def join_addresses(
     addresses: Sequence[str] | str,
     default_port: int,
     resolver: IResolver | None = None,
-    reactor: object = None,
+    reactor: IReactorTime | None = None,
     *,
     srv_ports: bool = False,
     timeout: Sequence[int] = DNS_TIMEOUT,
@@ -349,7 +248,7 @@ def join_addresses(
         if not entries:
             return succeed([])
         if not chosen:
-            chosen.append(_default_resolver(reactor))
+            chosen.append(default_resolver(reactor))
         lookups = _Lookups(chosen[0], timeout, srv_ports)
         return Deferred.fromCoroutine(
             _discover(entries, str(default_port), lookups, logger)
@@ -364,14 +263,14 @@ async def _discover(
     jobs: list[tuple[str, str, bool, list[str]]] = []
     runs: list[Coroutine[Any, Any, _Found]] = []
     for entry in entries:
-        split = _split_host_port(entry)
+        split = split_host_port(entry)
         host, port = split if split is not None else (entry, default_port)
         why: list[str] = []
         # An explicit port wins even over SRV ports (with srv_ports=True).
         jobs.append((entry, port, split is not None, why))
         runs.append(lookups.resolve(host, why))
     # Every entry is looked up at once; results are taken in input order.
-    resolved = await _gather([Deferred.fromCoroutine(run) for run in runs])
+    resolved = await gather([Deferred.fromCoroutine(run) for run in runs])
 
     result: list[str] = []
     seen: set[str] = set()
@@ -386,7 +285,7 @@ async def _discover(
             reasons[entry] = why
         for host, srv_port in found:
             use_srv = srv_port is not None and not explicit
-            joined = _join_host_port(host, str(srv_port) if use_srv else port)
+            joined = join_host_port(host, str(srv_port) if use_srv else port)
             if joined not in seen:
                 seen.add(joined)
                 result.append(joined)
@@ -421,7 +320,7 @@ def peer_discovery(
     *,
     default_port: int,
     resolver: IResolver | None = None,
-    reactor: object = None,
+    reactor: IReactorTime | None = None,
 ) -> DiscoverFn | None:
     """
     Alloy's C{NewPeerDiscoveryFn}: the discovery function for the service

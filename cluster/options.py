@@ -8,13 +8,14 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
 
 from cluster.gossip import GossipConfig, Keyring
+from cluster.gossip.advertise import DEFAULT_INTERFACES
 from cluster.gossip.config import not_negative, port_number
 
 __all__ = ["DiscoverPeers", "Options"]
@@ -48,6 +49,10 @@ def split_advertise_address(text: str) -> tuple[str, int | None]:
     return host, number
 
 
+def _interface_names(names: Iterable[str]) -> tuple[str, ...]:
+    return tuple(names)
+
+
 @attrs.frozen
 class Options:
     """
@@ -57,8 +62,10 @@ class Options:
     Alloy's fields: C{log}, C{metrics} (a per-node
     C{prometheus_client.CollectorRegistry}), C{tracer} (optional, unused
     unless given), C{enable_clustering}, C{node_name} (default: the host
-    name), C{advertise_address} (C{"ip"} or C{"ip:port"}; default: picked
-    from the bind address), C{enable_tls} and the C{tls_*} paths,
+    name), C{advertise_address} (C{"ip"} or C{"ip:port"}; default: the
+    bind address, or when bound to every interface an address of
+    C{advertise_interfaces}, Alloy's C{eth0, en0} by default, C{["all"]}
+    for any; see L{cluster.gossip.advertise}), C{enable_tls} and the C{tls_*} paths,
     C{rejoin_interval} (seconds, 0 disables), C{cluster_max_join_peers}
     (0 joins every discovered peer), C{cluster_name} (the gossip label:
     nodes with another name cannot join), C{minimum_cluster_size},
@@ -82,6 +89,9 @@ class Options:
     enable_clustering: bool = False
     node_name: str = attrs.field(factory=socket.gethostname)
     advertise_address: str | None = None
+    advertise_interfaces: tuple[str, ...] = attrs.field(
+        default=DEFAULT_INTERFACES, converter=_interface_names
+    )
     enable_tls: bool = False
     tls_ca_path: str = ""
     tls_cert_path: str = ""
@@ -131,6 +141,7 @@ class Options:
             "bind_address": self.bind_address,
             "bind_port": self.bind_port,
             "label": self.cluster_name,
+            "advertise_interfaces": self.advertise_interfaces,
         }
         if self.advertise_address:
             host, port = split_advertise_address(self.advertise_address)

@@ -24,11 +24,13 @@ from twisted.application import service
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
+    fail,
     maybeDeferred,
     succeed,
 )
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
@@ -228,6 +230,8 @@ class ClusterService(service.Service):
     _notify_call: IDelayedCall | None = attrs.field(default=None, init=False)
     _last_notify: float | None = attrs.field(default=None, init=False)
     _rejoin_call: IDelayedCall | None = attrs.field(default=None, init=False)
+    _joined: list[Failure | None] = attrs.field(factory=list, init=False)
+    _join_waiters: list[Deferred[None]] = attrs.field(factory=list, init=False)
     _log: Logger = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -341,14 +345,66 @@ class ClusterService(service.Service):
     # --- lifecycle ---
 
     def startService(self) -> None:
+        """
+        Bind the node's sockets, then discover and join peers in the
+        background.
+
+        @raise BindError: when the node cannot bind its address (the
+            message names it and the cause), or L{AdvertiseError} when it
+            has no address to advertise; the service is then not running
+            and no loop was started.  (With a transport that binds later,
+            the same failure is logged and reaches L{when_joined}.)
+        """
         super().startService()
         self.view.start()
         if self.node is None:
+            self._settle_join(None)
             self._trigger()
             return
         self.node.observe(FuncObserver(self._peers_changed))
-        d = Deferred.fromCoroutine(self._start())
-        d.addErrback(lambda f: self._log.failure("cluster start failed", f))
+        started = Deferred.fromCoroutine(self._start())
+        outcome: list[Failure | None] = []
+        started.addBoth(
+            lambda result: outcome.append(
+                result if isinstance(result, Failure) else None
+            )
+        )
+        if outcome and outcome[0] is not None:
+            # The node could not bind: fail now, before anything runs.
+            self._settle_join(outcome[0])
+            outcome[0].raiseException()
+        started.addCallback(lambda _: self._settle_join(outcome[0]))
+
+    def _abandon(self, failure: Failure) -> None:
+        self._log.error(
+            "cluster node failed to start: {error}", error=failure.getErrorMessage()
+        )
+        service.Service.stopService(self)
+        self.view.shutdown()
+
+    def _settle_join(self, outcome: Failure | None) -> None:
+        if outcome is not None and self.running:
+            self._abandon(outcome)
+        self._joined = [outcome]
+        waiters, self._join_waiters = self._join_waiters, []
+        for waiter in waiters:
+            if outcome is None:
+                waiter.callback(None)
+            else:
+                waiter.errback(outcome)
+
+    def when_joined(self) -> Deferred[None]:
+        """
+        A Deferred firing once start-up has joined the discovered peers
+        (or bootstrapped a new cluster when that failed), and failing when
+        the node could not start.
+        """
+        if self._joined:
+            (outcome,) = self._joined
+            return succeed(None) if outcome is None else fail(outcome)
+        waiter: Deferred[None] = Deferred()
+        self._join_waiters.append(waiter)
+        return waiter
 
     def _peers_changed(self, peers: list[Peer]) -> bool:
         if not self.running:
@@ -358,6 +414,9 @@ class ClusterService(service.Service):
 
     async def _start(self) -> None:
         assert self.node is not None
+        # Bind first, as Alloy's node binds when it is created: a port in
+        # use must stop the service, not leave a node without sockets.
+        await self.node.memberlist.start()
         try:
             peers = await self._random_peers()
         except Exception as e:

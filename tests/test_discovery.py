@@ -9,13 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IResolver
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, Logger, LogLevel
-from twisted.names import client, dns
-from twisted.names.common import ResolverBase
-from twisted.names.error import DNSNameError
+from twisted.names import client
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -28,79 +26,8 @@ from cluster.discovery import (
     static,
     validate_discovery,
 )
-
-Answer = tuple[list[dns.RRHeader], list[dns.RRHeader], list[dns.RRHeader]]
-
-_NAMES = {dns.A: "A", dns.AAAA: "AAAA", dns.SRV: "SRV"}
-
-
-class FakeResolver(ResolverBase):
-    """
-    An L{IResolver} answering from fixed tables.  The public lookup methods
-    are ResolverBase's, so the code under test calls the real interface;
-    they all end in L{_lookup}, which records each query.
-
-    With C{hold=True} nothing is answered until L{release} is called, to
-    see what runs concurrently and to cancel.
-    """
-
-    def __init__(
-        self,
-        a: dict[str, list[str]] | None = None,
-        aaaa: dict[str, list[str]] | None = None,
-        srv: dict[str, list[tuple[str, int]]] | None = None,
-        cname: dict[str, str] | None = None,
-        hold: bool = False,
-    ) -> None:
-        super().__init__()
-        self.a = a or {}
-        self.aaaa = aaaa or {}
-        self.srv = srv or {}
-        self.cname = cname or {}
-        self.hold = hold
-        self.queries: list[tuple[str, str]] = []
-        self.timeouts: list[Any] = []
-        self.held: list[tuple[Deferred[Answer], str, int]] = []
-        self.cancelled: list[tuple[str, str]] = []
-
-    def _records(self, name: str, kind: int) -> list[Any]:
-        if kind == dns.A:
-            return [dns.Record_A(ip) for ip in self.a.get(name, [])]
-        if kind == dns.AAAA:
-            return [dns.Record_AAAA(ip) for ip in self.aaaa.get(name, [])]
-        return [dns.Record_SRV(0, 0, port, t) for t, port in self.srv.get(name, [])]
-
-    def _answer(self, name: str, kind: int) -> Deferred[Answer]:
-        records = self._records(name, kind)
-        if not records:
-            return fail(DNSNameError(name))
-        answers = [dns.RRHeader(name, kind, payload=r) for r in records]
-        if name in self.cname:
-            # Real answers may carry the CNAME chain as well.
-            alias = dns.Record_CNAME(self.cname[name])
-            answers.insert(0, dns.RRHeader(name, dns.CNAME, payload=alias))
-        return succeed((answers, [], []))
-
-    def _lookup(
-        self, name: bytes, cls: int, type: int, timeout: Any
-    ) -> Deferred[Answer]:
-        text = name.decode("ascii")
-        self.queries.append((_NAMES[type], text))
-        self.timeouts.append(timeout)
-        if not self.hold:
-            return self._answer(text, type)
-        query = (_NAMES[type], text)
-        waiting: Deferred[Answer] = Deferred(lambda _: self.cancelled.append(query))
-        self.held.append((waiting, text, type))
-        return waiting
-
-    def release(self, reverse: bool = False) -> None:
-        """
-        Answer every held query (newest first with C{reverse}).
-        """
-        held, self.held = self.held, []
-        for waiting, name, kind in reversed(held) if reverse else held:
-            self._answer(name, kind).chainDeferred(waiting)
+from cluster.gossip import address as address_module
+from tests.helpers import FakeResolver
 
 
 def capture() -> tuple[Logger, list[dict[str, Any]]]:
@@ -559,7 +486,7 @@ class JoinAddressTests(SynchronousTestCase):
         def no_resolver(reactor: object) -> IResolver:
             raise AssertionError("resolver created")
 
-        self.patch(discovery, "_default_resolver", no_resolver)
+        self.patch(discovery, "default_resolver", no_resolver)
         empties: list[Sequence[str] | str] = [[], "", " , "]
         for empty in empties:
             d = join_addresses(empty, 8888)()
@@ -577,8 +504,8 @@ class JoinAddressTests(SynchronousTestCase):
             made.append(reactor)
             return resolver
 
-        self.patch(discovery, "_default_resolver", make)
-        marker = object()
+        self.patch(discovery, "default_resolver", make)
+        marker = Clock()
         fn = join_addresses("peers.example.invalid", 8888, reactor=marker)
         self.assertEqual(made, [])
         for _ in range(2):
@@ -599,10 +526,10 @@ class JoinAddressTests(SynchronousTestCase):
             return made[-1]
 
         self.patch(client, "createResolver", create)
-        self.assertIs(discovery._default_resolver(None), made[0])
+        self.assertIs(address_module.default_resolver(None), made[0])
 
         clock = Clock()
-        resolver = discovery._default_resolver(clock)
+        resolver = address_module.default_resolver(clock)
         self.assertTrue(verifyObject(IResolver, resolver))
         self.assertEqual(len(made), 1)
         # Its resolv.conf re-reading is scheduled on our clock.
@@ -662,7 +589,7 @@ class SplitHostPortTests(SynchronousTestCase):
             "peers.example.invalid:": ("peers.example.invalid", ""),
         }
         for address, expected in cases.items():
-            self.assertEqual(discovery._split_host_port(address), expected, address)
+            self.assertEqual(address_module.split_host_port(address), expected, address)
 
 
 class MutualExclusionTests(SynchronousTestCase):

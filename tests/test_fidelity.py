@@ -6,14 +6,34 @@ that never raises, push/pull edge cases, probe timing.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from cluster.gossip import IDelegate, IEventDelegate, Member, Memberlist, MemberState
+from cluster.gossip import (
+    GossipConfig,
+    IDelegate,
+    IEventDelegate,
+    ITransport,
+    JoinError,
+    Member,
+    Memberlist,
+    MemberState,
+)
+from cluster.gossip.advertise import (
+    DEFAULT_INTERFACES,
+    AdvertiseError,
+    choose_advertise_address,
+    system_interfaces,
+)
 from cluster.gossip.framing import StreamCodec
-from cluster.gossip.memberlist import ProtocolMismatchError
+from cluster.gossip.memberlist import BindError, ProtocolMismatchError
+from cluster.gossip.transport import NetTransport
 from cluster.gossip.wire import PushNodeState, PushPull, ip_to_bytes
 from cluster.messages import (
     StateMessage,
@@ -21,9 +41,11 @@ from cluster.messages import (
     encode_local_state,
     encode_state,
 )
+from cluster.options import Options
 from cluster.peer import PeerState
-from cluster.testing import SimulatedNetwork
-from tests.helpers import known
+from cluster.service import ClusterService
+from cluster.testing import SimulatedNetwork, free_loopback_port
+from tests.helpers import FakeResolver, known
 
 VSN = bytes([1, 5, 2, 0, 0, 0])
 
@@ -293,3 +315,247 @@ class ProbeTimingTests(SynchronousTestCase):
         # two probes at most in 8 s, against eight for a healthy node.
         self.assertLessEqual(a.stats["probes"] - probes, 2)
         self.assertGreaterEqual(a.stats["probes.failed"], 1)
+
+
+def occupy_loopback_port() -> tuple[int, list[socket.socket]]:
+    """
+    A loopback port held by this process over UDP and TCP, as another
+    program's would be.
+    """
+    port = free_loopback_port()
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", port))
+    tcp.listen()
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", port))
+    return port, [tcp, udp]
+
+
+class StartupFailureTests(TestCase):
+    """
+    Item 2: a node that cannot bind says so, every time, and a service
+    whose node cannot bind does not run.
+    """
+
+    def occupied(self) -> int:
+        port, sockets = occupy_loopback_port()
+        for s in sockets:
+            self.addCleanup(s.close)
+        return port
+
+    def test_memberlist_start_fails_on_every_call(self) -> None:
+        port = self.occupied()
+        config = GossipConfig.lan(name="x", bind_address="127.0.0.1", bind_port=port)
+        node = Memberlist(config, reactor=reactor)
+        for _ in range(2):
+            failure = self.failureResultOf(node.start(), BindError)
+            message = str(failure.value)
+            self.assertIn(f"127.0.0.1:{port}", message)
+            self.assertIn("in use", message)
+        self.assertEqual(node.members(), [])
+        self.assertEqual(node.transport.handler, None)
+
+    def test_service_start_fails_and_runs_nothing(self) -> None:
+        port = self.occupied()
+        options = Options(
+            enable_clustering=True,
+            node_name="x",
+            bind_address="127.0.0.1",
+            bind_port=port,
+            rejoin_interval=1.0,
+            minimum_cluster_size=2,
+            minimum_size_wait_timeout=5.0,
+        )
+        clock = Clock()
+        svc = ClusterService(
+            options,
+            reactor=clock,
+            transport=NetTransport(reactor, "127.0.0.1", port),
+        )
+        with self.assertRaises(BindError) as raised:
+            svc.startService()
+        self.assertIn(f"127.0.0.1:{port}", str(raised.exception))
+        self.assertFalse(svc.running)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.failureResultOf(svc.when_joined(), BindError)
+        self.flushLoggedErrors(BindError)
+
+
+INTERFACES = {
+    "lo": (True, ["127.0.0.1", "::1"]),
+    "eth0": (True, ["10.0.0.5", "fe80::1"]),
+    "en0": (True, ["192.168.1.7"]),
+}
+
+
+@implementer(ITransport)
+class WildcardTransport:
+    """
+    A transport bound to every interface, recording whether it started.
+    """
+
+    host = "0.0.0.0"
+    port = 7946
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def start(self, handler: object) -> Deferred[None]:
+        self.started = True
+        return succeed(None)
+
+    def send_packet(self, data: bytes, address: tuple[str, int]) -> None:
+        pass
+
+    def exchange(self, *args: object) -> Deferred[bytes | None]:
+        return succeed(None)
+
+    def stop(self) -> Deferred[None]:
+        return succeed(None)
+
+
+class AdvertiseTests(SynchronousTestCase):
+    """
+    Item 3: the advertised address comes from the interfaces, never from a
+    blocking host name lookup, and never silently from loopback.
+    """
+
+    def choose(
+        self, table: dict[str, tuple[bool, list[str]]], interfaces: Any = None
+    ) -> str:
+        return choose_advertise_address(interfaces, table).address
+
+    def test_listed_interfaces_first_in_order(self) -> None:
+        self.assertEqual(self.choose(INTERFACES, DEFAULT_INTERFACES), "10.0.0.5")
+        self.assertEqual(self.choose(INTERFACES, ["en0", "eth0"]), "192.168.1.7")
+
+    def test_private_ipv4_preferred(self) -> None:
+        table = {"eth0": (True, ["2001:db8::5", "8.8.4.4", "fe80::2", "10.1.1.1"])}
+        self.assertEqual(self.choose(table, ["eth0"]), "10.1.1.1")
+        table = {"eth0": (True, ["2001:db8::5", "fe80::2", "8.8.4.4"])}
+        self.assertEqual(self.choose(table, ["eth0"]), "8.8.4.4")
+        table = {"eth0": (True, ["fe80::2", "169.254.3.3", "fd00::7"])}
+        self.assertEqual(self.choose(table, ["eth0"]), "fd00::7")
+
+    def test_all_and_down_interfaces(self) -> None:
+        table = {
+            "lo": (True, ["127.0.0.1"]),
+            "wg0": (False, ["10.9.9.9"]),
+            "ens3": (True, ["192.168.5.5"]),
+        }
+        self.assertEqual(self.choose(table, ["all"]), "192.168.5.5")
+        self.assertEqual(self.choose(table, ["wg0", "ens3"]), "192.168.5.5")
+
+    def test_missing_interfaces_fall_back_to_a_private_ipv4(self) -> None:
+        # A host whose interface is ens3: Alloy's eth0,en0 find nothing.
+        table = {"lo": (True, ["127.0.0.1"]), "ens3": (True, ["10.2.3.4"])}
+        choice = choose_advertise_address(DEFAULT_INTERFACES, table)
+        self.assertEqual(choice.address, "10.2.3.4")
+        self.assertIn("none of advertise_interfaces eth0, en0", choice.reason)
+
+    def test_loopback_is_never_chosen(self) -> None:
+        # A Debian host whose name resolves to 127.0.1.1 and has no network.
+        table = {"lo": (True, ["127.0.0.1", "127.0.1.1", "::1"])}
+        for interfaces in (None, DEFAULT_INTERFACES, ["lo"], ["all"]):
+            with self.assertRaises(AdvertiseError) as raised:
+                choose_advertise_address(interfaces, table)
+            message = str(raised.exception)
+            self.assertIn("no private IP address found", message)
+            self.assertIn("set advertise_address", message)
+
+    def test_memberlist_rule_wants_a_private_address(self) -> None:
+        table = {"eth0": (True, ["8.8.4.4"])}
+        self.assertRaises(AdvertiseError, choose_advertise_address, None, table)
+
+    def test_system_interfaces(self) -> None:
+        table = system_interfaces()
+        self.assertTrue(all(isinstance(up, bool) for up, _ in table.values()))
+        addresses = [a for _, found in table.values() for a in found]
+        self.assertIn("127.0.0.1", addresses)
+        self.assertFalse(any("%" in a for a in addresses))
+
+    def memberlist(self, table: dict[str, tuple[bool, list[str]]]) -> Memberlist:
+        def no_lookup(*args: object) -> object:
+            raise AssertionError("a blocking host name lookup")
+
+        self.patch(socket, "gethostbyname_ex", no_lookup)
+        self.patch(socket, "gethostbyname", no_lookup)
+        self.patch(socket, "getaddrinfo", no_lookup)
+        config = GossipConfig.lan(
+            name="wild", bind_address="0.0.0.0", advertise_interfaces=("eth0",)
+        )
+        return Memberlist(
+            config,
+            reactor=Clock(),
+            transport=WildcardTransport(),
+            interfaces=lambda: table,
+        )
+
+    def test_memberlist_advertises_an_interface_address(self) -> None:
+        node = self.memberlist(INTERFACES)
+        self.successResultOf(node.start())
+        self.assertEqual(node.local_member().address, "10.0.0.5")
+        node.shutdown()
+
+    def test_memberlist_without_address_fails_before_binding(self) -> None:
+        node = self.memberlist({"lo": (True, ["127.0.0.1"])})
+        failure = self.failureResultOf(node.start(), AdvertiseError)
+        self.assertIn("set advertise_address", str(failure.value))
+        self.assertFalse(node.transport.started)
+        self.assertEqual(node.members(), [])
+
+    def test_options_carry_advertise_interfaces(self) -> None:
+        self.assertEqual(
+            Options().gossip_config().advertise_interfaces, DEFAULT_INTERFACES
+        )
+        options = Options(advertise_interfaces=["all"])
+        self.assertEqual(options.gossip_config().advertise_interfaces, ("all",))
+        with self.assertRaises(ValueError) as raised:
+            Options(advertise_interfaces=[""])
+        self.assertIn("advertise_interfaces", str(raised.exception))
+
+
+class JoinResolutionTests(SynchronousTestCase):
+    """
+    Item 9: a seed name is resolved through twisted.names and every
+    address it has is pushed/pulled.
+    """
+
+    def test_every_address_of_a_name_is_joined(self) -> None:
+        network = SimulatedNetwork(seed=91)
+        a, b = started(network, "a", "b")
+        c = network.memberlist("c")
+        c.start()
+        resolver = FakeResolver(
+            a={"seeds.example.invalid": [a.transport.host, b.transport.host]}
+        )
+        joiner = network.memberlist("joiner")
+        joiner.resolver = resolver
+        joiner.start()
+        before = a.stats["push_pull.in"], b.stats["push_pull.in"]
+        joined = joiner.join(
+            ["seeds.example.invalid", f"c/{c.local_member().full_address()}"]
+        )
+        network.run(1)
+        self.assertEqual(self.successResultOf(joined), 3)
+        self.assertEqual(
+            sorted(resolver.queries),
+            [("A", "seeds.example.invalid"), ("AAAA", "seeds.example.invalid")],
+        )
+        self.assertEqual(
+            {m.name for m in joiner.alive_members()}, {"a", "b", "c", "joiner"}
+        )
+        # Both addresses were pushed/pulled, not only the first.
+        after = a.stats["push_pull.in"], b.stats["push_pull.in"]
+        self.assertEqual((after[0] - before[0], after[1] - before[1]), (1, 1))
+
+    def test_unresolvable_seed_names_the_name(self) -> None:
+        network = SimulatedNetwork(seed=92)
+        joiner = network.memberlist("joiner")
+        joiner.resolver = FakeResolver()
+        joiner.start()
+        failure = self.failureResultOf(
+            joiner.join(["gone.example.invalid:7946"]), JoinError
+        )
+        self.assertIn("gone.example.invalid", str(failure.value))
+        self.assertEqual(len(self.flushLoggedErrors()), 0)

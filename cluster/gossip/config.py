@@ -67,6 +67,13 @@ def _label(instance: object, attribute: attrs.Attribute[Any], value: str) -> Non
         raise ValueError("label must be at most 255 bytes")
 
 
+def _interfaces(
+    instance: object, attribute: attrs.Attribute[Any], value: tuple[str, ...] | None
+) -> None:
+    if value is not None and not all(isinstance(n, str) and n for n in value):
+        raise ValueError(f"{attribute.name} must be interface names, got {value!r}")
+
+
 def _name(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
     if not value:
         raise ValueError("name must not be empty")
@@ -82,6 +89,11 @@ class GossipConfig:
     are in seconds.  Invalid values raise C{ValueError} naming the field,
     before any socket is opened.
 
+    C{advertise_address} is the address peers reach us at; unset, it is
+    the bind address, or, when bound to every interface, picked from the
+    network interfaces by L{cluster.gossip.advertise} (C{advertise_interfaces}
+    first, else memberlist's first private IPv4; never loopback).
+
     C{serf_leave_intent} makes L{Memberlist.leave} announce a Serf leave
     intent first (sent directly to every live member, and gossiped), so Serf
     agents in the cluster report us as I{left} rather than I{failed}.
@@ -96,6 +108,9 @@ class GossipConfig:
     bind_port: int = attrs.field(default=7946, validator=port_number)
     advertise_address: str | None = attrs.field(default=None, validator=_ip_literal)
     advertise_port: int | None = attrs.field(default=None, validator=port_number)
+    advertise_interfaces: tuple[str, ...] | None = attrs.field(
+        default=None, converter=attrs.converters.optional(tuple), validator=_interfaces
+    )
 
     protocol_version: int = attrs.field(default=2)
     delegate_protocol_min: int = attrs.field(default=0, validator=_byte)

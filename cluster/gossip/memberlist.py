@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import random
-import socket
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -22,17 +21,31 @@ from typing import Any
 import attrs
 from twisted.internet.defer import (
     Deferred,
-    DeferredList,
     fail,
     maybeDeferred,
     succeed,
 )
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IDelayedCall, IResolver
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from cluster.gossip.address import (
+    Address,
+    default_resolver,
+    gather,
+    join_host_port,
+    parse_address,
+    parse_ip,
+    resolve_host,
+)
+from cluster.gossip.advertise import (
+    InterfaceTable,
+    choose_advertise_address,
+    system_interfaces,
+)
 from cluster.gossip.awareness import Awareness
 from cluster.gossip.broadcast import BroadcastQueue
 from cluster.gossip.config import META_MAX_SIZE, GossipConfig
@@ -72,11 +85,11 @@ from cluster.gossip.wire import (
     ip_to_bytes,
 )
 
-__all__ = ["JoinError", "Memberlist", "RemoteError", "parse_address"]
+__all__ = ["BindError", "JoinError", "Memberlist", "RemoteError"]
+
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 PUSH_PULL_SCALE_THRESHOLD = 32
-
-Address = tuple[str, int]
 
 
 class JoinError(Exception):
@@ -99,34 +112,17 @@ class RemoteError(Exception):
     """
 
 
+class BindError(Exception):
+    """
+    The transport could not bind its address.  The message names the
+    address and the cause.
+    """
+
+
 class ProtocolMismatchError(Exception):
     """
     A push/pull carried a member whose protocol versions do not fit ours.
     """
-
-
-def parse_address(text: str, default_port: int) -> Address:
-    """
-    Split C{"host:port"} (C{"[v6]:port"}, or a bare host) into a tuple.
-
-    @raise ValueError: for a malformed address or port.
-    """
-    host, port = text, default_port
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ValueError(f"bad address {text!r}")
-        host, rest = text[1:end], text[end + 1 :]
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"bad address {text!r}")
-            port = int(rest[1:])
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-        port = int(port_text)
-    if not host or not 0 < port <= 65535:
-        raise ValueError(f"bad address {text!r}")
-    return host, port
 
 
 def push_pull_scale(interval: float, n: int) -> float:
@@ -161,19 +157,6 @@ class _Probe:
     done: bool = False
 
 
-def _detect_address() -> str:
-    # memberlist picks a private interface address when bound to 0.0.0.0;
-    # without a netifaces dependency the host's own name is the best hint.
-    try:
-        _, _, addresses = socket.gethostbyname_ex(socket.gethostname())
-    except OSError:
-        addresses = []
-    for address in addresses:
-        if not address.startswith("127."):
-            return address
-    return "127.0.0.1"
-
-
 @implementer(IPacketHandler)
 @attrs.define(eq=False)
 class Memberlist:
@@ -194,6 +177,8 @@ class Memberlist:
     reactor: Any = None
     transport: Any = None
     rng: random.Random = attrs.field(factory=random.Random)
+    resolver: IResolver | None = None
+    interfaces: Callable[[], InterfaceTable] = system_interfaces
 
     stats: Counter[str] = attrs.field(factory=Counter, init=False)
     awareness: Awareness = attrs.field(init=False)
@@ -270,59 +255,131 @@ class Memberlist:
     def start(self) -> Deferred[None]:
         """
         Bind the transport, announce ourselves and start the loops.
+
+        Every call on a node that is not running tries again, so each one
+        fails while the address stays unusable.
+
+        @return: a Deferred firing once bound; it fails with L{BindError}
+            (naming the address and the cause) when binding fails, or with
+            L{AdvertiseError} (before any socket is opened) when bound to
+            every interface with no address to advertise.
         """
+        if self._shutdown:
+            return fail(RuntimeError("memberlist is shut down"))
         if self._started:
             return succeed(None)
-        meta = self._local_meta()
-        self._started = True
+        try:
+            meta = self._local_meta()
+            address = self._advertise_host()
+        except ValueError:
+            return fail()
         d: Deferred[None] = maybeDeferred(self.transport.start, self)
-
-        def started(_: object) -> None:
-            self._address = self.config.advertise_address or (
-                self.transport.host
-                if self.transport.host not in ("0.0.0.0", "::", "")
-                else _detect_address()
-            )
-            self._address_bytes = ip_to_bytes(self._address)
-            self._port = self.config.advertise_port or self.transport.port
-            self._incarnation = 1
-            self._alive_node(
-                Alive(1, self.name, self._address_bytes, self._port, meta, self._vsn()),
-                bootstrap=True,
-            )
-            self._schedule_loops()
-
-        d.addCallback(started)
+        d.addCallbacks(
+            lambda _: self._bound(address, meta),
+            self._bind_failed,
+        )
         return d
+
+    def _advertise_host(self) -> str:
+        if self.config.advertise_address:
+            return self.config.advertise_address
+        host = str(self.transport.host)
+        if host not in WILDCARD_HOSTS:
+            return host
+        choice = choose_advertise_address(
+            self.config.advertise_interfaces, self.interfaces
+        )
+        self._log.info(
+            "advertising {address} ({reason})",
+            address=choice.address,
+            reason=choice.reason,
+        )
+        return choice.address
+
+    def _bound(self, address: str, meta: bytes) -> None:
+        if self._shutdown:
+            # shutdown() came while the transport was binding.
+            self.transport.stop()
+            raise RuntimeError("memberlist is shut down")
+        self._started = True
+        self._address = address
+        self._address_bytes = ip_to_bytes(address)
+        self._port = self.config.advertise_port or self.transport.port
+        self._incarnation = 1
+        self._alive_node(
+            Alive(1, self.name, self._address_bytes, self._port, meta, self._vsn()),
+            bootstrap=True,
+        )
+        self._schedule_loops()
+
+    def _bind_failed(self, failure: Failure) -> Failure:
+        error = failure.value
+        cause = (
+            str(error.socketError)
+            if isinstance(error, CannotListenError)
+            else failure.getErrorMessage()
+        )
+        where = join_host_port(str(self.transport.host), self.config.bind_port)
+        return Failure(BindError(f"cannot bind {where} (UDP and TCP): {cause}"))
 
     def join(self, addresses: Sequence[str]) -> Deferred[int]:
         """
-        Push/pull with C{Join=true} against each C{"host:port"} seed.
+        Push/pull with C{Join=true} against each seed, as memberlist's
+        C{Join}: a seed is C{"host:port"}, C{"[v6]:port"} or a bare host
+        (taking our bind port), optionally prefixed C{"name/"}; a host name
+        is resolved (A and AAAA, through C{twisted.names}, never blocking)
+        and every address it resolves to is pushed/pulled.
 
-        @return: a Deferred firing with how many seeds answered; it fails
-            with L{JoinError} only when every one failed.
+        @return: a Deferred firing with how many addresses answered; it
+            fails with L{JoinError} only when none did.
         """
-        attempts: list[Deferred[None]] = []
-        names: list[str] = []
-        for text in addresses:
-            names.append(text)
-            try:
-                address = parse_address(text, self.config.bind_port or self.port)
-            except ValueError as e:
-                attempts.append(fail(e))
+        return Deferred.fromCoroutine(self._join(list(addresses)))
+
+    async def _join(self, seeds: list[str]) -> int:
+        errors: dict[str, Failure] = {}
+        attempts: list[tuple[str, Deferred[None]]] = []
+        resolved = await gather(
+            [Deferred.fromCoroutine(self._resolve_seed(seed)) for seed in seeds]
+        )
+        for seed, (ok, result) in zip(seeds, resolved, strict=True):
+            if not ok:
+                errors[seed] = result
+                self._log.warn(
+                    "failed to resolve {seed}: {error}",
+                    seed=seed,
+                    error=result.getErrorMessage(),
+                )
                 continue
-            attempts.append(self._push_pull(address, join=True))
-        if not attempts:
-            return succeed(0)
+            for address in result:
+                label = join_host_port(*address)
+                attempts.append((label, self._push_pull(address, join=True)))
+        outcomes = await gather([d for _, d in attempts])
+        contacted = 0
+        for (label, _), (ok, result) in zip(attempts, outcomes, strict=True):
+            if ok:
+                contacted += 1
+                continue
+            errors[label] = result
+            self._log.debug(
+                "failed to join {seed}: {error}",
+                seed=label,
+                error=result.getErrorMessage(),
+            )
+        if seeds and contacted == 0:
+            raise JoinError(errors)
+        return contacted
 
-        def count(results: list[tuple[bool, Any]]) -> int:
-            contacted = sum(1 for ok, _ in results if ok)
-            if contacted == 0:
-                failures = [result for _, result in results]
-                raise JoinError(dict(zip(names, failures, strict=True)))
-            return contacted
-
-        return DeferredList(attempts, consumeErrors=True).addCallback(count)
+    async def _resolve_seed(self, seed: str) -> list[Address]:
+        # memberlist accepts "name/host:port"; the name only matters to
+        # transports that check it, and ours do not.
+        _, _, text = seed.rpartition("/")
+        host, port = parse_address(text, self.config.bind_port or self.port)
+        ip = parse_ip(host)
+        if ip is not None:
+            return [(ip, port)]
+        if self.resolver is None:
+            self.resolver = default_resolver(self.reactor)
+        return [(address, port) for address in await resolve_host(self.resolver, host)]
 
     def members(self) -> list[Member]:
         """

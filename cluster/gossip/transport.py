@@ -255,7 +255,6 @@ class NetTransport:
         return int(getattr(self._udp.getHost(), "port", 0))
 
     def start(self, handler: IPacketHandler) -> Deferred[None]:
-        self.handler = handler
         last_error: Exception | None = None
         for _ in range(_BIND_ATTEMPTS if self.bind_port == 0 else 1):
             tcp = self.reactor.listenTCP(
@@ -275,6 +274,7 @@ class NetTransport:
                 tcp.stopListening()
                 continue
             self._tcp, self._udp = tcp, udp
+            self.handler = handler
             return succeed(None)
         assert last_error is not None
         raise last_error

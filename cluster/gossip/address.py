@@ -1,0 +1,219 @@
+"""
+Addresses, for the whole package: Go's C{host:port} splitting, IP text as
+Go prints it, and host names resolved through C{twisted.names} so that no
+lookup ever blocks the reactor.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
+from twisted.internet.interfaces import IReactorTime, IResolver
+from twisted.names import dns
+from twisted.python.failure import Failure
+
+__all__ = [
+    "DNS_TIMEOUT",
+    "Address",
+    "ResolveError",
+    "default_resolver",
+    "describe_failure",
+    "gather",
+    "ip_text",
+    "join_host_port",
+    "parse_address",
+    "parse_ip",
+    "record_payloads",
+    "resolve_address",
+    "resolve_host",
+    "split_host_port",
+]
+
+Address = tuple[str, int]
+
+DNS_TIMEOUT: tuple[int, ...] = (1, 3, 5)
+"""
+Retry timeouts (seconds) of each DNS query.  Bounded near Go's resolver
+(about 10 s) so that a dead DNS server cannot hold a join or a discovery
+for the minute of C{twisted.names}' default schedule.
+"""
+
+
+class ResolveError(Exception):
+    """
+    A host name has no A or AAAA record (or its lookups failed).
+    """
+
+
+def split_host_port(address: str) -> tuple[str, str] | None:
+    """
+    Go's C{net.SplitHostPort}: C{(host, port)}, or C{None} where Go
+    reports an error (then the whole address is a host).  Like Go, the
+    port is not checked.
+    """
+    colon = address.rfind(":")
+    if colon < 0:
+        return None
+    if address.startswith("["):
+        end = address.find("]")
+        # The bracket must close just before the last colon.
+        if end < 0 or end + 1 != colon:
+            return None
+        host, after_open, after_close = address[1:end], 1, end + 1
+    else:
+        host, after_open, after_close = address[:colon], 0, 0
+        if ":" in host:  # a bare IPv6 address, or garbage
+            return None
+    if "[" in address[after_open:] or "]" in address[after_close:]:
+        return None
+    return host, address[colon + 1 :]
+
+
+def join_host_port(host: str, port: int | str) -> str:
+    """
+    Go's C{net.JoinHostPort}: brackets around anything with a colon.
+    """
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_address(text: str, default_port: int) -> Address:
+    """
+    memberlist's join address: C{"host:port"}, C{"[v6]:port"}, or a bare
+    host (a name, an IPv4 or IPv6 address) that takes C{default_port}.
+
+    @raise ValueError: for an empty host or a bad port.
+    """
+    split = split_host_port(text)
+    if split is None:
+        host = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+        port = default_port
+    else:
+        host, port_text = split
+        if not port_text.isdigit():
+            raise ValueError(f"bad port in address {text!r}")
+        port = int(port_text)
+    if not host or not 0 < port <= 65535:
+        raise ValueError(f"bad address {text!r}")
+    return host, port
+
+
+def ip_text(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """
+    An IP as Go's C{net.IP.String()} prints it: IPv4-mapped IPv6 addresses
+    in their dotted-quad form (what an IPv4 socket can send to).
+    """
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def parse_ip(text: str) -> str | None:
+    """
+    Go's C{net.ParseIP(text).String()}, or C{None} if C{text} is not an IP.
+    """
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
+        return None  # Go's ParseIP refuses zones ("fe80::1%eth0")
+    return ip_text(ip)
+
+
+def default_resolver(reactor: IReactorTime | None = None) -> IResolver:
+    """
+    The system's resolver (hosts file, cache, C{resolv.conf} servers) on
+    C{reactor}, or on the global reactor when C{None}.
+    """
+    from twisted.names import client
+
+    if reactor is None:
+        return client.createResolver()  # type: ignore[no-any-return]
+    # createResolver always uses the global reactor; build the same chain
+    # on the one we were given.
+    from twisted.names import cache, hosts, resolve
+
+    return resolve.ResolverChain(  # type: ignore[no-any-return]
+        [
+            hosts.Resolver(b"/etc/hosts"),
+            cache.CacheResolver(reactor=reactor),
+            client.Resolver(b"/etc/resolv.conf", reactor=reactor),
+        ]
+    )
+
+
+def describe_failure(failure: Failure) -> str:
+    """
+    A lookup failure in one line: C{"DNSNameError: ..."}.
+    """
+    return f"{type(failure.value).__name__}: {failure.getErrorMessage()}"
+
+
+def record_payloads(result: Any, kind: int) -> list[Any]:
+    """
+    The payloads of the C{kind} records among a lookup's answers (which
+    may hold CNAMEs too).
+    """
+    answers = result[0]  # (answers, authority, additional)
+    return [r.payload for r in answers if r.type == kind]
+
+
+async def gather(deferreds: Sequence[Deferred[Any]]) -> list[tuple[bool, Any]]:
+    """
+    Wait for every Deferred: C{(True, result)} or C{(False, failure)} each.
+    Cancellation is passed on, not mistaken for "nothing found".
+    """
+    if not deferreds:
+        return []
+    results: list[tuple[bool, Any]] = await DeferredList(
+        list(deferreds), consumeErrors=True
+    )
+    for ok, result in results:
+        if not ok and result.check(CancelledError):
+            result.raiseException()
+    return results
+
+
+async def resolve_host(
+    resolver: IResolver, name: str, timeout: Sequence[int] = DNS_TIMEOUT
+) -> list[str]:
+    """
+    Every A and AAAA address of C{name}, queried at once (Go's
+    C{net.LookupIP}), IPv4 first.
+
+    @raise ResolveError: naming each query's reason when nothing was found.
+    """
+    results = await gather(
+        [
+            resolver.lookupAddress(name, tuple(timeout)),
+            resolver.lookupIPV6Address(name, tuple(timeout)),
+        ]
+    )
+    found: list[str] = []
+    reasons: list[str] = []
+    for (ok, result), kind in zip(results, (dns.A, dns.AAAA), strict=True):
+        if not ok:
+            reasons.append(describe_failure(result))
+            continue
+        for record in record_payloads(result, kind):
+            # Record_A and Record_AAAA both hold the packed address.
+            address = ip_text(ipaddress.ip_address(record.address))
+            if address not in found:
+                found.append(address)
+    if not found:
+        raise ResolveError(
+            f"no address for {name!r}: " + (" / ".join(reasons) or "no records")
+        )
+    return found
+
+
+def resolve_address(
+    resolver: IResolver, name: str, timeout: Sequence[int] = DNS_TIMEOUT
+) -> Deferred[list[str]]:
+    """
+    L{resolve_host} as a Deferred.
+    """
+    return Deferred.fromCoroutine(resolve_host(resolver, name, timeout))
