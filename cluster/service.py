@@ -22,8 +22,8 @@ import attrs
 from prometheus_client import Gauge
 from twisted.application import service
 from twisted.internet.defer import (
-    CancelledError,
     Deferred,
+    TimeoutError,
     fail,
     maybeDeferred,
     succeed,
@@ -117,9 +117,9 @@ class ClusterView:
 
     Readiness: always true when clustering is off or the minimum size is
     0.  Otherwise true once the non-viewer peers reach the minimum, or once
-    C{minimum_size_wait_timeout} has passed since the service started
-    (sticky until the minimum is met again); dropping below the minimum
-    after being ready starts the wait over.
+    C{minimum_size_wait_timeout} has passed since the service was created
+    (as in Alloy; sticky until the minimum is met again); dropping below
+    the minimum after being ready starts the wait over.
     """
 
     sharder: Sharder
@@ -136,7 +136,9 @@ class ClusterView:
             not self.options.enable_clustering or self.options.minimum_cluster_size == 0
         )
 
-    def start(self) -> None:
+    def __attrs_post_init__(self) -> None:
+        # As Alloy's newAlloyCluster: the wait for the minimum size is
+        # counted from the service's creation.
         if self._always_ready():
             self._set(_Readiness.READY)
         else:
@@ -356,7 +358,6 @@ class ClusterService(service.Service):
             the same failure is logged and reaches L{when_joined}.)
         """
         super().startService()
-        self.view.start()
         if self.node is None:
             self._settle_join(None)
             self._trigger()
@@ -480,8 +481,12 @@ class ClusterService(service.Service):
 
     def _trigger(self) -> None:
         """
-        Ask for a component notification: coalesced, at most one a second.
+        Re-evaluate readiness at once, then ask for a component
+        notification: coalesced, at most one a second (Alloy updates the
+        ready state before its rate limiter, so that C{ready()} never lags
+        the peers it is computed from).
         """
+        self.view.update_ready_state()
         if self._notify_call is not None or not self.running:
             return
         delay = 0.0
@@ -495,7 +500,6 @@ class ClusterService(service.Service):
     def _notify_components(self) -> None:
         self._notify_call = None
         self._last_notify = self.reactor.seconds()
-        self.view.update_ready_state()
         for component in self.host.list_components():
             if not Component.providedBy(component):
                 continue
@@ -524,8 +528,11 @@ class ClusterService(service.Service):
             terminating.addTimeout(TERMINATING_TIMEOUT, self.reactor)
             try:
                 await terminating
-            except CancelledError:
-                self._log.warn("timed out announcing the terminating state")
+            except TimeoutError:
+                self._log.warn(
+                    "timed out after {timeout} s announcing the terminating state",
+                    timeout=TERMINATING_TIMEOUT,
+                )
             except Exception:
                 self._log.failure("failed to change state to terminating")
         await node.stop()

@@ -7,14 +7,16 @@ that never raises, push/pull edge cases, probe timing.
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
+from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
+from cluster.discovery import static
 from cluster.gossip import (
     GossipConfig,
     IDelegate,
@@ -559,3 +561,88 @@ class JoinResolutionTests(SynchronousTestCase):
         )
         self.assertIn("gone.example.invalid", str(failure.value))
         self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+
+def services(
+    network: SimulatedNetwork, count: int, **options: Any
+) -> list[ClusterService]:
+    """
+    C{count} cluster services; the first bootstraps, the others join it.
+    """
+    built: list[ClusterService] = []
+    for i in range(count):
+        seeds = (
+            [f"{built[0].transport.host}:{built[0].transport.port}"] if built else []
+        )
+        built.append(
+            network.cluster_service(
+                Options(
+                    enable_clustering=True,
+                    node_name=f"svc-{i}",
+                    discover_peers=static(seeds),
+                    **options,
+                )
+            )
+        )
+    return built
+
+
+class ReadinessOrderTests(SynchronousTestCase):
+    """
+    Item 5: Alloy's order: readiness before the notification limiter, the
+    deadline from creation, a slow terminating step is a warning.
+    """
+
+    def test_readiness_is_updated_before_the_coalescing(self) -> None:
+        network = SimulatedNetwork(seed=51)
+        a, b = services(network, 2, minimum_cluster_size=2)
+        a.startService()
+        b.startService()
+        network.run(3)
+        a.change_state(PeerState.PARTICIPANT)
+        network.run(3)
+        self.assertFalse(a.data().ready())
+        b.change_state(PeerState.PARTICIPANT)
+        # The moment a sees b as a participant, it is ready, although the
+        # components are only told within the next second.
+        took = network.run_until(lambda: len(a.data().peers()) == 2, 2, step=0.001)
+        self.assertIsNotNone(took)
+        self.assertTrue(a.data().ready())
+        for svc in (a, b):
+            svc.stopService()
+        network.run(10)
+
+    def test_deadline_counts_from_creation(self) -> None:
+        network = SimulatedNetwork(seed=52)
+        (svc,) = services(
+            network, 1, minimum_cluster_size=3, minimum_size_wait_timeout=10.0
+        )
+        network.run(6)
+        svc.startService()
+        network.run(4.1)
+        self.assertTrue(svc.data().ready())
+        svc.stopService()
+        network.run(10)
+
+    def test_slow_terminating_is_a_warning(self) -> None:
+        network = SimulatedNetwork(seed=53)
+        # Gossip off and 10 x retransmits: the terminating state needs far
+        # more than the 5 s the service waits for it.
+        slow = GossipConfig.lan(gossip_interval=0, retransmit_mult=10)
+        a, b = services(network, 2, gossip=slow)
+        events: list[dict[str, Any]] = []
+        a._log = Logger(observer=cast(ILogObserver, events.append))
+        a.startService()
+        b.startService()
+        network.run(3)
+        a.change_state(PeerState.PARTICIPANT)
+        network.run(3)
+        stopped = a.stopService()
+        network.run(15)
+        self.successResultOf(stopped)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        texts = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertIn("timed out after 5.0 s announcing the terminating state", texts)
+        self.assertFalse(any(e.get("log_failure") for e in events))
+        b.stopService()
+        network.run(10)
