@@ -7,6 +7,43 @@ becomes a participant when it is ready to own work, and terminating when it
 is about to leave.  States spread as Lamport-clocked user messages and in
 push/pull state, so every node converges on the same peer list, and so on
 the same sharder answer.
+
+Departures and returns
+======================
+
+As in ckit, a peer that memberlist reports dead or left loses its stored
+state, so that a restarted process (same name) comes back as a viewer.
+Two dangers meet here, and this module answers both with one rule that
+ckit does not have:
+
+  - I{A live peer's state must come back.}  A peer declared dead by
+    mistake (a partition, a pause, one-way loss) keeps its state and its
+    Lamport time; nothing makes it send that state again.  A guard that
+    rejected "old" messages about departed peers (an earlier version of
+    this module kept such tombstones) would reject that real state
+    forever, and the two sides would each own every key.  So nothing
+    about a departed peer is remembered: its real state is accepted from
+    any push/pull, as in ckit.
+  - I{A restarted peer must not take its old state back.}  Copies of the
+    previous process's state messages may still be in flight; stored
+    anywhere, they would make the new process a participant it is not.
+
+  The rule: B{when a push/pull shows that the other side lacks our
+  current state} (it does not list us, or lists an older state), B{we
+  broadcast our state again}; when we have never stated one (a fresh
+  process), with a fresh Lamport tick.  A returning peer therefore
+  re-announces itself at the first push/pull after it is reachable (a
+  periodic one, or the join of the rejoin loop), and its state is back
+  everywhere within one push/pull interval; a restarted process announces
+  itself as a viewer at its first join, after its clock has observed the
+  cluster's time, so its announcement is newer than any copy of its old
+  state and wins everywhere, and a late copy that still reaches the new
+  process is refuted by ckit's own rule (a message about ourselves is
+  replaced by our real state with a fresh tick).  The cost is one
+  broadcast per start and per return; in a settled cluster every
+  push/pull lists everyone's current state and nothing is re-sent.
+  C{tests/test_ownership.py} proves both under partitions, one-way loss,
+  false deaths and restarts.
 """
 
 from __future__ import annotations
@@ -47,7 +84,6 @@ __all__ = [
 ]
 
 LEAVE_TIMEOUT = 5.0
-MAX_DEPARTED = 4096
 
 
 class NodeStoppedError(Exception):
@@ -125,7 +161,6 @@ class Node:
     broadcasts: BroadcastQueue = attrs.field(init=False)
     _local_state: PeerState = attrs.field(default=PeerState.VIEWER, init=False)
     _peer_states: dict[str, StateMessage] = attrs.field(factory=dict, init=False)
-    _departed: dict[str, int] = attrs.field(factory=dict, init=False)
     _peers: dict[str, Peer] = attrs.field(factory=dict, init=False)
     _peer_cache: list[Peer] = attrs.field(factory=list, init=False)
     _observers: list[Observer] = attrs.field(factory=list, init=False)
@@ -271,11 +306,6 @@ class Node:
             and not self._should_refute(current, message)
         ):
             return None
-        departed = self._departed.get(message.node_name)
-        if current is None and departed is not None and message.time <= departed:
-            # A retransmission from before the peer left: storing it would
-            # make the peer rejoin in its old state.
-            return None
         if message.node_name == self.name:
             return StateMessage(self.name, self._local_state, self.clock.tick())
         return message
@@ -328,14 +358,9 @@ class Node:
 
     def _remove_peer(self, name: str) -> None:
         self._peers.pop(name, None)
-        # Forget its state, so that a restarted node starts as a viewer, and
-        # remember how old that state was so that late copies of it (still
-        # being retransmitted by others) are not taken for news.
-        last = self._peer_states.pop(name, None)
-        if last is not None:
-            self._departed[name] = last.time
-            if len(self._departed) > MAX_DEPARTED:
-                del self._departed[next(iter(self._departed))]
+        # Forget its state, so that a restarted node starts as a viewer (see
+        # the module docstring for what brings a live peer's state back).
+        self._peer_states.pop(name, None)
         self._peers_changed()
 
     def _local_state_bytes(self) -> bytes:
@@ -367,6 +392,23 @@ class Node:
             self._peers_changed()
         for accepted in changed:
             self.broadcasts.queue(encode_state(accepted), accepted.node_name)
+        theirs = next((m for m in remote.states if m.node_name == self.name), None)
+        mine = self._peer_states.get(self.name)
+        if theirs is None or (mine is not None and theirs.time < mine.time):
+            self._reannounce(mine)
+
+    def _reannounce(self, mine: StateMessage | None) -> None:
+        """
+        Broadcast our state again: a peer lacks it (we were away, or we are
+        new).  Never stated yet, it is stated now with a fresh tick.
+        """
+        if self.name in self.broadcasts:
+            return  # already on its way
+        if mine is None:
+            mine = StateMessage(self.name, self._local_state, self.clock.tick())
+            self._store_peer_state(mine)
+        self.events["state_reannounced"] += 1
+        self.broadcasts.queue(encode_state(mine), self.name)
 
 
 @implementer(IDelegate, IEventDelegate, IConflictDelegate)

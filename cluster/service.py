@@ -29,6 +29,7 @@ from twisted.internet.defer import (
     succeed,
 )
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -231,7 +232,7 @@ class ClusterService(service.Service):
     view: ClusterView = attrs.field(init=False)
     _notify_call: IDelayedCall | None = attrs.field(default=None, init=False)
     _last_notify: float | None = attrs.field(default=None, init=False)
-    _rejoin_call: IDelayedCall | None = attrs.field(default=None, init=False)
+    _rejoin_loop: LoopingCall | None = attrs.field(default=None, init=False)
     _joined: list[Failure | None] = attrs.field(factory=list, init=False)
     _join_waiters: list[Deferred[None]] = attrs.field(factory=list, init=False)
     _log: Logger = attrs.field(init=False)
@@ -455,16 +456,19 @@ class ClusterService(service.Service):
         return peers[:limit]
 
     def _schedule_rejoin(self) -> None:
+        """
+        Rejoin on Alloy's ticker: every C{rejoin_interval} from start-up;
+        a tick that comes while a rejoin still runs is skipped.
+        """
         if self.running and self.options.rejoin_interval > 0:
-            self._rejoin_call = self.reactor.callLater(
-                self.options.rejoin_interval, self._rejoin
-            )
+            self._rejoin_loop = LoopingCall(self._rejoin)
+            self._rejoin_loop.clock = self.reactor
+            self._rejoin_loop.start(self.options.rejoin_interval, now=False)
 
-    def _rejoin(self) -> None:
-        self._rejoin_call = None
+    def _rejoin(self) -> Deferred[None]:
         d = Deferred.fromCoroutine(self._rejoin_once())
-        d.addErrback(lambda f: self._log.failure("rejoin failed", f))
-        d.addBoth(lambda _: self._schedule_rejoin())
+        # A failed tick must not stop the loop.
+        return d.addErrback(lambda f: self._log.failure("rejoin failed", f))
 
     async def _rejoin_once(self) -> None:
         assert self.node is not None
@@ -513,10 +517,12 @@ class ClusterService(service.Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        for call in (self._notify_call, self._rejoin_call):
-            if call is not None and call.active():
-                call.cancel()
-        self._notify_call = self._rejoin_call = None
+        if self._notify_call is not None and self._notify_call.active():
+            self._notify_call.cancel()
+        self._notify_call = None
+        if self._rejoin_loop is not None and self._rejoin_loop.running:
+            self._rejoin_loop.stop()
+        self._rejoin_loop = None
         self.view.shutdown()
         if self.node is None:
             return succeed(None)

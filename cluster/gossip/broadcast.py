@@ -54,6 +54,12 @@ class BroadcastQueue:
     def __len__(self) -> int:
         return len(self._items)
 
+    def __contains__(self, name: object) -> bool:
+        """
+        Whether a broadcast named C{name} is queued.
+        """
+        return name in self._by_name
+
     def queue(
         self,
         message: bytes,

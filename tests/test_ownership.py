@@ -1,0 +1,284 @@
+"""
+The promise of the whole project, under faults: after a partition, a
+one-way loss, a false death or a restart, every node agrees again on who
+is in the cluster and on the owners of every key.
+
+Four participants run as L{ClusterService}s on the simulated network with
+memberlist's LAN timings and Alloy's 60 s rejoin interval.  After the
+fault ends, every node must list the same peers in the same states and
+name the same owner for each of 10,000 keys within one push/pull interval
+plus one rejoin interval.  Each case runs over five seeds.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from cluster import ClusterService, Op, Options, PeerState
+from cluster.discovery import static
+from cluster.gossip.framing import PacketCodec
+from cluster.gossip.wire import MessageType
+from cluster.messages import StateMessage, encode_state
+from cluster.testing import SimulatedNetwork
+
+SEEDS = (1, 2, 3, 4, 5)
+PUSH_PULL_INTERVAL = 30.0
+REJOIN_INTERVAL = 60.0
+BOUND = PUSH_PULL_INTERVAL + REJOIN_INTERVAL
+KEYS = [random.Random(8).getrandbits(64) for _ in range(10_000)]
+
+
+def address(svc: ClusterService) -> str:
+    return f"{svc.transport.host}:{svc.transport.port}"
+
+
+def cluster(network: SimulatedNetwork, size: int = 4) -> list[ClusterService]:
+    """
+    C{size} services that discover each other through the first two, all
+    participants once joined.
+    """
+    services: list[ClusterService] = []
+    for i in range(size):
+        svc = network.cluster_service(
+            Options(
+                enable_clustering=True,
+                node_name=f"node-{i}",
+                rejoin_interval=REJOIN_INTERVAL,
+                discover_peers=static([address(s) for s in services[:2]]),
+            )
+        )
+        services.append(svc)
+        svc.startService()
+        network.run(0.5)
+    for svc in services:
+        svc.change_state(PeerState.PARTICIPANT)
+    return services
+
+
+def views(services: list[ClusterService]) -> list[list[tuple[str, str, PeerState]]]:
+    assert all(svc.node is not None for svc in services)
+    return [
+        [(p.name, p.addr, p.state) for p in svc.node.peers()]  # type: ignore[union-attr]
+        for svc in services
+    ]
+
+
+def agreed(
+    services: list[ClusterService], expected: dict[str, PeerState]
+) -> Callable[[], bool]:
+    """
+    Whether every service lists exactly C{expected} and names the same
+    owner for every key.
+    """
+
+    def check() -> bool:
+        seen = views(services)
+        if any({name: state for name, _, state in v} != expected for v in seen):
+            return False
+        if any(v != seen[0] for v in seen):
+            return False
+        owners = {
+            tuple(p[0].name for p in svc.sharder.lookup_many(KEYS, 1, Op.READ_WRITE))
+            for svc in services
+        }
+        return len(owners) == 1
+
+    return check
+
+
+def everyone(state: PeerState, services: list[ClusterService]) -> dict[str, PeerState]:
+    return {svc.options.node_name: state for svc in services}
+
+
+class OwnershipAfterFaultTests(SynchronousTestCase):
+    def settle(self, network: SimulatedNetwork, services: list[ClusterService]) -> None:
+        took = network.run_until(
+            agreed(services, everyone(PeerState.PARTICIPANT, services)), 30
+        )
+        self.assertIsNotNone(took, "the cluster never agreed before the fault")
+
+    def assertAgreeWithin(
+        self,
+        network: SimulatedNetwork,
+        services: list[ClusterService],
+        expected: dict[str, PeerState],
+        seed: int,
+        case: str,
+    ) -> float:
+        took = network.run_until(agreed(services, expected), BOUND, step=0.5)
+        self.assertIsNotNone(
+            took,
+            f"{case}, seed {seed}: no agreement {BOUND} s after the fault ended: "
+            f"{views(services)}",
+        )
+        assert took is not None
+        return took
+
+    def test_two_way_partition_long_enough_for_a_death(self) -> None:
+        """
+        One node is cut off for 60 s: both sides declare the other dead and
+        forget it; the rejoin loop brings them together, and the returning
+        node's participant state is accepted again.
+        """
+        for seed in SEEDS:
+            network = SimulatedNetwork(seed=seed)
+            services = cluster(network)
+            self.settle(network, services)
+            lone, rest = services[-1], services[:-1]
+            network.partition([lone.transport.host], [s.transport.host for s in rest])
+            network.run(60)
+            self.assertNotIn(
+                lone.options.node_name, [p.name for p in rest[0].data().peers()]
+            )
+            network.heal()
+            self.assertAgreeWithin(
+                network,
+                services,
+                everyone(PeerState.PARTICIPANT, services),
+                seed,
+                "partition",
+            )
+
+    def test_one_way_loss_that_gets_a_node_declared_dead(self) -> None:
+        """
+        Everything the node sends is lost for 40 s while it hears everyone:
+        the others declare it dead; it refutes once its packets get
+        through again.
+        """
+        for seed in SEEDS:
+            network = SimulatedNetwork(seed=seed)
+            services = cluster(network)
+            self.settle(network, services)
+            mute, rest = services[-1], services[:-1]
+            network.partition(
+                [mute.transport.host], [s.transport.host for s in rest], one_way=True
+            )
+            network.run(40)
+            self.assertNotIn(
+                mute.options.node_name, [p.name for p in rest[0].data().peers()]
+            )
+            network.heal()
+            self.assertAgreeWithin(
+                network,
+                services,
+                everyone(PeerState.PARTICIPANT, services),
+                seed,
+                "one-way loss",
+            )
+
+    def test_declared_dead_refutes_and_comes_back(self) -> None:
+        """
+        A node unreachable for 12 s (a long pause) is declared dead by the
+        others (three accusers: about 5 s) but does not yet declare them
+        dead (its lone suspicions run 24 s).  Back, it learns that it is
+        dead and refutes, or, when the others forgot it first, joins
+        again as a new member; either way its state is agreed again.
+        """
+        refuted = []
+        for seed in SEEDS:
+            network = SimulatedNetwork(seed=seed)
+            services = cluster(network)
+            self.settle(network, services)
+            paused, rest = services[-1], services[:-1]
+            network.partition([paused.transport.host], [s.transport.host for s in rest])
+            network.run(12)
+            self.assertNotIn(
+                paused.options.node_name, [p.name for p in rest[0].data().peers()]
+            )
+            network.heal()
+            self.assertAgreeWithin(
+                network,
+                services,
+                everyone(PeerState.PARTICIPANT, services),
+                seed,
+                "false death",
+            )
+            assert paused.node is not None
+            refuted.append(paused.node.memberlist.stats["refuted"])
+        # The refutation path was taken.
+        self.assertTrue(any(refuted), refuted)
+
+    def test_restarted_node_comes_back_as_a_viewer(self) -> None:
+        """
+        A participant crashes and a new process with the same name and
+        address starts while copies of its old participant state keep
+        arriving at the survivors: it is a viewer on every node within
+        seconds, and stays one.
+        """
+        for seed in SEEDS:
+            network = SimulatedNetwork(seed=seed)
+            services = cluster(network)
+            self.settle(network, services)
+            victim, rest = services[-1], services[:-1]
+            assert victim.node is not None
+            old = StateMessage(
+                victim.options.node_name,
+                PeerState.PARTICIPANT,
+                victim.node.lamport_time(),
+            )
+            replay = StaleReplay(network, old, rest)
+            network.crash(victim.node)
+            network.run(10)  # declared dead, not yet forgotten
+            replay.start()
+            network.run(5)
+            network.restore(victim.transport.host)
+            reborn = network.cluster_service(victim.options, host=victim.transport.host)
+            reborn.startService()
+            everybody = [*rest, reborn]
+            expected = everyone(PeerState.PARTICIPANT, rest)
+            expected[victim.options.node_name] = PeerState.VIEWER
+            # The new process states itself a viewer at its first join,
+            # newer than any copy of the old state: agreed within a few
+            # gossip rounds, not a push/pull interval later.
+            took = network.run_until(agreed(everybody, expected), 5, step=0.1)
+            self.assertIsNotNone(took, f"restart, seed {seed}: {views(everybody)}")
+            # Old copies keep coming: nothing changes.
+            network.run(20)
+            self.assertTrue(agreed(everybody, expected)(), views(everybody))
+            self.assertGreater(replay.sent, 40)
+            for svc in rest:
+                assert svc.node is not None
+                self.assertGreater(svc.node.events["stale_state"], 20)
+            replay.stop()
+
+
+class StaleReplay:
+    """
+    Sends a stale state message to C{targets} twice a second, from a
+    stranger's address, as a late retransmission would arrive.
+    """
+
+    def __init__(
+        self,
+        network: SimulatedNetwork,
+        message: StateMessage,
+        targets: list[ClusterService],
+    ) -> None:
+        self.network = network
+        self.packet = PacketCodec().seal(
+            bytes([MessageType.USER]) + encode_state(message), crc=False
+        )
+        self.targets = list(targets)
+        self.transport = network.transport()
+        self.sent = 0
+        self.running = False
+
+    def start(self) -> None:
+        self.running = True
+        self.network.clock.callLater(0, self.tick)
+
+    def stop(self) -> None:
+        self.running = False
+
+    def tick(self) -> None:
+        if not self.running:
+            return
+        for svc in self.targets:
+            self.transport.send_packet(
+                self.packet, (svc.transport.host, svc.transport.port)
+            )
+            self.sent += 1
+        self.network.clock.callLater(0.5, self.tick)
