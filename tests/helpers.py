@@ -4,14 +4,60 @@ Scaffolding shared by the tests.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import Any
 
+from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
 from twisted.names import dns
 from twisted.names.common import ResolverBase
 from twisted.names.error import DNSNameError
 
 from cluster.gossip import Member, Memberlist
+
+_log = Logger()
+
+
+def now() -> float:
+    """
+    The global reactor's time.
+    """
+    return float(reactor.seconds())  # type: ignore[attr-defined]
+
+
+async def wait_for(
+    condition: Callable[[], Any], bound: float, what: str = "condition"
+) -> float:
+    """
+    Poll C{condition} (which may return a Deferred or a coroutine) every
+    50 ms on the real reactor until it holds.
+
+    Real-socket tests assert outcomes, not timings: C{bound} is the worst
+    case the configuration allows (a push/pull interval, a suspicion
+    maximum), and the time actually taken is logged, never asserted.
+
+    @return: the seconds it took.
+    @raise AssertionError: naming C{what}, the bound and the time waited.
+    """
+    start = now()
+    while True:
+        result = condition()
+        if inspect.iscoroutine(result):
+            result = await Deferred.fromCoroutine(result)
+        elif isinstance(result, Deferred):
+            result = await result
+        took = now() - start
+        if result:
+            _log.info("{what}: {took:.2f} s", what=what, took=took)
+            return took
+        if took > bound:
+            raise AssertionError(
+                f"{what}: not within {bound:.1f} s, the configuration's worst "
+                f"case (waited {took:.1f} s)"
+            )
+        await task.deferLater(reactor, 0.05, lambda: None)  # type: ignore[arg-type]
 
 
 def known(node: Memberlist, name: str) -> Member:
