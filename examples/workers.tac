@@ -14,7 +14,6 @@ here = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [here, os.path.dirname(here)]
 
 from twisted.application import service  # noqa: E402
-from twisted.internet import reactor  # noqa: E402
 
 from cluster import ClusterService, Options, PeerState  # noqa: E402
 from cluster.gossip import GossipConfig  # noqa: E402
@@ -33,8 +32,10 @@ options = Options(
 )
 cluster_service = ClusterService(options)
 cluster_service.host.register(WorkItems(cluster_service.data(), name))
-# Take work once the node has joined.
-reactor.callLater(1.0, cluster_service.change_state, PeerState.PARTICIPANT)
+# Take work once the node has joined (or bootstrapped a new cluster).
+cluster_service.when_joined().addCallback(
+    lambda _: cluster_service.change_state(PeerState.PARTICIPANT)
+)
 
 application = service.Application("workers")
 cluster_service.setServiceParent(application)
