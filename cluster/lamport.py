@@ -1,38 +1,56 @@
-"""A Lamport clock with ckit's uint64 semantics."""
+"""
+A Lamport clock with ckit's uint64 semantics.
+"""
 
 from __future__ import annotations
 
 __all__ = ["MAX_TIME", "LamportClock"]
 
-#: Largest representable time; arithmetic wraps modulo 2**64 like Go's uint64.
 MAX_TIME = (1 << 64) - 1
+"""
+Largest representable time; arithmetic wraps modulo 2**64 like Go's uint64.
+"""
 
 
 class LamportClock:
-    """A logical clock used to order state gossip (ckit's ``lamport.Clock``).
+    """
+    A logical clock used to order state gossip (ckit's C{lamport.Clock}).
 
     Not thread-safe: it is meant to be used from the reactor thread.
     """
 
     def __init__(self, start: int = 0) -> None:
-        """Create a clock whose current time is ``start`` (default 0)."""
+        """
+        Create a clock whose current time is C{start} (default 0).
+
+        @raise ValueError: when C{start} is not a uint64.
+        """
         self._time = _check_time(start)
 
     def now(self) -> int:
-        """Return the current time without changing it."""
+        """
+        The current time, left unchanged.
+        """
         return self._time
 
     def tick(self) -> int:
-        """Advance the clock by one and return the new time."""
+        """
+        Advance the clock by one.
+
+        @return: the new time.
+        """
         # Wraps to 0 after MAX_TIME, as Go's atomic uint64 add does.
         self._time = (self._time + 1) & MAX_TIME
         return self._time
 
     def observe(self, t: int) -> None:
-        """Move the clock past a remote time ``t``.
+        """
+        Move the clock past a remote time C{t}.
 
-        When ``t >= now()`` the clock becomes ``t + 1``; an older ``t`` leaves it
-        unchanged. Call this for every time received from another node.
+        When C{t >= now()} the clock becomes C{t + 1}; an older C{t} leaves
+        it unchanged.  Call this for every time received from another node.
+
+        @raise ValueError: when C{t} is not a uint64.
         """
         t = _check_time(t)
         if t >= self._time:

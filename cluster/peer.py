@@ -1,4 +1,7 @@
-"""Peers of the cluster and their gossip states (mirrors ckit's ``peer`` package)."""
+"""
+Peers of the cluster and their gossip states (mirrors ckit's C{peer}
+package).
+"""
 
 from __future__ import annotations
 
@@ -12,20 +15,25 @@ __all__ = ["Peer", "PeerState", "StateTransitionError", "check_transition"]
 
 
 class PeerState(enum.IntEnum):
-    """The role a node announces to the cluster through state gossip.
+    """
+    The role a node announces to the cluster through state gossip.
 
-    The integer values are the ones used on the wire (ckit's ``peer.State``).
+    The integer values are the ones used on the wire (ckit's C{peer.State}).
+
+    @ivar VIEWER: the default state: a read-only view of the cluster, never
+        an owner.
+    @ivar PARTICIPANT: may own keys for both read and read-write lookups.
+    @ivar TERMINATING: shutting down: still an owner for read lookups only.
     """
 
-    #: Default state: a read-only view of the cluster, never an owner.
     VIEWER = 0
-    #: May own keys for both read and read-write lookups.
     PARTICIPANT = 1
-    #: Shutting down: still an owner for read lookups only.
     TERMINATING = 2
 
     def __str__(self) -> str:
-        """Return the lowercase name, as ckit prints it (``"viewer"``)."""
+        """
+        The lowercase name, as ckit prints it (C{"viewer"}).
+        """
         return self.name.lower()
 
     def __format__(self, spec: str) -> str:
@@ -35,10 +43,12 @@ class PeerState(enum.IntEnum):
 
     @classmethod
     def parse(cls, text: str) -> PeerState:
-        """Parse the lowercase name produced by ``str()``.
+        """
+        Parse the lowercase name produced by C{str()}; matching is exact, as
+        in ckit.
 
-        Raises ``ValueError`` (text like ckit's ``unknown state "x"``) for
-        anything else; matching is exact, as in ckit.
+        @raise ValueError: for anything else, with text like ckit's
+            C{unknown state "x"}.
         """
         for state in cls:
             if str(state) == text:
@@ -47,13 +57,16 @@ class PeerState(enum.IntEnum):
 
 
 class StateTransitionError(ValueError):
-    """A node asked for a state change that ckit does not allow."""
+    """
+    A node asked for a state change that ckit does not allow.
+
+    @ivar current: the state the node was in.
+    @ivar target: the state that was requested.
+    """
 
     def __init__(self, current: PeerState, target: PeerState) -> None:
         super().__init__(f"invalid transition from {current} to {target}")
-        #: The state the node was in.
         self.current = current
-        #: The state that was requested.
         self.target = target
 
 
@@ -68,10 +81,13 @@ _VALID_TRANSITIONS = frozenset(
 
 
 def check_transition(current: PeerState, target: PeerState) -> None:
-    """Raise `StateTransitionError` unless ``current -> target`` is legal.
+    """
+    Check that a node may move from C{current} to C{target}.
 
     The legal transitions are viewer -> participant and
     participant -> terminating.
+
+    @raise StateTransitionError: unless C{current -> target} is legal.
     """
     if (current, target) not in _VALID_TRANSITIONS:
         raise StateTransitionError(current, target)
@@ -79,23 +95,30 @@ def check_transition(current: PeerState, target: PeerState) -> None:
 
 @attrs.frozen
 class Peer:
-    """A node discovered in the cluster (ckit's ``peer.Peer``)."""
+    """
+    A node discovered in the cluster (ckit's C{peer.Peer}).
 
-    #: Unique name of the node within the cluster.
+    @ivar name: unique name of the node within the cluster.
+    @ivar addr: C{"ip:port"} address of the node.
+    @ivar is_self: C{True} when this peer is the local node.
+    @ivar state: the last gossiped state of the node.
+    """
+
     name: str
-    #: ``"ip:port"`` address of the node.
     addr: str
-    #: True when this peer is the local node.
     is_self: bool
-    #: The last gossiped state of the node.
     state: PeerState
 
     def __str__(self) -> str:
-        """Return the peer's name, as ckit's ``Peer.String`` does."""
+        """
+        The peer's name, as ckit's C{Peer.String} returns it.
+        """
         return self.name
 
     def to_json(self) -> dict[str, Any]:
-        """Return the JSON object ckit produces: name, addr, isSelf, state."""
+        """
+        The JSON object ckit produces: name, addr, isSelf, state.
+        """
         return {
             "name": self.name,
             "addr": self.addr,
@@ -105,10 +128,13 @@ class Peer:
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Peer:
-        """Build a peer from the object produced by `to_json`.
+        """
+        Build a peer from the object produced by L{to_json}.
 
-        Like Go's decoder, missing fields take their zero value; an unknown
-        state raises ``ValueError``, wrong types raise ``TypeError``.
+        Like Go's decoder, missing fields take their zero value.
+
+        @raise ValueError: for an unknown state.
+        @raise TypeError: for fields of the wrong type.
         """
         name = obj.get("name", "")
         addr = obj.get("addr", "")

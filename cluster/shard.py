@@ -1,30 +1,34 @@
-"""Consistent hashing of keys onto cluster peers (mirrors ckit's ``shard`` package).
+"""
+Consistent hashing of keys onto cluster peers (mirrors ckit's C{shard}
+package).
 
-Three algorithms are available, all bit-compatible with ckit so that a Python
-node and a Go node agree on who owns a key:
+Three algorithms are available, all bit-compatible with ckit so that a
+Python node and a Go node agree on who owns a key:
 
-* `ring` -- a token ring (Alloy uses 512 tokens per node): O(log N) lookups;
-* `rendezvous` -- highest-random-weight hashing: O(N) lookups;
-* `multiprobe` -- multi-probe consistent hashing with 21 probes.
+  - L{ring}: a token ring (Alloy uses 512 tokens per node): O(log N)
+    lookups;
+  - L{rendezvous}: highest-random-weight hashing: O(N) lookups;
+  - L{multiprobe}: multi-probe consistent hashing with 21 probes.
 
 Like ckit, every sharder keeps two independent hashes: one over the peers
-eligible for `Op.READ` (participants and terminating peers) and one over the
-peers eligible for `Op.READ_WRITE` (participants only). Viewers are never
-owners. Because they are separate hashes, a terminating peer does not just get
-skipped by read-write lookups: its key ranges are redistributed exactly as if
-it had left, so ``lookup(k, 1, Op.READ_WRITE)`` is not always the first
-non-terminating owner of ``lookup(k, n, Op.READ)``.
+eligible for L{Op.READ} (participants and terminating peers) and one over
+the peers eligible for L{Op.READ_WRITE} (participants only).  Viewers are
+never owners.  Because they are separate hashes, a terminating peer does
+not just get skipped by read-write lookups: its key ranges are
+redistributed exactly as if it had left, so C{lookup(k, 1, Op.READ_WRITE)}
+is not always the first non-terminating owner of C{lookup(k, n, Op.READ)}.
 """
 
 from __future__ import annotations
 
 import enum
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import repeat
 from operator import and_, attrgetter, lshift, or_, rshift
 from typing import Protocol, TypeAlias, runtime_checkable
 
+import attrs
 import xxhash
 
 from cluster.peer import Peer, PeerState
@@ -42,117 +46,163 @@ __all__ = [
     "string_key",
 ]
 
-#: A shard key: an unsigned 64-bit integer (ckit's ``shard.Key``).
 Key: TypeAlias = int
+"""
+A shard key: an unsigned 64-bit integer (ckit's C{shard.Key}).
+"""
 
-#: The largest valid `Key`.
 MAX_KEY = (1 << 64) - 1
+"""
+The largest valid L{Key}.
+"""
 
 _MASK64 = MAX_KEY
 
 
 def string_key(s: str) -> Key:
-    """Return the key of a string: XXH64 (seed 0) of its UTF-8 bytes."""
+    """
+    The key of a string: XXH64 (seed 0) of its UTF-8 bytes.
+    """
     return xxhash.xxh64_intdigest(s.encode("utf-8"))
 
 
 class KeyBuilder:
-    """Builds a `Key` from bytes written in several pieces.
+    """
+    Builds a L{Key} from bytes written in several pieces.
 
-    Writing ``b"ab"`` then ``b"c"`` gives the same key as ``string_key("abc")``:
-    all writes stream into a single XXH64 digest. Reusable after `reset`.
+    Writing C{b"ab"} then C{b"c"} gives the same key as
+    C{string_key("abc")}: all writes stream into a single XXH64 digest.
+    Reusable after L{reset}.
     """
 
     def __init__(self) -> None:
-        """Create a builder with nothing written yet."""
+        """
+        Create a builder with nothing written yet.
+        """
         self._digest = xxhash.xxh64()
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        """Append ``data`` to the key's input and return its length in bytes."""
+        """
+        Append C{data} to the key's input.
+
+        @return: the length of C{data} in bytes.
+        """
         self._digest.update(data)
         return memoryview(data).nbytes
 
     def reset(self) -> None:
-        """Forget everything written so far."""
+        """
+        Forget everything written so far.
+        """
         self._digest.reset()
 
     def key(self) -> Key:
-        """Return the key for everything written since creation or `reset`."""
+        """
+        The key for everything written since creation or L{reset}.
+        """
         return self._digest.intdigest()
 
 
 class Op(enum.Enum):
-    """What a lookup is for; it decides which peers may own the key."""
+    """
+    What a lookup is for; it decides which peers may own the key.
 
-    #: Read-only access: participant and terminating peers are eligible.
+    @ivar READ: read-only access: participant and terminating peers are
+        eligible.
+    @ivar READ_WRITE: read or write access: only participant peers are
+        eligible.
+    """
+
     READ = 0
-    #: Read or write access: only participant peers are eligible.
     READ_WRITE = 1
 
     def __str__(self) -> str:
-        """Return ckit's spelling: ``"Read"`` or ``"ReadWrite"``."""
+        """
+        ckit's spelling: C{"Read"} or C{"ReadWrite"}.
+        """
         return "Read" if self is Op.READ else "ReadWrite"
 
 
 class NotEnoughPeersError(Exception):
-    """A lookup asked for more owners than there are eligible peers.
+    """
+    A lookup asked for more owners than there are eligible peers.
 
-    ``have`` counts the peers eligible for the lookup's `Op`, not all peers;
-    the text is ckit's, word for word.
+    The text is ckit's, word for word.
+
+    @ivar need: the number of owners requested.
+    @ivar have: the number of peers eligible for the lookup's L{Op}, not
+        all peers.
     """
 
     def __init__(self, need: int, have: int) -> None:
         super().__init__(f"not enough nodes: need at least {need}, have {have}")
-        #: Number of owners requested.
         self.need = need
-        #: Number of peers eligible for the requested op.
         self.have = have
 
 
 @runtime_checkable
 class Sharder(Protocol):
-    """Finds the peers owning a key (ckit's ``shard.Sharder``).
+    """
+    Finds the peers owning a key (ckit's C{shard.Sharder}).
 
-    Implementations are built for the reactor thread; the peer set is swapped
-    atomically, so lookups never see a half-applied `set_peers`.
+    Implementations are built for the reactor thread; the peer set is
+    swapped atomically, so lookups never see a half-applied L{set_peers}.
     """
 
     def set_peers(self, peers: Iterable[Peer]) -> None:
-        """Replace the peer set. Viewers are ignored.
+        """
+        Replace the peer set.  Viewers are ignored.
 
         If a name appears more than once, its last non-viewer entry wins.
         """
 
     def peers(self) -> list[Peer]:
-        """Return the peers used for sharding (no viewers), sorted by name."""
+        """
+        The peers used for sharding (no viewers), sorted by name.
+        """
 
     def lookup(self, key: Key, n: int, op: Op) -> list[Peer]:
-        """Return the ``n`` owners of ``key`` among the peers eligible for ``op``.
+        """
+        The C{n} owners of C{key} among the peers eligible for C{op}.
 
-        The first peer is the primary owner. ``n == 0`` returns ``[]``. Raises
-        `NotEnoughPeersError` when fewer than ``n`` peers are eligible and
-        ``ValueError`` for a negative ``n`` or a key outside ``0..MAX_KEY``.
+        @return: the owners, the primary owner first; C{[]} when C{n == 0}.
+        @raise NotEnoughPeersError: when fewer than C{n} peers are eligible.
+        @raise ValueError: for a negative C{n} or a key outside
+            C{0..MAX_KEY}.
         """
 
     def lookup_many(self, keys: Sequence[Key], n: int, op: Op) -> list[list[Peer]]:
-        """Batch form of `lookup`: element ``i`` is ``lookup(keys[i], n, op)``.
+        """
+        Batch form of L{lookup}: element C{i} is C{lookup(keys[i], n, op)}.
 
-        Much faster than calling `lookup` in a loop (the ring sharder resolves
-        keys with C-level bisection and pauses the cyclic GC while it builds a
-        large result). The whole batch fails with `NotEnoughPeersError` when
-        fewer than ``n`` peers are eligible, even if ``keys`` is empty.
+        Faster than calling L{lookup} in a loop: the keys are range-checked
+        in two C-level passes (C{min} and C{max}) and C{n} once for the
+        whole batch, and the ring sharder finds every key's token with
+        C-level bisection (C{map} over C{bisect_left}).  The rendezvous and
+        multi-probe sharders still score each key on its own, so for them
+        the batch only saves the per-call checks.
+
+        @return: one list of owners per key, in the order of C{keys}.
+        @raise NotEnoughPeersError: for the whole batch when fewer than C{n}
+            peers are eligible, even if C{keys} is empty.
+        @raise ValueError: for the whole batch when any key is outside
+            C{0..MAX_KEY}, or for a negative C{n}.
         """
 
 
 def ring(num_tokens: int = 512) -> Sharder:
-    """Return a ring sharder with ``num_tokens`` tokens per node.
+    """
+    A ring sharder with C{num_tokens} tokens per node.
 
-    Each node's tokens are successive XXH64 digests of its name followed by one
-    more byte ``t & 0xff`` per token (the digest is never reset); a key belongs
-    to the node holding the first token ``>= key``, wrapping around, and
-    replicas are the next distinct nodes clockwise. Ties between equal tokens
-    go to the lexicographically smaller name. 256 or 512 tokens give a good
-    distribution; Alloy uses 512.
+    Each node's tokens are successive XXH64 digests of its name followed by
+    one more byte C{t & 0xff} per token (the digest is never reset); a key
+    belongs to the node holding the first token C{>= key}, wrapping around,
+    and replicas are the next distinct nodes clockwise.  Ties between equal
+    tokens go to the lexicographically smaller name.  256 or 512 tokens give
+    a good distribution; Alloy uses 512.
+
+    @raise TypeError: when C{num_tokens} is not an C{int}.
+    @raise ValueError: when C{num_tokens} is less than 1.
     """
     if isinstance(num_tokens, bool) or not isinstance(num_tokens, int):
         raise TypeError("num_tokens must be an int")
@@ -163,49 +213,61 @@ def ring(num_tokens: int = 512) -> Sharder:
 
 
 def rendezvous() -> Sharder:
-    """Return a rendezvous (highest random weight) sharder.
-
-    The owners are the ``n`` nodes with the lowest
-    ``(xorshift_mult64(key ^ XXH64(name)), name)``. Excellent balance, but each
-    lookup costs O(N).
     """
-    return _HashSharder(_RendezvousBuilder())
+    A rendezvous (highest random weight) sharder.
+
+    The owners are the C{n} nodes with the lowest
+    C{(xorshift_mult64(key ^ XXH64(name)), name)}.  Excellent balance, but
+    each lookup costs O(N).
+    """
+    return _HashSharder(_RebuildingBuilder(_RendezvousTable))
 
 
 def multiprobe() -> Sharder:
-    """Return a multi-probe sharder (https://arxiv.org/abs/1505.00062).
-
-    Every node has a single token, XXH64(name); a key is probed at 21 points and
-    the token closest to any probe is the primary owner, followed by the next
-    tokens on the ring.
     """
-    return _HashSharder(_MultiprobeBuilder())
+    A multi-probe sharder (U{https://arxiv.org/abs/1505.00062}).
+
+    Every node has a single token, C{XXH64(name)}; a key is probed at 21
+    points and the token closest to any probe is the primary owner,
+    followed by the next tokens on the ring.
+    """
+    return _HashSharder(_RebuildingBuilder(_MultiprobeTable))
 
 
 # --- shared sharder logic ---------------------------------------------------
 
 
 class _Table(Protocol):
-    """An immutable consistent hash over a fixed set of node names."""
+    """
+    An immutable consistent hash over a fixed set of node names.
+    """
 
     @property
     def names(self) -> frozenset[str]: ...
 
     def lookup(self, key: int, n: int, by_name: dict[str, Peer]) -> list[Peer]:
-        """Owners of key; the caller guarantees ``1 <= n <= len(names)``."""
+        """
+        Owners of C{key}; the caller guarantees C{1 <= n <= len(names)}.
+        """
 
     def lookup_many(
         self, keys: Sequence[int], n: int, by_name: dict[str, Peer]
     ) -> list[list[Peer]]:
-        """Owners of each key, same preconditions as `lookup`."""
+        """
+        Owners of each key, same preconditions as L{lookup}.
+        """
 
 
 class _Builder(Protocol):
     def build(self, names: frozenset[str], bases: Sequence[_Table]) -> _Table:
-        """Return a table for ``names``; ``bases`` may be reused or patched."""
+        """
+        A table for C{names}; C{bases} may be reused or patched.
+        """
 
     def retain(self, names: frozenset[str]) -> None:
-        """Drop per-node caches for every node not in ``names``."""
+        """
+        Drop per-node caches for every node not in C{names}.
+        """
 
 
 # Only these states make a peer an owner, and only for these ops.
@@ -214,7 +276,9 @@ _WRITE_STATES = frozenset({PeerState.PARTICIPANT})
 
 
 class _State:
-    """Everything a lookup needs, replaced as a whole by `set_peers`."""
+    """
+    Everything a lookup needs, replaced as a whole by L{_HashSharder.set_peers}.
+    """
 
     __slots__ = ("by_name", "peers", "tables")
 
@@ -231,7 +295,9 @@ class _State:
 
 
 class _HashSharder:
-    """A `Sharder` over two hashes (read and read-write), like ckit's chasher."""
+    """
+    A L{Sharder} over two hashes (read and read-write), like ckit's chasher.
+    """
 
     def __init__(self, builder: _Builder) -> None:
         self._builder = builder
@@ -290,7 +356,11 @@ def _check_key(key: int) -> None:
 
 
 def _check_n(n: int, have: int) -> bool:
-    """Validate ``n``; return True when the answer is the empty list."""
+    """
+    Validate C{n}.
+
+    @return: C{True} when the answer is the empty list.
+    """
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n must be an int, got {n!r}")
     if n < 0:
@@ -308,7 +378,9 @@ _TOKEN_SUFFIX = [bytes((i,)) for i in range(256)]
 
 
 def _ring_tokens(name: str, num_tokens: int) -> list[int]:
-    """ckit's tokens for one node, in generation order."""
+    """
+    ckit's tokens for one node, in generation order.
+    """
     digest = xxhash.xxh64(name.encode("utf-8"))
     tokens = []
     for t in range(num_tokens):
@@ -319,11 +391,12 @@ def _ring_tokens(name: str, num_tokens: int) -> list[int]:
 
 
 class _RingTable:
-    """A sorted ring: ``tokens[i]`` is held by ``owners[i]``.
+    """
+    A sorted ring: C{tokens[i]} is held by C{owners[i]}.
 
-    ``owners`` has one extra entry, a copy of ``owners[0]``, so that the index
-    ``bisect_left(tokens, key)`` (which is ``len(tokens)`` past the last token)
-    wraps to the first token without a modulo in the batch fast path.
+    C{owners} has one extra entry, a copy of C{owners[0]}, so that the index
+    C{bisect_left(tokens, key)} (which is C{len(tokens)} past the last
+    token) wraps to the first token without a modulo in the batch fast path.
     """
 
     __slots__ = ("names", "owners", "tokens")
@@ -351,7 +424,9 @@ class _RingTable:
         return [walk(i, n, by_name) for i in positions]
 
     def _walk(self, i: int, n: int, by_name: dict[str, Peer]) -> list[Peer]:
-        """Collect n distinct owners clockwise from token index i."""
+        """
+        Collect C{n} distinct owners clockwise from token index C{i}.
+        """
         owners = self.owners
         size = len(self.tokens)
         if i == size:
@@ -375,11 +450,12 @@ class _RingTable:
 
 
 class _RingBuilder:
-    """Builds ring tables, patching the previous ring when few nodes changed.
+    """
+    Builds ring tables, patching the previous ring when few nodes changed.
 
-    Tokens are cached per node name, so a join costs 512 digests plus splicing
-    the new tokens into the existing sorted arrays (C-speed list slicing)
-    instead of rehashing and re-sorting every node.
+    Tokens are cached per node name, so a join costs 512 digests plus
+    splicing the new tokens into the existing sorted arrays (C-speed list
+    slicing) instead of rehashing and re-sorting every node.
     """
 
     # Patch the old ring while at most this fraction of nodes changed; beyond
@@ -484,15 +560,55 @@ class _RingBuilder:
 
 
 def _xorshift_mult64(x: int) -> int:
-    """Vigna's xorshift* mixer on a uint64, as ckit uses it."""
+    """
+    Vigna's xorshift* mixer on a uint64, as ckit uses it.
+    """
     x ^= x >> 12
     x ^= (x << 25) & _MASK64
     x ^= x >> 27
     return (x * 2685821657736338717) & _MASK64
 
 
-class _RendezvousTable:
-    __slots__ = ("hashes", "names")
+class _PerKeyTable:
+    """
+    A table that answers a batch one key at a time (no shared work to
+    save across keys).
+    """
+
+    __slots__ = ("names",)
+
+    def lookup(self, key: int, n: int, by_name: dict[str, Peer]) -> list[Peer]:
+        raise NotImplementedError
+
+    def lookup_many(
+        self, keys: Sequence[int], n: int, by_name: dict[str, Peer]
+    ) -> list[list[Peer]]:
+        lookup = self.lookup
+        return [lookup(key, n, by_name) for key in keys]
+
+
+@attrs.frozen
+class _RebuildingBuilder:
+    """
+    Builds a table from scratch for each new set of names (reusing one of
+    C{bases} for the same set): for sharders with one token per node,
+    where there is nothing worth caching between builds.
+    """
+
+    table: Callable[[frozenset[str]], _Table]
+
+    def build(self, names: frozenset[str], bases: Sequence[_Table]) -> _Table:
+        for base in bases:
+            if base.names == names:
+                return base
+        return self.table(names)
+
+    def retain(self, names: frozenset[str]) -> None:
+        pass
+
+
+class _RendezvousTable(_PerKeyTable):
+    __slots__ = ("hashes",)
 
     def __init__(self, names: frozenset[str]) -> None:
         self.names = names
@@ -511,23 +627,6 @@ class _RendezvousTable:
         scores.sort()
         return [by_name[name] for _, name in scores[:n]]
 
-    def lookup_many(
-        self, keys: Sequence[int], n: int, by_name: dict[str, Peer]
-    ) -> list[list[Peer]]:
-        lookup = self.lookup
-        return [lookup(key, n, by_name) for key in keys]
-
-
-class _RendezvousBuilder:
-    def build(self, names: frozenset[str], bases: Sequence[_Table]) -> _Table:
-        for base in bases:
-            if base.names == names:
-                return base
-        return _RendezvousTable(names)
-
-    def retain(self, names: frozenset[str]) -> None:
-        pass
-
 
 # --- multiprobe -------------------------------------------------------------
 
@@ -539,8 +638,8 @@ def _second_key(key: int) -> int:
     return xxhash.xxh64_intdigest(b"%x" % key)
 
 
-class _MultiprobeTable:
-    __slots__ = ("names", "owners", "tokens")
+class _MultiprobeTable(_PerKeyTable):
+    __slots__ = ("owners", "tokens")
 
     def __init__(self, names: frozenset[str]) -> None:
         self.names = names
@@ -549,7 +648,9 @@ class _MultiprobeTable:
         self.owners = [n for _, n in pairs]
 
     def _closest(self, key: int) -> int:
-        """Index of the token nearest to any of the key's probes."""
+        """
+        Index of the token nearest to any of the key's probes.
+        """
         tokens = self.tokens
         size = len(tokens)
         h1 = _second_key(key)
@@ -576,20 +677,3 @@ class _MultiprobeTable:
         size = len(owners)
         # One token per node, so the next n tokens are n distinct nodes.
         return [by_name[owners[(first + i) % size]] for i in range(n)]
-
-    def lookup_many(
-        self, keys: Sequence[int], n: int, by_name: dict[str, Peer]
-    ) -> list[list[Peer]]:
-        lookup = self.lookup
-        return [lookup(key, n, by_name) for key in keys]
-
-
-class _MultiprobeBuilder:
-    def build(self, names: frozenset[str], bases: Sequence[_Table]) -> _Table:
-        for base in bases:
-            if base.names == names:
-                return base
-        return _MultiprobeTable(names)
-
-    def retain(self, names: frozenset[str]) -> None:
-        pass
