@@ -21,7 +21,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from cluster.testing import free_loopback_port  # noqa: E402
+from cluster.gossip.transport import free_loopback_port  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

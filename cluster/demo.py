@@ -11,6 +11,7 @@ import sys
 
 from twisted.internet import task
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.interfaces import IReactorTime
 
 from cluster.gossip import GossipConfig, Memberlist, MemberState
 
@@ -25,7 +26,7 @@ def _table(nodes: list[Memberlist]) -> str:
     return "\n".join(lines)
 
 
-async def _demo(reactor: object, size: int) -> None:
+async def _demo(reactor: IReactorTime, size: int) -> None:
     nodes = [
         Memberlist(
             GossipConfig.local(name=f"demo-{i}", bind_address="127.0.0.1", bind_port=0),
@@ -40,13 +41,13 @@ async def _demo(reactor: object, size: int) -> None:
     for _ in range(50):
         if all(n.num_members() == size for n in nodes):
             break
-        await task.deferLater(reactor, 0.1, lambda: None)  # type: ignore[arg-type]
+        await task.deferLater(reactor, 0.1, lambda: None)
     print(f"{size} nodes on 127.0.0.1, joined through {seed}:")
     print(_table(nodes))
     leaver = nodes[-1]
     await leaver.leave(2.0)
     await leaver.shutdown()
-    await task.deferLater(reactor, 0.5, lambda: None)  # type: ignore[arg-type]
+    await task.deferLater(reactor, 0.5, lambda: None)
     records = [n.member(leaver.name) for n in nodes[:-1]]
     states = sorted({str(m.state) for m in records if m is not None})
     print(f"{leaver.name} left gracefully; the others record: {', '.join(states)}")
@@ -55,7 +56,7 @@ async def _demo(reactor: object, size: int) -> None:
     await gatherResults([node.shutdown() for node in nodes[:-1]])
 
 
-def main(reactor: object, *argv: str) -> Deferred[None]:
+def main(reactor: IReactorTime, *argv: str) -> Deferred[None]:
     size = int(argv[0]) if argv else 5
     return Deferred.fromCoroutine(_demo(reactor, size))
 

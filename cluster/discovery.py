@@ -52,15 +52,17 @@ blocks the reactor.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime, IResolver
 from twisted.logger import Logger
 from twisted.names import dns
+from twisted.python.failure import Failure
 
 from cluster.gossip.address import (
     DNS_TIMEOUT,
+    LookupResult,
     ResolveError,
     default_resolver,
     describe_failure,
@@ -158,14 +160,13 @@ class _Lookups:
         """
         SRV targets of C{name}, as host names.
         """
-        ((ok, result),) = await gather(
-            [self.resolver.lookupService(name, self.timeout)]
-        )
-        if not ok:
+        lookup = self.resolver.lookupService(name, self.timeout)
+        (result,) = await gather([cast("Deferred[LookupResult]", lookup)])
+        if isinstance(result, Failure):
             why.append(f"SRV {name}: {describe_failure(result)}")
             return []
         found: _Found = []
-        for record in record_payloads(result, dns.SRV):
+        for record in record_payloads(result, dns.Record_SRV):
             target = str(record.target).rstrip(".")
             if target:  # "." means "no such service here" (RFC 2782)
                 port = record.port if self.srv_ports and record.port else None
@@ -186,8 +187,8 @@ class _Lookups:
             ]
         )
         found: _Found = []
-        for (_target, port), (ok, addresses) in zip(targets, resolved, strict=True):
-            if not ok:  # a bug rather than a DNS answer: let it show
+        for (_target, port), addresses in zip(targets, resolved, strict=True):
+            if isinstance(addresses, Failure):  # a bug, not a DNS answer
                 addresses.raiseException()
             found.extend((address, port) for address, _ in addresses)
         return found
@@ -275,8 +276,8 @@ async def _discover(
     result: list[str] = []
     seen: set[str] = set()
     reasons: dict[str, list[str]] = {}
-    for (entry, port, explicit, why), (ok, found) in zip(jobs, resolved, strict=True):
-        if not ok:  # a bug rather than a DNS answer: let it show
+    for (entry, port, explicit, why), found in zip(jobs, resolved, strict=True):
+        if isinstance(found, Failure):  # a bug rather than a DNS answer
             found.raiseException()
         if not found:
             # Alloy warns once per address and keeps the details at debug.

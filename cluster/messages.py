@@ -6,16 +6,24 @@ A state message travels as a memberlist user message: the magic
 C{0x12 0x01}, the type byte C{0x01}, then a msgpack map
 C{{NewState, NodeName, Time}} (Go field names, sorted, legacy raw
 strings).  The push/pull user state is C{{CurrentTime, NodeStates: [...]}}.
+Both are Go structs declared once below for L{cluster.gossip.codec}.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import attrs
-import msgpack
 
+from cluster.gossip.codec import (
+    DecodeError,
+    Kind,
+    UnknownValueError,
+    decode,
+    encode,
+    go,
+    unpack,
+)
 from cluster.peer import PeerState
 
 __all__ = [
@@ -31,9 +39,6 @@ __all__ = [
 
 MAGIC = b"\x12\x01"
 TYPE_STATE = 1
-_UINT64 = (1 << 64) - 1
-
-_packer = msgpack.Packer(use_bin_type=False)
 
 
 class MessageError(ValueError):
@@ -53,65 +58,52 @@ class UnknownStateError(MessageError):
 @attrs.frozen
 class StateMessage:
     """
-    C{node_name} moved to C{new_state} at Lamport time C{time}.
+    C{node_name} moved to C{new_state} at Lamport time C{time} (ckit's
+    C{messages.State}; C{peer.State} and C{lamport.Time} are 64-bit
+    unsigned in Go).
     """
 
-    node_name: str
-    new_state: PeerState
-    time: int
-
-    def fields(self) -> dict[str, Any]:
-        return {
-            "NewState": int(self.new_state),
-            "NodeName": self.node_name,
-            "Time": self.time,
-        }
-
-    @classmethod
-    def from_body(cls, body: object) -> StateMessage:
-        if not isinstance(body, dict):
-            raise MessageError("state message must be a map")
-        name = body.get(b"NodeName", b"")
-        state = body.get(b"NewState", 0)
-        time = body.get(b"Time", 0)
-        if not isinstance(name, bytes):
-            raise MessageError("NodeName must be a string")
-        for label, value in (("NewState", state), ("Time", time)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise MessageError(f"{label} must be an integer")
-            if not 0 <= value <= _UINT64:
-                raise MessageError(f"{label} out of range: {value}")
-        try:
-            text = name.decode("utf-8")
-        except UnicodeDecodeError:
-            raise MessageError("NodeName is not UTF-8") from None
-        if state not in PeerState._value2member_map_:
-            raise UnknownStateError(f"unknown state {state} for {text!r}")
-        return cls(text, PeerState(state), time)
+    node_name: str = attrs.field(metadata=go("NodeName", Kind.STR))
+    new_state: PeerState = attrs.field(
+        metadata=go("NewState", Kind.UINT64, enum=PeerState)
+    )
+    time: int = attrs.field(metadata=go("Time", Kind.UINT64))
 
 
-def _unpack(data: bytes) -> Any:
-    try:
-        return msgpack.unpackb(data, raw=True, strict_map_key=False)
-    except msgpack.ExtraData as extra:
-        return extra.unpacked
-    except Exception as e:
-        raise MessageError(f"bad msgpack: {e}") from None
+@attrs.frozen
+class _LocalNodeState:
+    """
+    ckit's C{localNodeState}, the push/pull user state as it travels.
+    C{node_states} holds L{StateMessage}s to encode, or the undecoded
+    entries after decoding: L{decode_local_state} decodes them one by one
+    so that an unknown state costs only its own entry.
+    """
+
+    current_time: int = attrs.field(metadata=go("CurrentTime", Kind.UINT64))
+    node_states: Sequence[object] = attrs.field(metadata=go("NodeStates", Kind.ARRAY))
 
 
 def encode_state(message: StateMessage) -> bytes:
     """
     The user-message bytes of a state broadcast.
     """
-    body = message.fields()
-    packed: bytes = _packer.pack({key: body[key] for key in sorted(body)})
-    return MAGIC + bytes([TYPE_STATE]) + packed
+    return MAGIC + bytes([TYPE_STATE]) + encode(message)
+
+
+def _decode_state_body(body: object) -> StateMessage:
+    try:
+        return decode(StateMessage, body)
+    except UnknownValueError as e:
+        raise UnknownStateError(str(e)) from None
+    except DecodeError as e:
+        raise MessageError(str(e)) from None
 
 
 def decode_state(raw: bytes) -> StateMessage:
     """
     Parse a user message as a ckit state message.
 
+    @raise UnknownStateError: when it is one, with a state we do not know.
     @raise MessageError: when it is not one.
     """
     if len(raw) < 3:
@@ -120,22 +112,18 @@ def decode_state(raw: bytes) -> StateMessage:
         raise MessageError(f"invalid magic header {raw[:2].hex()}")
     if raw[2] != TYPE_STATE:
         raise MessageError(f"invalid message type {raw[2]}")
-    return StateMessage.from_body(_unpack(raw[3:]))
+    try:
+        body = unpack(raw[3:])
+    except DecodeError as e:
+        raise MessageError(str(e)) from None
+    return _decode_state_body(body)
 
 
 def encode_local_state(current_time: int, states: Sequence[StateMessage]) -> bytes:
     """
     The push/pull user state: our clock and every peer's last state.
     """
-    packed: bytes = _packer.pack(
-        {
-            "CurrentTime": current_time,
-            "NodeStates": [
-                {key: s.fields()[key] for key in sorted(s.fields())} for s in states
-            ],
-        }
-    )
-    return packed
+    return encode(_LocalNodeState(current_time, states))
 
 
 @attrs.frozen
@@ -159,22 +147,15 @@ def decode_local_state(raw: bytes) -> LocalState:
 
     @raise MessageError: when it is not ckit's.
     """
-    body = _unpack(raw)
-    if not isinstance(body, dict):
-        raise MessageError("local state must be a map")
-    current = body.get(b"CurrentTime", 0)
-    if isinstance(current, bool) or not isinstance(current, int):
-        raise MessageError("CurrentTime must be an integer")
-    if not 0 <= current <= _UINT64:
-        raise MessageError("CurrentTime out of range")
-    entries = body.get(b"NodeStates") or []
-    if not isinstance(entries, list):
-        raise MessageError("NodeStates must be a list")
+    try:
+        local = decode(_LocalNodeState, unpack(raw))
+    except DecodeError as e:
+        raise MessageError(str(e)) from None
     states = []
     unknown = 0
-    for item in entries:
+    for entry in local.node_states:
         try:
-            states.append(StateMessage.from_body(item))
+            states.append(_decode_state_body(entry))
         except UnknownStateError:
             unknown += 1
-    return LocalState(current, states, unknown)
+    return LocalState(local.current_time, states, unknown)

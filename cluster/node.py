@@ -51,28 +51,26 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from cluster.gossip import GossipConfig, Member, Memberlist
-from cluster.gossip.broadcast import BroadcastQueue
-from cluster.gossip.interfaces import IConflictDelegate, IDelegate, IEventDelegate
-from cluster.lamport import LamportClock
-from cluster.messages import (
-    MessageError,
-    StateMessage,
-    decode_local_state,
-    decode_state,
-    encode_local_state,
-    encode_state,
+from cluster.gossip.interfaces import (
+    IConflictDelegate,
+    IDelegate,
+    IEventDelegate,
+    ITransport,
+    reactor_or_global,
 )
-from cluster.peer import Peer, PeerState, StateTransitionError, check_transition
+from cluster.messages import MessageError, decode_state
+from cluster.peer import Peer, PeerState, StateTransitionError
 from cluster.shard import Sharder
+from cluster.states import PeerStates
 
 __all__ = [
     "FuncObserver",
@@ -142,26 +140,24 @@ class Node:
     """
     A cluster node: a L{Memberlist} plus ckit's peer states.
 
-    @param config: gossip settings; the node installs itself as the
-        memberlist's delegate, event and conflict delegate.
+    @param config: gossip settings; the node installs its own delegate as
+        the memberlist's delegate, event and conflict delegate.
     @param sharder: fed every peer change before observers run.
-    @ivar events: counters of gossip events, named as ckit's
-        C{cluster_node_gossip_received_events_total} labels.
+    @param reactor: time and sockets (the global reactor when C{None}).
+    @param transport: the gossip transport (a real one when C{None}).
+    @ivar gossip_events: counters of gossip events, named as the labels of
+        ckit's C{cluster_node_gossip_received_events_total}.
     """
 
     config: GossipConfig
     sharder: Sharder | None = None
-    reactor: Any = None
-    transport: Any = None
+    reactor: IReactorTime = attrs.field(default=None, converter=reactor_or_global)
+    transport: ITransport | None = None
     rng: random.Random | None = None
 
     memberlist: Memberlist = attrs.field(init=False)
-    events: Counter[str] = attrs.field(factory=Counter, init=False)
-    clock: LamportClock = attrs.field(factory=LamportClock, init=False)
-    broadcasts: BroadcastQueue = attrs.field(init=False)
-    _local_state: PeerState = attrs.field(default=PeerState.VIEWER, init=False)
-    _peer_states: dict[str, StateMessage] = attrs.field(factory=dict, init=False)
-    _peers: dict[str, Peer] = attrs.field(factory=dict, init=False)
+    gossip_events: Counter[str] = attrs.field(factory=Counter, init=False)
+    states: PeerStates = attrs.field(init=False)
     _peer_cache: list[Peer] = attrs.field(factory=list, init=False)
     _observers: list[Observer] = attrs.field(factory=list, init=False)
     _pending: list[Peer] | None = attrs.field(default=None, init=False)
@@ -171,7 +167,13 @@ class Node:
     _log = Logger()
 
     def __attrs_post_init__(self) -> None:
-        delegate = _NodeDelegate(self)
+        self.states = PeerStates(
+            self.config.name,
+            self.config.retransmit_mult,
+            self.gossip_events,
+            self._peers_changed,
+        )
+        delegate = _NodeDelegate(self.states, self.gossip_events)
         config = attrs.evolve(
             self.config, delegate=delegate, events=delegate, conflict=delegate
         )
@@ -181,13 +183,12 @@ class Node:
             transport=self.transport,
             rng=self.rng or random.Random(),
         )
-        self.reactor = self.memberlist.reactor
-        self.broadcasts = BroadcastQueue(
-            lambda: len(self._peers), self.config.retransmit_mult
-        )
 
     @property
     def name(self) -> str:
+        """
+        Our node name.
+        """
         return self.config.name
 
     # --- lifecycle ---
@@ -227,13 +228,13 @@ class Node:
         """
         Our own peer state.
         """
-        return self._local_state
+        return self.states.local
 
     def lamport_time(self) -> int:
         """
         Our Lamport clock.
         """
-        return self.clock.now()
+        return self.states.clock.now()
 
     def change_state(self, target: PeerState) -> Deferred[None]:
         """
@@ -245,21 +246,17 @@ class Node:
             L{StateTransitionError}.  Cancelling it stops the wait, not the
             change.
         """
-        try:
-            check_transition(self._local_state, target)
-        except StateTransitionError:
-            return fail()
         waiter: Deferred[None] = Deferred(lambda d: None)
 
         def finished() -> None:
             if not waiter.called:
                 waiter.callback(None)
 
-        self._local_state = target
-        message = StateMessage(self.name, target, self.clock.tick())
-        self._store_peer_state(message)
-        self.broadcasts.queue(encode_state(message), self.name, finished)
-        if len(self._peers) <= 1:
+        try:
+            self.states.change(target, finished)
+        except StateTransitionError:
+            return fail()
+        if len(self.states) <= 1:
             finished()
         return waiter
 
@@ -275,52 +272,9 @@ class Node:
         """
         self._observers.append(observer)
 
-    # --- state bookkeeping (ckit node.go) ---
+    # --- telling the sharder and the observers ---
 
-    def _store_peer_state(self, message: StateMessage) -> None:
-        self._peer_states[message.node_name] = message
-        known = self._peers.get(message.node_name)
-        if known is not None:
-            self._peers[message.node_name] = attrs.evolve(
-                known, state=message.new_state
-            )
-            self._peers_changed()
-
-    def _should_refute(self, cached: StateMessage, received: StateMessage) -> bool:
-        return (
-            received.node_name == self.name
-            and received.time == cached.time
-            and received.new_state != cached.new_state
-        )
-
-    def _accept(self, message: StateMessage) -> StateMessage | None:
-        """
-        Apply ckit's rules to a received state: C{None} if it is stale,
-        else the message to store and re-broadcast (our real state, freshly
-        ticked, when it was about us).
-        """
-        current = self._peer_states.get(message.node_name)
-        if (
-            current is not None
-            and message.time <= current.time
-            and not self._should_refute(current, message)
-        ):
-            return None
-        if message.node_name == self.name:
-            return StateMessage(self.name, self._local_state, self.clock.tick())
-        return message
-
-    def _handle_state(self, message: StateMessage) -> None:
-        self.clock.observe(message.time)
-        accepted = self._accept(message)
-        if accepted is None:
-            self.events["stale_state"] += 1
-            return
-        self._store_peer_state(accepted)
-        self.broadcasts.queue(encode_state(accepted), accepted.node_name)
-
-    def _peers_changed(self) -> None:
-        peers = sorted(self._peers.values(), key=lambda p: p.name)
+    def _peers_changed(self, peers: list[Peer]) -> None:
         if self.sharder is not None:
             self.sharder.set_peers(peers)
         self._peer_cache = peers
@@ -346,79 +300,18 @@ class Node:
                 keep.append(observer)
         self._observers = keep
 
-    def _update_peer(self, member: Member) -> None:
-        state = self._peer_states.get(member.name)
-        self._peers[member.name] = Peer(
-            name=member.name,
-            addr=member.full_address(),
-            is_self=member.name == self.name,
-            state=state.new_state if state is not None else PeerState.VIEWER,
-        )
-        self._peers_changed()
-
-    def _remove_peer(self, name: str) -> None:
-        self._peers.pop(name, None)
-        # Forget its state, so that a restarted node starts as a viewer (see
-        # the module docstring for what brings a live peer's state back).
-        self._peer_states.pop(name, None)
-        self._peers_changed()
-
-    def _local_state_bytes(self) -> bytes:
-        states = [
-            self._peer_states.get(name) or StateMessage(name, PeerState.VIEWER, 0)
-            for name in sorted(self._peers)
-        ]
-        return encode_local_state(self.clock.now(), states)
-
-    def _merge_remote(self, data: bytes) -> None:
-        remote = decode_local_state(data)
-        self.clock.observe(remote.current_time)
-        if remote.unknown:
-            self.events["unknown_state"] += remote.unknown
-        changed = []
-        for message in remote.states:
-            if message.node_name not in self._peers:
-                continue
-            accepted = self._accept(message)
-            if accepted is None:
-                continue
-            self._peer_states[accepted.node_name] = accepted
-            peer = self._peers[accepted.node_name]
-            self._peers[accepted.node_name] = attrs.evolve(
-                peer, state=accepted.new_state
-            )
-            changed.append(accepted)
-        if changed:
-            self._peers_changed()
-        for accepted in changed:
-            self.broadcasts.queue(encode_state(accepted), accepted.node_name)
-        theirs = next((m for m in remote.states if m.node_name == self.name), None)
-        mine = self._peer_states.get(self.name)
-        if theirs is None or (mine is not None and theirs.time < mine.time):
-            self._reannounce(mine)
-
-    def _reannounce(self, mine: StateMessage | None) -> None:
-        """
-        Broadcast our state again: a peer lacks it (we were away, or we are
-        new).  Never stated yet, it is stated now with a fresh tick.
-        """
-        if self.name in self.broadcasts:
-            return  # already on its way
-        if mine is None:
-            mine = StateMessage(self.name, self._local_state, self.clock.tick())
-            self._store_peer_state(mine)
-        self.events["state_reannounced"] += 1
-        self.broadcasts.queue(encode_state(mine), self.name)
-
 
 @implementer(IDelegate, IEventDelegate, IConflictDelegate)
 @attrs.define(eq=False)
 class _NodeDelegate:
     """
-    What the memberlist calls back into (ckit's C{nodeDelegate}).
+    What the memberlist calls back into (ckit's C{nodeDelegate}): gossip
+    goes to the peer state table, each call counted as ckit counts it.
     """
 
-    node: Node
+    states: PeerStates
+    counters: Counter[str]
+    _log = Logger()
 
     def node_meta(self, limit: int) -> bytes:
         return b""
@@ -428,38 +321,38 @@ class _NodeDelegate:
             state = decode_state(message)
         except MessageError as e:
             # Not ckit's (a serf event in a mixed cluster, say): count it.
-            self.node.events["unknown_message"] += 1
-            self.node._log.debug("ignoring gossip message: {error}", error=e)
+            self.counters["unknown_message"] += 1
+            self._log.debug("ignoring gossip message: {error}", error=e)
             return
-        self.node.events["state_change"] += 1
-        self.node._handle_state(state)
+        self.counters["state_change"] += 1
+        self.states.receive(state)
 
     def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
-        return self.node.broadcasts.get(overhead, limit)
+        return self.states.broadcasts.get(overhead, limit)
 
     def local_state(self, join: bool) -> bytes:
-        self.node.events["get_local_state"] += 1
-        return self.node._local_state_bytes()
+        self.counters["get_local_state"] += 1
+        return self.states.local_state()
 
     def merge_remote_state(self, state: bytes, join: bool) -> None:
-        self.node.events["merge_remote_state"] += 1
+        self.counters["merge_remote_state"] += 1
         try:
-            self.node._merge_remote(state)
+            self.states.merge(state)
         except MessageError as e:
-            self.node.events["unknown_state"] += 1
-            self.node._log.debug("ignoring remote state: {error}", error=e)
+            self.counters["unknown_state"] += 1
+            self._log.debug("ignoring remote state: {error}", error=e)
 
     def notify_join(self, member: Member) -> None:
-        self.node.events["node_join"] += 1
-        self.node._update_peer(member)
+        self.counters["node_join"] += 1
+        self.states.joined(member)
 
     def notify_leave(self, member: Member) -> None:
-        self.node.events["node_leave"] += 1
-        self.node._remove_peer(member.name)
+        self.counters["node_leave"] += 1
+        self.states.left(member.name)
 
     def notify_update(self, member: Member) -> None:
-        self.node.events["node_update"] += 1
-        self.node._update_peer(member)
+        self.counters["node_update"] += 1
+        self.states.joined(member)
 
     def notify_conflict(self, existing: Member, other: Member) -> None:
-        self.node.events["node_conflict"] += 1
+        self.counters["node_conflict"] += 1

@@ -9,14 +9,15 @@ import ipaddress
 import os
 import socket
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import attrs
+from prometheus_client import CollectorRegistry
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 
 from cluster.gossip import GossipConfig, Keyring
 from cluster.gossip.advertise import DEFAULT_INTERFACES
-from cluster.gossip.config import not_negative, port_number
+from cluster.gossip.config import GossipSettings, not_negative, port_number
 
 __all__ = ["DiscoverPeers", "Options"]
 
@@ -83,9 +84,9 @@ class Options:
     @raise ValueError: naming the field, for an invalid value or combination.
     """
 
-    log: Any = None
-    metrics: Any = None
-    tracer: Any = None
+    log: Logger | None = None
+    metrics: CollectorRegistry | None = None
+    tracer: object = None
     enable_clustering: bool = False
     node_name: str = attrs.field(factory=socket.gethostname)
     advertise_address: str | None = None
@@ -136,7 +137,7 @@ class Options:
         The L{GossipConfig} these options give the node.
         """
         base = self.gossip or GossipConfig.lan()
-        settings: dict[str, Any] = {
+        settings: GossipSettings = {
             "name": self.node_name,
             "bind_address": self.bind_address,
             "bind_port": self.bind_port,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 import random
-from typing import Any
+from collections.abc import Callable
 
 import attrs
 from prometheus_client import Gauge
@@ -28,13 +28,14 @@ from twisted.internet.defer import (
     maybeDeferred,
     succeed,
 )
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
+from cluster.gossip.interfaces import ITransport, reactor_or_global
 from cluster.interfaces import Cluster, Component, ServiceHost
 from cluster.node import FuncObserver, Node
 from cluster.options import Options, split_advertise_address
@@ -125,8 +126,8 @@ class ClusterView:
 
     sharder: Sharder
     options: Options
-    reactor: Any
-    on_change: Any
+    reactor: IReactorTime
+    on_change: Callable[[], object]
     ready_gauge: Gauge | None = None
     _state: _Readiness = attrs.field(default=_Readiness.NOT_READY, init=False)
     _deadline: IDelayedCall | None = attrs.field(default=None, init=False)
@@ -222,9 +223,9 @@ class ClusterService(service.Service):
     """
 
     options: Options
-    reactor: Any = None
-    host: Any = attrs.field(factory=SimpleServiceHost)
-    transport: Any = None
+    reactor: IReactorTime = attrs.field(default=None, converter=reactor_or_global)
+    host: ServiceHost = attrs.field(factory=SimpleServiceHost)
+    transport: ITransport | None = None
     rng: random.Random = attrs.field(factory=random.Random)
 
     sharder: Sharder = attrs.field(init=False)
@@ -239,12 +240,6 @@ class ClusterService(service.Service):
 
     def __attrs_post_init__(self) -> None:
         self.name = SERVICE_NAME
-        if self.reactor is None:
-            from twisted.internet import reactor
-
-            self.reactor = reactor
-        if self.host is None:
-            self.host = SimpleServiceHost()
         self._log = self.options.log or Logger()
         if self.options.enable_tls:
             raise ValueError(

@@ -28,109 +28,136 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-import socket
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-from twisted.internet.base import DelayedCall
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import (
+    AlreadyCalled,
+    AlreadyCancelled,
+    ConnectionRefusedError,
+)
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
-from cluster.gossip.config import GossipConfig
-from cluster.gossip.interfaces import IPacketHandler, ITransport
+from cluster.gossip.config import GossipConfig, GossipSettings
+from cluster.gossip.interfaces import IPacketHandler, ITransport, StreamTimeout
 from cluster.gossip.memberlist import Memberlist
-from cluster.gossip.transport import StreamTimeout
 from cluster.interfaces import ServiceHost
 from cluster.node import Node
 from cluster.options import Options
 from cluster.service import ClusterService, SimpleServiceHost
 from cluster.shard import Sharder
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = [
     "SimulatedClock",
     "SimulatedNetwork",
     "SimulatedTransport",
-    "free_loopback_port",
 ]
 
 Address = tuple[str, int]
 DEFAULT_PORT = 7946
 
 
-def free_loopback_port() -> int:
+@implementer(IDelayedCall)
+class _Timer:
     """
-    A port number free for both TCP and UDP on 127.0.0.1, for tests and
-    benchmarks that start real processes (memberlist uses one number for
-    both).
+    One call scheduled on a L{SimulatedClock}.
     """
-    while True:
-        tcp = socket.socket()
-        tcp.bind(("127.0.0.1", 0))
-        port = int(tcp.getsockname()[1])
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            udp.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        else:
-            return port
-        finally:
-            tcp.close()
-            udp.close()
+
+    def __init__(
+        self,
+        clock: SimulatedClock,
+        when: float,
+        func: Callable[..., object],
+        args: tuple[object, ...],
+        kw: dict[str, object],
+    ) -> None:
+        self.clock = clock
+        self.time = when
+        self.func, self.args, self.kw = func, args, kw
+        self.cancelled = self.called = False
+
+    def getTime(self) -> float:
+        return self.time
+
+    def active(self) -> bool:
+        return not (self.cancelled or self.called)
+
+    def cancel(self) -> None:
+        if self.cancelled:
+            raise AlreadyCancelled()
+        if self.called:
+            raise AlreadyCalled()
+        self.cancelled = True
+
+    def reset(self, secondsFromNow: float) -> None:
+        self._move(self.clock.seconds() + secondsFromNow)
+
+    def delay(self, secondsLater: float) -> None:
+        self._move(self.time + secondsLater)
+
+    def _move(self, when: float) -> None:
+        if not self.active():
+            raise AlreadyCancelled() if self.cancelled else AlreadyCalled()
+        self.time = when
+        # The old heap entry no longer matches our time and is skipped.
+        self.clock.schedule(self)
 
 
 class SimulatedClock(Clock):
     """
-    A L{Clock} for many timers: a heap instead of a sorted list, and calls
-    run at their own scheduled time while L{advance} walks forward, so a
-    single C{advance(30)} is as exact as thirty thousand small steps.
+    A L{Clock} for many timers.
+
+    L{Clock} keeps its calls in a sorted list, re-sorted on every
+    C{callLater}: fine for a test with a few timers, slow for a simulation
+    of hundreds of nodes with several timers each.  This clock keeps its
+    own timers in a heap instead, and runs each at its own scheduled time
+    while L{advance} walks forward, so a single C{advance(30)} is as exact
+    as thirty thousand small steps.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self._heap: list[tuple[float, int, DelayedCall]] = []
+        self._heap: list[tuple[float, int, _Timer]] = []
         self._serial = itertools.count()
 
     def callLater(
         self, delay: float, callable: Callable[..., object], *args: object, **kw: object
     ) -> IDelayedCall:
-        call = DelayedCall(
-            self.seconds() + delay,
-            callable,
-            args,
-            kw,
-            lambda c: None,  # cancelled entries are skipped when popped
-            self._push,
-            self.seconds,
-        )
-        self._push(call)
-        return call
+        timer = _Timer(self, self.seconds() + delay, callable, args, kw)
+        self.schedule(timer)
+        return timer
 
-    def _push(self, call: DelayedCall) -> None:
-        heapq.heappush(self._heap, (call.getTime(), next(self._serial), call))
+    def schedule(self, timer: _Timer) -> None:
+        """
+        Put C{timer} in the heap at its time.
+        """
+        heapq.heappush(self._heap, (timer.time, next(self._serial), timer))
 
     def getDelayedCalls(self) -> list[IDelayedCall]:
         seen: dict[int, IDelayedCall] = {}
-        for when, _, call in self._heap:
-            if call.active() and call.getTime() == when:
-                seen[id(call)] = call
+        for when, _, timer in self._heap:
+            if timer.active() and timer.time == when:
+                seen[id(timer)] = timer
         return list(seen.values())
 
     def advance(self, amount: float) -> None:
         target = self.rightNow + amount
         heap = self._heap
         while heap and heap[0][0] <= target:
-            when, _, call = heapq.heappop(heap)
-            if call.cancelled or call.called or call.getTime() != when:
-                continue
+            when, _, timer = heapq.heappop(heap)
+            if not timer.active() or timer.time != when:
+                continue  # cancelled, or moved by reset() or delay()
             self.rightNow = max(self.rightNow, when)
-            call.called = 1
-            call.func(*call.args, **call.kw)
+            timer.called = True
+            timer.func(*timer.args, **timer.kw)
         self.rightNow = target
 
 
@@ -221,34 +248,28 @@ class SimulatedNetwork:
         return SimulatedTransport(self, host or self.new_host(), port)
 
     def _prepare(
-        self,
-        name: str,
-        config: GossipConfig | None,
-        host: str | None,
-        overrides: dict[str, Any],
-    ) -> dict[str, Any]:
+        self, name: str, config: GossipConfig | None, host: str | None
+    ) -> tuple[GossipConfig, SimulatedTransport, random.Random]:
+        """
+        A configuration for C{name} at a new simulated address (the given
+        C{config}, LAN defaults by default), its transport, and a random
+        source derived from the network's seed.
+        """
         transport = self.transport(host)
         base = config or GossipConfig.lan(name=name)
-        settings = {
-            "name": name,
-            "bind_address": transport.host,
-            "bind_port": transport.port,
-            **overrides,
-        }
+        config = attrs.evolve(
+            base, name=name, bind_address=transport.host, bind_port=transport.port
+        )
         self._node_seeds += 1
-        return {
-            "config": attrs.evolve(base, **settings),
-            "reactor": self.clock,
-            "transport": transport,
-            "rng": random.Random(f"{self.seed}/{self._node_seeds}"),
-        }
+        return config, transport, random.Random(f"{self.seed}/{self._node_seeds}")
 
     def memberlist(
         self,
         name: str,
+        /,
         config: GossipConfig | None = None,
         host: str | None = None,
-        **overrides: Any,
+        **overrides: Unpack[GossipSettings],
     ) -> Memberlist:
         """
         A L{Memberlist} on a new simulated host, not yet started.
@@ -256,20 +277,28 @@ class SimulatedNetwork:
         @param config: the base configuration (LAN defaults if omitted);
             C{name}, the address and any C{overrides} are applied to it.
         """
-        return Memberlist(**self._prepare(name, config, host, overrides))
+        base, transport, rng = self._prepare(name, config, host)
+        return Memberlist(attrs.evolve(base, **overrides), self.clock, transport, rng)
 
+    # The factories below take the same arguments on purpose (a user moves
+    # from one to another by changing the name); _prepare holds their logic.
     def node(
         self,
         name: str,
+        /,
         sharder: Sharder | None = None,
         config: GossipConfig | None = None,
         host: str | None = None,
-        **overrides: Any,
+        **overrides: Unpack[GossipSettings],
     ) -> Node:
         """
-        A ckit-style L{Node} on a new simulated host, not yet started.
+        A ckit-style L{Node} on a new simulated host, not yet started (the
+        same arguments as L{memberlist}, and the sharder to feed).
         """
-        return Node(sharder=sharder, **self._prepare(name, config, host, overrides))
+        base, transport, rng = self._prepare(name, config, host)
+        return Node(
+            attrs.evolve(base, **overrides), sharder, self.clock, transport, rng
+        )
 
     def cluster_service(
         self,

@@ -5,26 +5,36 @@ Scaffolding shared by the tests.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.names import dns
 from twisted.names.common import ResolverBase
 from twisted.names.error import DNSNameError
+from zope.interface import implementer
 
-from cluster.gossip import Member, Memberlist
+from cluster.discovery import static
+from cluster.gossip import IEventDelegate, ITransport, Member, Memberlist, MemberState
+from cluster.node import Node
+from cluster.options import Options
+from cluster.service import ClusterService, SimpleServiceHost
+from cluster.testing import SimulatedNetwork
 
 _log = Logger()
+
+# The global reactor, typed as what these helpers use of it.
+_clock = cast(IReactorTime, reactor)
 
 
 def now() -> float:
     """
     The global reactor's time.
     """
-    return float(reactor.seconds())  # type: ignore[attr-defined]
+    return float(_clock.seconds())
 
 
 async def wait_for(
@@ -57,7 +67,7 @@ async def wait_for(
                 f"{what}: not within {bound:.1f} s, the configuration's worst "
                 f"case (waited {took:.1f} s)"
             )
-        await task.deferLater(reactor, 0.05, lambda: None)  # type: ignore[arg-type]
+        await task.deferLater(_clock, 0.05, lambda: None)
 
 
 def known(node: Memberlist, name: str) -> Member:
@@ -68,6 +78,145 @@ def known(node: Memberlist, name: str) -> Member:
     if member is None:
         raise AssertionError(f"{node.name} has no record of {name}")
     return member
+
+
+def node_of(service: ClusterService) -> Node:
+    """
+    C{service}'s cluster node, failing the test when it has none (before
+    it starts, or with clustering disabled).
+    """
+    if service.node is None:
+        raise AssertionError(f"{service.options.node_name} has no cluster node")
+    return service.node
+
+
+def start_and_join(
+    network: SimulatedNetwork,
+    *names: str,
+    each: Sequence[Mapping[str, Any]] = (),
+    settle: float | None = None,
+    **overrides: Any,
+) -> list[Memberlist]:
+    """
+    Create a memberlist on C{network} for each of C{names}, in that order,
+    start them all, then have every one but the first join through the
+    first.  The order of these calls is what the seeded outcomes of the
+    simulations depend on.
+
+    @param each: options for the node at the same index, on top of
+        C{overrides} (one mapping per name, or none at all).
+    @param settle: if given, run the network this many seconds afterwards.
+    @return: the nodes, in the order of C{names}.
+    """
+    if each and len(each) != len(names):
+        raise ValueError(f"{len(each)} option sets for {len(names)} names")
+    nodes = [
+        network.memberlist(name, **{**overrides, **(each[i] if each else {})})
+        for i, name in enumerate(names)
+    ]
+    for node in nodes:
+        node.start()
+    seed = nodes[0].local_member().full_address()
+    for node in nodes[1:]:
+        node.join([seed])
+    if settle is not None:
+        network.run(settle)
+    return nodes
+
+
+@implementer(IEventDelegate)
+class EventRecorder:
+    """
+    An event delegate that records the names of the members it is told
+    about.
+
+    @ivar joined: members that became alive, in order.
+    @ivar left: members that left (a leave in state I{left}).
+    @ivar dead: members declared dead (any other leave).
+    @ivar updated: members whose metadata changed.
+    """
+
+    def __init__(self) -> None:
+        self.joined: list[str] = []
+        self.left: list[str] = []
+        self.dead: list[str] = []
+        self.updated: list[str] = []
+
+    def notify_join(self, member: Member) -> None:
+        self.joined.append(member.name)
+
+    def notify_leave(self, member: Member) -> None:
+        if member.state == MemberState.LEFT:
+            self.left.append(member.name)
+        else:
+            self.dead.append(member.name)
+
+    def notify_update(self, member: Member) -> None:
+        self.updated.append(member.name)
+
+
+def transport_of(service: ClusterService) -> ITransport:
+    """
+    The transport C{service} was given (a simulated one), failing the test
+    when it has none.
+    """
+    if service.transport is None:
+        raise AssertionError(f"{service.options.node_name} has no transport")
+    return service.transport
+
+
+def host_of(service: ClusterService) -> SimpleServiceHost:
+    """
+    C{service}'s default component host, to register components on.
+    """
+    if not isinstance(service.host, SimpleServiceHost):
+        raise AssertionError(f"{service.options.node_name} has its own host")
+    return service.host
+
+
+def address(service: ClusterService) -> str:
+    """
+    The C{host:port} that C{service}'s transport listens on.
+    """
+    transport = transport_of(service)
+    return f"{transport.host}:{transport.port}"
+
+
+def cluster_services(
+    network: SimulatedNetwork,
+    count: int,
+    prefix: str = "svc",
+    *,
+    seeds: int = 1,
+    stagger: float | None = None,
+    **options: Any,
+) -> list[ClusterService]:
+    """
+    C{count} cluster services on C{network}, named C{prefix-0},
+    C{prefix-1} and so on, with clustering enabled and C{options}.  Each
+    discovers (statically) the first C{seeds} services built before it, so
+    the first bootstraps a new cluster.
+
+    @param stagger: if given, start each service as soon as it is built
+        and run the network this many seconds before building the next;
+        otherwise none is started.
+    @return: the services, in the order they were built.
+    """
+    services: list[ClusterService] = []
+    for i in range(count):
+        svc = network.cluster_service(
+            Options(
+                enable_clustering=True,
+                node_name=f"{prefix}-{i}",
+                discover_peers=static([address(s) for s in services[:seeds]]),
+                **options,
+            )
+        )
+        services.append(svc)
+        if stagger is not None:
+            svc.startService()
+            network.run(stagger)
+    return services
 
 
 Answer = tuple[list[dns.RRHeader], list[dns.RRHeader], list[dns.RRHeader]]

@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from cluster import ClusterService, Options, PeerState
 from cluster.testing import SimulatedNetwork
+from tests.helpers import host_of, transport_of
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 
@@ -35,7 +36,7 @@ class WorkItemsTests(SynchronousTestCase):
         services: list[ClusterService] = []
         components: list[Any] = []
         for i in range(3):
-            seeds = [f"{services[0].transport.host}:7946"] if services else []
+            seeds = [f"{transport_of(services[0]).host}:7946"] if services else []
             svc = network.cluster_service(
                 Options(
                     enable_clustering=True,
@@ -44,7 +45,7 @@ class WorkItemsTests(SynchronousTestCase):
                 )
             )
             component = workers.WorkItems(svc.data(), f"w{i}")
-            svc.host.register(component)
+            host_of(svc).register(component)
             services.append(svc)
             components.append(component)
         for svc in services:

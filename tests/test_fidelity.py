@@ -16,7 +16,6 @@ from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from cluster.discovery import static
 from cluster.gossip import (
     GossipConfig,
     IDelegate,
@@ -34,8 +33,9 @@ from cluster.gossip.advertise import (
     system_interfaces,
 )
 from cluster.gossip.framing import StreamCodec
-from cluster.gossip.memberlist import BindError, ProtocolMismatchError
-from cluster.gossip.transport import NetTransport
+from cluster.gossip.memberlist import BindError
+from cluster.gossip.state import ProtocolMismatchError
+from cluster.gossip.transport import NetTransport, free_loopback_port
 from cluster.gossip.wire import PushNodeState, PushPull, ip_to_bytes
 from cluster.messages import (
     StateMessage,
@@ -46,25 +46,10 @@ from cluster.messages import (
 from cluster.options import Options
 from cluster.peer import PeerState
 from cluster.service import ClusterService
-from cluster.testing import SimulatedNetwork, free_loopback_port
-from tests.helpers import FakeResolver, known
+from cluster.testing import SimulatedNetwork
+from tests.helpers import FakeResolver, cluster_services, known, start_and_join
 
 VSN = bytes([1, 5, 2, 0, 0, 0])
-
-
-def started(
-    network: SimulatedNetwork, *names: str, **overrides: Any
-) -> list[Memberlist]:
-    """
-    Start C{names} on C{network} and join each to the first.
-    """
-    nodes = [network.memberlist(name, **overrides) for name in names]
-    for node in nodes:
-        node.start()
-    for node in nodes[1:]:
-        node.join([nodes[0].local_member().full_address()])
-    network.run(2)
-    return nodes
 
 
 def push(node: Memberlist, *entries: PushNodeState, user_state: bytes = b"") -> None:
@@ -72,7 +57,7 @@ def push(node: Memberlist, *entries: PushNodeState, user_state: bytes = b"") -> 
     Hand C{node} a push/pull request carrying C{entries}, as a peer would.
     """
     request = StreamCodec().encode(PushPull(False, entries, user_state), dialler=True)
-    node.stream_received(request, ("127.9.9.9", 7946))
+    node.receiver.stream_received(request, ("127.9.9.9", 7946))
 
 
 def entry(
@@ -139,7 +124,7 @@ class LeaveAndShutdownTests(SynchronousTestCase):
         network = SimulatedNetwork(seed=61)
         # Gossip off: the leave broadcast only rides on probes, once a
         # second, so it needs several seconds to be sent its full count.
-        a, b, _ = started(network, "a", "b", "c", gossip_interval=0)
+        a, b, _ = start_and_join(network, "a", "b", "c", settle=2, gossip_interval=0)
         left = a.leave(0)
         network.run(0.5)
         self.assertNoResult(left)
@@ -149,7 +134,7 @@ class LeaveAndShutdownTests(SynchronousTestCase):
 
     def test_shutdown_fires_pending_leave_with_false(self) -> None:
         network = SimulatedNetwork(seed=62)
-        a, _, _ = started(network, "a", "b", "c", gossip_interval=0)
+        a, _, _ = start_and_join(network, "a", "b", "c", settle=2, gossip_interval=0)
         left = a.leave(0)
         bounded = a.leave(60)
         network.run(0.5)
@@ -160,7 +145,7 @@ class LeaveAndShutdownTests(SynchronousTestCase):
 
     def test_timeout_fires_false(self) -> None:
         network = SimulatedNetwork(seed=63)
-        a, _, _ = started(network, "a", "b", "c", gossip_interval=0)
+        a, _, _ = start_and_join(network, "a", "b", "c", settle=2, gossip_interval=0)
         left = a.leave(0.5)
         network.run(0.6)
         self.assertIs(self.successResultOf(left), False)
@@ -174,12 +159,14 @@ class SendPathTests(SynchronousTestCase):
     def test_more_than_255_broadcasts_are_split_into_compounds(self) -> None:
         network = SimulatedNetwork(seed=71)
         chatty, listener = ChattyDelegate(), ChattyDelegate()
-        a = network.memberlist("a", delegate=chatty, gossip_interval=0)
-        b = network.memberlist("b", delegate=listener, gossip_interval=0)
-        a.start()
-        b.start()
-        b.join([a.local_member().full_address()])
-        network.run(2)
+        a, b = start_and_join(
+            network,
+            "a",
+            "b",
+            each=[{"delegate": chatty}, {"delegate": listener}],
+            gossip_interval=0,
+            settle=2,
+        )
         # One byte each (4 with the type byte and the part length): about
         # 330 fit beside a ping in 1,400 bytes, more than one compound holds.
         sent = sorted(bytes([i % 256]) for i in range(600))
@@ -193,7 +180,9 @@ class SendPathTests(SynchronousTestCase):
 
     def test_raising_event_delegate_on_suspicion_timeout_is_logged(self) -> None:
         network = SimulatedNetwork(seed=72)
-        a, _, c = started(network, "a", "b", "c", events=FaultyEvents())
+        a, _, c = start_and_join(
+            network, "a", "b", "c", settle=2, events=FaultyEvents()
+        )
         network.crash(c)
         # Must not raise out of the clock: the timer is guarded.
         network.run(15)
@@ -215,10 +204,10 @@ class PushPullEdgeTests(SynchronousTestCase):
         whose range a zero-padded vector would have emptied.
         """
         network = SimulatedNetwork(seed=81)
-        (a,) = started(network, "a")
+        (a,) = start_and_join(network, "a", settle=2)
         for short in (b"\x00", bytes([1, 5, 2, 0])):
             with self.assertRaises(ProtocolMismatchError) as caught:
-                a._verify_protocol([entry("short", vsn=short), entry("full")])
+                a.table.verify_protocol([entry("short", vsn=short), entry("full")])
             self.assertEqual(
                 str(caught.exception),
                 "Node 'short' protocol version (0) is incompatible: [1, 5]",
@@ -230,7 +219,7 @@ class PushPullEdgeTests(SynchronousTestCase):
 
     def test_every_local_member_is_verified(self) -> None:
         network = SimulatedNetwork(seed=82)
-        (a,) = started(network, "a")
+        (a,) = start_and_join(network, "a", settle=2)
         # A member that left while speaking protocol 5 still counts in Go:
         # a newcomer understanding only up to 4 is refused because of it.
         push(a, entry("old", vsn=bytes([1, 5, 5, 0, 0, 0])))
@@ -243,13 +232,13 @@ class PushPullEdgeTests(SynchronousTestCase):
 
     def test_port_zero_takes_the_bind_port(self) -> None:
         network = SimulatedNetwork(seed=83)
-        (a,) = started(network, "a")
+        (a,) = start_and_join(network, "a", settle=2)
         push(a, entry("zero", port=0))
         self.assertEqual(known(a, "zero").port, a.config.bind_port)
 
     def test_unknown_member_states_are_ignored(self) -> None:
         network = SimulatedNetwork(seed=84)
-        a, _ = started(network, "a", "b")
+        a, _ = start_and_join(network, "a", "b", settle=2)
         incarnation = known(a, "b").incarnation
         push(
             a,
@@ -281,7 +270,7 @@ class ProbeTimingTests(SynchronousTestCase):
 
     def test_degraded_node_with_good_probes_recovers_in_seven_rounds(self) -> None:
         network = SimulatedNetwork(seed=41)
-        a, _, _ = started(network, "a", "b", "c")
+        a, _, _ = start_and_join(network, "a", "b", "c", settle=2)
         a.awareness.apply_delta(7)
         self.assertEqual(a.health_score(), 7)
         took = network.run_until(lambda: a.health_score() == 0, 60, step=0.01)
@@ -298,7 +287,7 @@ class ProbeTimingTests(SynchronousTestCase):
 
     def test_healthy_probe_rate_is_one_per_interval_at_any_score(self) -> None:
         network = SimulatedNetwork(seed=42)
-        a, _, _ = started(network, "a", "b", "c")
+        a, _, _ = start_and_join(network, "a", "b", "c", settle=2)
         before = a.stats["probes"]
         a.awareness.apply_delta(7)
         network.run(5.0)
@@ -308,7 +297,9 @@ class ProbeTimingTests(SynchronousTestCase):
 
     def test_failed_round_waits_for_the_scaled_deadline(self) -> None:
         network = SimulatedNetwork(seed=43)
-        a, b = started(network, "a", "b", indirect_checks=0, disable_tcp_pings=True)
+        a, b = start_and_join(
+            network, "a", "b", settle=2, indirect_checks=0, disable_tcp_pings=True
+        )
         network.partition([a.transport.host], [b.transport.host])
         a.awareness.apply_delta(3)  # deadline: 4 x 1 s
         probes = a.stats["probes"]
@@ -355,6 +346,7 @@ class StartupFailureTests(TestCase):
             self.assertIn(f"127.0.0.1:{port}", message)
             self.assertIn("in use", message)
         self.assertEqual(node.members(), [])
+        assert isinstance(node.transport, NetTransport)
         self.assertEqual(node.transport.handler, None)
 
     def test_service_start_fails_and_runs_nothing(self) -> None:
@@ -503,6 +495,7 @@ class AdvertiseTests(SynchronousTestCase):
         node = self.memberlist({"lo": (True, ["127.0.0.1"])})
         failure = self.failureResultOf(node.start(), AdvertiseError)
         self.assertIn("set advertise_address", str(failure.value))
+        assert isinstance(node.transport, WildcardTransport)
         self.assertFalse(node.transport.started)
         self.assertEqual(node.members(), [])
 
@@ -525,7 +518,7 @@ class JoinResolutionTests(SynchronousTestCase):
 
     def test_every_address_of_a_name_is_joined(self) -> None:
         network = SimulatedNetwork(seed=91)
-        a, b = started(network, "a", "b")
+        a, b = start_and_join(network, "a", "b", settle=2)
         c = network.memberlist("c")
         c.start()
         resolver = FakeResolver(
@@ -563,30 +556,6 @@ class JoinResolutionTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors()), 0)
 
 
-def services(
-    network: SimulatedNetwork, count: int, **options: Any
-) -> list[ClusterService]:
-    """
-    C{count} cluster services; the first bootstraps, the others join it.
-    """
-    built: list[ClusterService] = []
-    for i in range(count):
-        seeds = (
-            [f"{built[0].transport.host}:{built[0].transport.port}"] if built else []
-        )
-        built.append(
-            network.cluster_service(
-                Options(
-                    enable_clustering=True,
-                    node_name=f"svc-{i}",
-                    discover_peers=static(seeds),
-                    **options,
-                )
-            )
-        )
-    return built
-
-
 class ReadinessOrderTests(SynchronousTestCase):
     """
     Item 5: Alloy's order: readiness before the notification limiter, the
@@ -595,7 +564,7 @@ class ReadinessOrderTests(SynchronousTestCase):
 
     def test_readiness_is_updated_before_the_coalescing(self) -> None:
         network = SimulatedNetwork(seed=51)
-        a, b = services(network, 2, minimum_cluster_size=2)
+        a, b = cluster_services(network, 2, minimum_cluster_size=2)
         a.startService()
         b.startService()
         network.run(3)
@@ -614,7 +583,7 @@ class ReadinessOrderTests(SynchronousTestCase):
 
     def test_deadline_counts_from_creation(self) -> None:
         network = SimulatedNetwork(seed=52)
-        (svc,) = services(
+        (svc,) = cluster_services(
             network, 1, minimum_cluster_size=3, minimum_size_wait_timeout=10.0
         )
         network.run(6)
@@ -629,7 +598,7 @@ class ReadinessOrderTests(SynchronousTestCase):
         # Gossip off and 10 x retransmits: the terminating state needs far
         # more than the 5 s the service waits for it.
         slow = GossipConfig.lan(gossip_interval=0, retransmit_mult=10)
-        a, b = services(network, 2, gossip=slow)
+        a, b = cluster_services(network, 2, gossip=slow)
         events: list[dict[str, Any]] = []
         a._log = Logger(observer=cast(ILogObserver, events.append))
         a.startService()

@@ -8,26 +8,32 @@ is logged, never asserted.
 from __future__ import annotations
 
 import socket
+from typing import TYPE_CHECKING, cast
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.interfaces import IReactorTCP
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
 from cluster.gossip import GossipConfig, ITransport, Memberlist, MemberState
+from cluster.gossip.config import GossipSettings
 from cluster.gossip.framing import PacketCodec
 from cluster.gossip.interfaces import IPacketHandler
 from cluster.gossip.transport import NetTransport
 from cluster.gossip.wire import Ack, Ping, decode_message, encode_message
 from tests.helpers import known, wait_for
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
-def local_node(name: str, **overrides: object) -> Memberlist:
-    config = GossipConfig.local(
-        name=name, bind_address="127.0.0.1", bind_port=0, **overrides
-    )
-    return Memberlist(config, reactor=reactor)
+
+def local_node(name: str, /, **overrides: Unpack[GossipSettings]) -> Memberlist:
+    settings: GossipSettings = {"bind_address": "127.0.0.1", "bind_port": 0}
+    settings.update(overrides)
+    settings["name"] = name
+    return Memberlist(GossipConfig.local(**settings), reactor=reactor)
 
 
 class LoopbackClusterTests(TestCase):
@@ -35,7 +41,7 @@ class LoopbackClusterTests(TestCase):
 
     def test_interfaces(self) -> None:
         node = local_node("iface")
-        self.assertTrue(verifyObject(IPacketHandler, node))
+        self.assertTrue(verifyObject(IPacketHandler, node.receiver))
         self.assertTrue(verifyObject(ITransport, node.transport))
 
     async def test_five_nodes_converge_and_leave(self) -> None:
@@ -111,8 +117,9 @@ async def send_stream(port: int, data: bytes) -> bytes:
     node closes the connection.
     """
     client = ClientProtocol()
-    factory = ClientFactory.forProtocol(lambda: client)
-    reactor.connectTCP("127.0.0.1", port, factory)  # type: ignore[attr-defined,arg-type]
+    factory: ClientFactory[ClientProtocol] = ClientFactory()
+    factory.protocol = lambda: client
+    cast(IReactorTCP, reactor).connectTCP("127.0.0.1", port, factory)
     await wait_for(lambda: client.transport is not None, 5, "connected")
     assert client.transport is not None
     client.transport.write(data)

@@ -10,11 +10,12 @@ import random
 from twisted.internet.defer import CancelledError
 from twisted.trial.unittest import SynchronousTestCase
 
-from cluster.gossip import Member, MemberState
+from cluster.gossip import IDelegate, IEventDelegate, Member, MemberState
 from cluster.messages import (
     LocalState,
     MessageError,
     StateMessage,
+    UnknownStateError,
     decode_local_state,
     decode_state,
     encode_local_state,
@@ -28,7 +29,7 @@ from cluster.node import (
     StateTransitionError,
 )
 from cluster.peer import Peer, PeerState
-from cluster.shard import Op, ring
+from cluster.shard import Op, Sharder, ring
 from cluster.testing import SimulatedNetwork
 
 
@@ -69,6 +70,78 @@ class MessageTests(SynchronousTestCase):
         ]:
             self.assertRaises(MessageError, decode_state, raw)
         self.assertRaises(MessageError, decode_local_state, b"\x02\x86")
+
+    def test_fields_as_go_reads_them(self) -> None:
+        """
+        A missing or nil field is its zero value; Time is a uint64.
+        """
+        header = b"\x12\x01\x01"
+        zero = StateMessage("", PeerState.VIEWER, 0)
+        self.assertEqual(decode_state(header + b"\x80"), zero)
+        nil = b"\x83\xa8NewState\xc0\xa8NodeName\xc0\xa4Time\xc0"
+        self.assertEqual(decode_state(header + nil), zero)
+        late = StateMessage("a", PeerState.TERMINATING, 2**64 - 1)
+        self.assertEqual(decode_state(encode_state(late)), late)
+        # Any integer form will do: this is a signed int64.
+        signed = b"\x81\xa4Time\xd3" + (2**63 - 1).to_bytes(8, "big")
+        self.assertEqual(decode_state(header + signed).time, 2**63 - 1)
+        error = self.assertRaises(
+            MessageError, decode_state, header + b"\x81\xa4Time\xff"
+        )
+        self.assertIn("Time", str(error))
+
+    def test_unknown_state_only_when_otherwise_valid(self) -> None:
+        header = b"\x12\x01\x01"
+        self.assertRaises(
+            UnknownStateError, decode_state, header + b"\x81\xa8NewState\x09"
+        )
+        bad_time = b"\x82\xa8NewState\x09\xa4Time\xa1x"
+        error = self.assertRaises(MessageError, decode_state, header + bad_time)
+        self.assertNotIsInstance(error, UnknownStateError)
+
+    def test_local_state_skips_unknown_states(self) -> None:
+        good = StateMessage("a", PeerState.PARTICIPANT, 5)
+        data = encode_local_state(9, [good, good])
+        future = data.replace(b"NewState\x01", b"NewState\x05", 1)
+        self.assertEqual(decode_local_state(future), LocalState(9, [good], 1))
+        self.assertEqual(decode_local_state(b"\x80"), LocalState(0, []))
+        for bad in [
+            b"\x81\xaaNodeStates\x91\x05",  # an entry that is not a map
+            b"\x81\xabCurrentTime\xa1x",
+        ]:
+            self.assertRaises(MessageError, decode_local_state, bad)
+
+
+def delegate_of(node: Node) -> IDelegate:
+    """
+    The delegate C{node} installed in its memberlist.
+    """
+    delegate = node.memberlist.config.delegate
+    assert delegate is not None
+    return delegate
+
+
+def events_of(node: Node) -> IEventDelegate:
+    """
+    The event delegate C{node} installed in its memberlist.
+    """
+    events = node.memberlist.config.events
+    assert events is not None
+    return events
+
+
+def sharder_of(node: Node) -> Sharder:
+    assert node.sharder is not None
+    return node.sharder
+
+
+def known_state(node: Node, name: str) -> StateMessage:
+    """
+    The state message C{node} stores for C{name}, failing when none.
+    """
+    state = node.states.state_of(name)
+    assert state is not None, f"{node.name} stores no state for {name}"
+    return state
 
 
 def record(into: list[list[Peer]], peers: list[Peer], stay: bool) -> bool:
@@ -114,7 +187,9 @@ class ClusterTests(SynchronousTestCase):
             if not converged(nodes, PeerState.PARTICIPANT):
                 return False
             answers = {
-                tuple(p[0].name for p in n.sharder.lookup_many(keys, 1, Op.READ_WRITE))  # type: ignore[union-attr]
+                tuple(
+                    p[0].name for p in sharder_of(n).lookup_many(keys, 1, Op.READ_WRITE)
+                )
                 for n in nodes
             }
             return len(answers) == 1
@@ -124,7 +199,7 @@ class ClusterTests(SynchronousTestCase):
         network.run(5)
         for change in changes:
             self.assertIsNone(self.successResultOf(change))
-        owners = {p[0].name for p in nodes[0].sharder.lookup_many(keys, 1, Op.READ)}  # type: ignore[union-attr]
+        owners = {p[0].name for p in sharder_of(nodes[0]).lookup_many(keys, 1, Op.READ)}
         self.assertEqual(len(owners), 20)
 
     def test_stale_message_is_ignored(self) -> None:
@@ -133,15 +208,15 @@ class ClusterTests(SynchronousTestCase):
         network.run(3)
         b.change_state(PeerState.PARTICIPANT)
         network.run(3)
-        stored = a._peer_states["node-01"]
+        stored = known_state(a, "node-01")
         stale = StateMessage("node-01", PeerState.VIEWER, stored.time - 1)
-        before = a.events["stale_state"]
-        a.memberlist.config.delegate.notify_msg(encode_state(stale))
+        before = a.gossip_events["stale_state"]
+        delegate_of(a).notify_msg(encode_state(stale))
         self.assertEqual(
             [p.state for p in a.peers() if p.name == "node-01"],
             [PeerState.PARTICIPANT],
         )
-        self.assertEqual(a.events["stale_state"], before + 1)
+        self.assertEqual(a.gossip_events["stale_state"], before + 1)
 
     def test_refutes_equal_time_different_state_about_itself(self) -> None:
         network = SimulatedNetwork(seed=23)
@@ -149,15 +224,15 @@ class ClusterTests(SynchronousTestCase):
         network.run(3)
         a.change_state(PeerState.PARTICIPANT)
         network.run(3)
-        mine = a._peer_states["node-00"]
+        mine = known_state(a, "node-00")
         lie = StateMessage("node-00", PeerState.VIEWER, mine.time)
         before = a.lamport_time()
-        a.memberlist.config.delegate.notify_msg(encode_state(lie))
+        delegate_of(a).notify_msg(encode_state(lie))
         self.assertEqual(a.current_state(), PeerState.PARTICIPANT)
-        self.assertGreater(a._peer_states["node-00"].time, before)
-        self.assertEqual(a._peer_states["node-00"].new_state, PeerState.PARTICIPANT)
+        self.assertGreater(known_state(a, "node-00").time, before)
+        self.assertEqual(known_state(a, "node-00").new_state, PeerState.PARTICIPANT)
         # b hears the lie, then the refutation wins.
-        b.memberlist.config.delegate.notify_msg(encode_state(lie))
+        delegate_of(b).notify_msg(encode_state(lie))
         network.run(3)
         self.assertEqual(
             [p.state for p in b.peers() if p.name == "node-00"],
@@ -188,17 +263,17 @@ class ClusterTests(SynchronousTestCase):
             self.assertEqual(states["node-03"], PeerState.VIEWER)
             self.assertEqual(states["node-00"], PeerState.PARTICIPANT)
         self.assertEqual(
-            nodes[0].sharder.lookup(1, 1, Op.READ)[0].name != "node-03",  # type: ignore[union-attr]
+            sharder_of(nodes[0]).lookup(1, 1, Op.READ)[0].name != "node-03",
             True,
         )
 
     def test_unknown_messages_are_counted(self) -> None:
         network = SimulatedNetwork(seed=25)
         (a,) = cluster_of(network, 1)
-        a.memberlist.config.delegate.notify_msg(b"\x03serf user event")
-        a.memberlist.config.delegate.merge_remote_state(b"\x02serf state", True)
-        self.assertEqual(a.events["unknown_message"], 1)
-        self.assertEqual(a.events["unknown_state"], 1)
+        delegate_of(a).notify_msg(b"\x03serf user event")
+        delegate_of(a).merge_remote_state(b"\x02serf state", True)
+        self.assertEqual(a.gossip_events["unknown_message"], 1)
+        self.assertEqual(a.gossip_events["unknown_state"], 1)
 
 
 class StateChangeTests(SynchronousTestCase):
@@ -251,7 +326,7 @@ class ObserverTests(SynchronousTestCase):
         a.observe(FuncObserver(lambda peers: 1 / 0 > 0))  # raises
         a.observe(FuncObserver(lambda peers: record(seen, peers, True)))
         a.observe(FuncObserver(lambda peers: record(once, peers, False)))
-        delegate = a.memberlist.config.events
+        delegate = events_of(a)
         # Three joins in one reactor turn: observers see one sorted list.
         for name in ("zed", "bob", "kim"):
             delegate.notify_join(
@@ -294,7 +369,7 @@ class ObserverTests(SynchronousTestCase):
         seen: list[list[Peer]] = []
 
         def check(peers: list[Peer]) -> bool:
-            seen.append(a.sharder.peers())  # type: ignore[union-attr]
+            seen.append(sharder_of(a).peers())
             return True
 
         a.observe(FuncObserver(check))

@@ -17,12 +17,12 @@ from collections.abc import Callable
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from cluster import ClusterService, Op, Options, PeerState
-from cluster.discovery import static
+from cluster import ClusterService, Op, PeerState
 from cluster.gossip.framing import PacketCodec
 from cluster.gossip.wire import MessageType
 from cluster.messages import StateMessage, encode_state
 from cluster.testing import SimulatedNetwork
+from tests.helpers import cluster_services, node_of, transport_of
 
 SEEDS = (1, 2, 3, 4, 5)
 PUSH_PULL_INTERVAL = 30.0
@@ -31,38 +31,27 @@ BOUND = PUSH_PULL_INTERVAL + REJOIN_INTERVAL
 KEYS = [random.Random(8).getrandbits(64) for _ in range(10_000)]
 
 
-def address(svc: ClusterService) -> str:
-    return f"{svc.transport.host}:{svc.transport.port}"
-
-
 def cluster(network: SimulatedNetwork, size: int = 4) -> list[ClusterService]:
     """
     C{size} services that discover each other through the first two, all
     participants once joined.
     """
-    services: list[ClusterService] = []
-    for i in range(size):
-        svc = network.cluster_service(
-            Options(
-                enable_clustering=True,
-                node_name=f"node-{i}",
-                rejoin_interval=REJOIN_INTERVAL,
-                discover_peers=static([address(s) for s in services[:2]]),
-            )
-        )
-        services.append(svc)
-        svc.startService()
-        network.run(0.5)
+    services = cluster_services(
+        network,
+        size,
+        "node",
+        seeds=2,
+        stagger=0.5,
+        rejoin_interval=REJOIN_INTERVAL,
+    )
     for svc in services:
         svc.change_state(PeerState.PARTICIPANT)
     return services
 
 
 def views(services: list[ClusterService]) -> list[list[tuple[str, str, PeerState]]]:
-    assert all(svc.node is not None for svc in services)
     return [
-        [(p.name, p.addr, p.state) for p in svc.node.peers()]  # type: ignore[union-attr]
-        for svc in services
+        [(p.name, p.addr, p.state) for p in node_of(svc).peers()] for svc in services
     ]
 
 
@@ -128,7 +117,9 @@ class OwnershipAfterFaultTests(SynchronousTestCase):
             services = cluster(network)
             self.settle(network, services)
             lone, rest = services[-1], services[:-1]
-            network.partition([lone.transport.host], [s.transport.host for s in rest])
+            network.partition(
+                [transport_of(lone).host], [transport_of(s).host for s in rest]
+            )
             network.run(60)
             self.assertNotIn(
                 lone.options.node_name, [p.name for p in rest[0].data().peers()]
@@ -154,7 +145,9 @@ class OwnershipAfterFaultTests(SynchronousTestCase):
             self.settle(network, services)
             mute, rest = services[-1], services[:-1]
             network.partition(
-                [mute.transport.host], [s.transport.host for s in rest], one_way=True
+                [transport_of(mute).host],
+                [transport_of(s).host for s in rest],
+                one_way=True,
             )
             network.run(40)
             self.assertNotIn(
@@ -183,7 +176,9 @@ class OwnershipAfterFaultTests(SynchronousTestCase):
             services = cluster(network)
             self.settle(network, services)
             paused, rest = services[-1], services[:-1]
-            network.partition([paused.transport.host], [s.transport.host for s in rest])
+            network.partition(
+                [transport_of(paused).host], [transport_of(s).host for s in rest]
+            )
             network.run(12)
             self.assertNotIn(
                 paused.options.node_name, [p.name for p in rest[0].data().peers()]
@@ -224,8 +219,10 @@ class OwnershipAfterFaultTests(SynchronousTestCase):
             network.run(10)  # declared dead, not yet forgotten
             replay.start()
             network.run(5)
-            network.restore(victim.transport.host)
-            reborn = network.cluster_service(victim.options, host=victim.transport.host)
+            network.restore(transport_of(victim).host)
+            reborn = network.cluster_service(
+                victim.options, host=transport_of(victim).host
+            )
             reborn.startService()
             everybody = [*rest, reborn]
             expected = everyone(PeerState.PARTICIPANT, rest)
@@ -241,7 +238,7 @@ class OwnershipAfterFaultTests(SynchronousTestCase):
             self.assertGreater(replay.sent, 40)
             for svc in rest:
                 assert svc.node is not None
-                self.assertGreater(svc.node.events["stale_state"], 20)
+                self.assertGreater(svc.node.gossip_events["stale_state"], 20)
             replay.stop()
 
 
@@ -278,7 +275,7 @@ class StaleReplay:
             return
         for svc in self.targets:
             self.transport.send_packet(
-                self.packet, (svc.transport.host, svc.transport.port)
+                self.packet, (transport_of(svc).host, transport_of(svc).port)
             )
             self.sent += 1
         self.network.clock.callLater(0.5, self.tick)

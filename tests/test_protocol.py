@@ -46,6 +46,7 @@ from cluster.gossip.wire import (
     ip_to_bytes,
 )
 from cluster.testing import SimulatedNetwork
+from tests.helpers import known, start_and_join
 
 VSN = bytes([1, 5, 2, 0, 0, 0])
 
@@ -84,23 +85,15 @@ class ConflictRecorder:
         self.conflicts.append((existing, other))
 
 
-def pair(network: SimulatedNetwork, **overrides: Any) -> tuple[Memberlist, Memberlist]:
-    a = network.memberlist("a", **overrides)
-    b = network.memberlist("b", **overrides)
-    a.start()
-    b.start()
-    b.join([a.local_member().full_address()])
-    network.run(2)
-    return a, b
-
-
 def inject(network: SimulatedNetwork, node: Memberlist, *messages: Any) -> None:
     """
     Deliver C{messages} to C{node} as one UDP packet from a stranger.
     """
     parts = [encode_message(m) for m in messages]
     data = parts[0] if len(parts) == 1 else make_compound(parts)
-    node.packet_received(PacketCodec().seal(data, crc=True), ("127.9.9.9", 7946))
+    node.receiver.packet_received(
+        PacketCodec().seal(data, crc=True), ("127.9.9.9", 7946)
+    )
 
 
 class MembershipRuleTests(SynchronousTestCase):
@@ -110,58 +103,58 @@ class MembershipRuleTests(SynchronousTestCase):
 
     def test_incarnation_starts_at_one(self) -> None:
         network = SimulatedNetwork()
-        a, _ = pair(network)
+        a, _ = start_and_join(network, "a", "b", settle=2)
         self.assertEqual(a.local_member().incarnation, 1)
         self.assertEqual(a.local_member().vsn, VSN)
 
     def test_refutes_suspicion_about_itself(self) -> None:
         network = SimulatedNetwork(seed=1)
-        a, b = pair(network)
+        a, b = start_and_join(network, "a", "b", settle=2)
         inject(network, a, Suspect(1, "a", "b"))
         self.assertEqual(a.local_member().incarnation, 2)
         self.assertEqual(a.health_score(), 1)
         network.run(1)
-        self.assertEqual(b.member("a").incarnation, 2)  # type: ignore[union-attr]
-        self.assertEqual(b.member("a").state, MemberState.ALIVE)  # type: ignore[union-attr]
+        self.assertEqual(known(b, "a").incarnation, 2)
+        self.assertEqual(known(b, "a").state, MemberState.ALIVE)
 
     def test_refutes_dead_with_higher_incarnation(self) -> None:
         network = SimulatedNetwork(seed=2)
-        a, _ = pair(network)
+        a, _ = start_and_join(network, "a", "b", settle=2)
         inject(network, a, Dead(9, "a", "b"))
         self.assertEqual(a.local_member().incarnation, 10)
         self.assertEqual(a.local_member().state, MemberState.ALIVE)
 
     def test_stale_messages_are_ignored(self) -> None:
         network = SimulatedNetwork(seed=3)
-        a, b = pair(network)
+        a, b = start_and_join(network, "a", "b", settle=2)
         inject(
             network, a, Alive(5, "b", ip_to_bytes(b.transport.host), 7946, b"x", VSN)
         )
-        self.assertEqual(a.member("b").incarnation, 5)  # type: ignore[union-attr]
+        self.assertEqual(known(a, "b").incarnation, 5)
         inject(network, a, Suspect(4, "b", "c"))
-        self.assertEqual(a.member("b").state, MemberState.ALIVE)  # type: ignore[union-attr]
+        self.assertEqual(known(a, "b").state, MemberState.ALIVE)
         inject(
             network, a, Alive(5, "b", ip_to_bytes(b.transport.host), 7946, b"y", VSN)
         )
-        self.assertEqual(a.member("b").meta, b"x")  # type: ignore[union-attr]
+        self.assertEqual(known(a, "b").meta, b"x")
 
     def test_suspect_then_dead_on_timeout(self) -> None:
         network = SimulatedNetwork(seed=4)
-        a, b = pair(network)
+        a, b = start_and_join(network, "a", "b", settle=2)
         network.crash(b)
         inject(network, a, Suspect(1, "b", "zz"))
-        self.assertEqual(a.member("b").state, MemberState.SUSPECT)  # type: ignore[union-attr]
+        self.assertEqual(known(a, "b").state, MemberState.SUSPECT)
         # Two members: k = 0, so the minimum timeout applies at once.
         network.run(suspicion_timeout(4, 2, 1.0) - 0.01)
-        self.assertEqual(a.member("b").state, MemberState.SUSPECT)  # type: ignore[union-attr]
+        self.assertEqual(known(a, "b").state, MemberState.SUSPECT)
         network.run(0.02)
-        self.assertEqual(a.member("b").state, MemberState.DEAD)  # type: ignore[union-attr]
+        self.assertEqual(known(a, "b").state, MemberState.DEAD)
 
     def test_dead_from_self_is_left(self) -> None:
         network = SimulatedNetwork(seed=5)
-        a, _ = pair(network)
+        a, _ = start_and_join(network, "a", "b", settle=2)
         inject(network, a, Dead(1, "b", "b"))
-        self.assertEqual(a.member("b").state, MemberState.LEFT)  # type: ignore[union-attr]
+        self.assertEqual(known(a, "b").state, MemberState.LEFT)
 
     def test_serf_leave_intent_goes_to_every_live_member_first(self) -> None:
         """
@@ -171,18 +164,18 @@ class MembershipRuleTests(SynchronousTestCase):
         """
         network = RecordingNetwork(seed=18)
         delegates = [AppDelegate() for _ in range(5)]
-        nodes = [
-            network.memberlist(f"s{i}", delegate=d, serf_leave_intent=i == 0)
-            for i, d in enumerate(delegates)
-        ]
-        for node in nodes:
-            node.start()
-        for node in nodes[1:]:
-            node.join([nodes[0].local_member().full_address()])
-        network.run(3)
+        nodes = start_and_join(
+            network,
+            *[f"s{i}" for i in range(5)],
+            each=[
+                {"delegate": d, "serf_leave_intent": i == 0}
+                for i, d in enumerate(delegates)
+            ],
+            settle=3,
+        )
         network.crash(nodes[4])
         network.run(10)
-        self.assertEqual(nodes[0].member("s4").state, MemberState.DEAD)  # type: ignore[union-attr]
+        self.assertEqual(known(nodes[0], "s4").state, MemberState.DEAD)
         before = len(network.sent)
         nodes[0].leave(1)
         intent = serf_leave_intent("s0")
@@ -192,46 +185,41 @@ class MembershipRuleTests(SynchronousTestCase):
         network.run(2)
         for node, delegate in zip(nodes[1:4], delegates[1:4], strict=True):
             self.assertIn(intent[1:], delegate.messages)
-            self.assertEqual(node.member("s0").state, MemberState.LEFT)  # type: ignore[union-attr]
+            self.assertEqual(known(node, "s0").state, MemberState.LEFT)
 
     def test_buddy_system(self) -> None:
         """
         A ping to a suspect carries the suspicion, so it refutes at once.
         """
         network = SimulatedNetwork(seed=6)
-        nodes = [network.memberlist(f"n{i}") for i in range(3)]
-        for node in nodes:
-            node.start()
-        for node in nodes[1:]:
-            node.join([nodes[0].local_member().full_address()])
-        network.run(3)
+        nodes = start_and_join(network, "n0", "n1", "n2", settle=3)
         # n1 cannot hear gossip from n2, so only n0's probe can tell it.
         network.partition([nodes[2].transport.host], [nodes[1].transport.host], True)
         inject(network, nodes[0], Suspect(1, "n1", "n2"))
         network.run(5)
         self.assertGreaterEqual(nodes[1].stats["refuted"], 1)
-        self.assertEqual(nodes[0].member("n1").state, MemberState.ALIVE)  # type: ignore[union-attr]
+        self.assertEqual(known(nodes[0], "n1").state, MemberState.ALIVE)
 
     def test_conflicting_address_is_refused(self) -> None:
         network = SimulatedNetwork(seed=7)
         recorder = ConflictRecorder()
-        a, b = pair(network, conflict=recorder)
+        a, b = start_and_join(network, "a", "b", settle=2, conflict=recorder)
         inject(network, a, Alive(9, "b", ip_to_bytes("127.3.3.3"), 7946, b"", VSN))
-        self.assertEqual(a.member("b").address, b.transport.host)  # type: ignore[union-attr]
+        self.assertEqual(known(a, "b").address, b.transport.host)
         self.assertEqual(len(recorder.conflicts), 1)
         self.assertEqual(recorder.conflicts[0][1].address, "127.3.3.3")
 
     def test_left_node_may_come_back_elsewhere(self) -> None:
         network = SimulatedNetwork(seed=8)
-        a, _ = pair(network)
+        a, _ = start_and_join(network, "a", "b", settle=2)
         inject(network, a, Dead(1, "b", "b"))
         inject(network, a, Alive(1, "b", ip_to_bytes("127.3.3.3"), 7946, b"", VSN))
-        self.assertEqual(a.member("b").address, "127.3.3.3")  # type: ignore[union-attr]
-        self.assertEqual(a.member("b").state, MemberState.ALIVE)  # type: ignore[union-attr]
+        self.assertEqual(known(a, "b").address, "127.3.3.3")
+        self.assertEqual(known(a, "b").state, MemberState.ALIVE)
 
     def test_bad_versions_are_ignored(self) -> None:
         network = SimulatedNetwork(seed=9)
-        a, _ = pair(network)
+        a, _ = start_and_join(network, "a", "b", settle=2)
         inject(
             network,
             a,
@@ -243,7 +231,7 @@ class MembershipRuleTests(SynchronousTestCase):
 
     def test_dead_members_are_reaped(self) -> None:
         network = SimulatedNetwork(seed=10)
-        a, b = pair(network, gossip_to_the_dead_time=5.0)
+        a, b = start_and_join(network, "a", "b", settle=2, gossip_to_the_dead_time=5.0)
         network.crash(b)
         network.run(30)
         self.assertIsNone(a.member("b"))
@@ -252,17 +240,14 @@ class MembershipRuleTests(SynchronousTestCase):
     def test_user_messages_and_state(self) -> None:
         network = SimulatedNetwork(seed=11)
         da, db = AppDelegate(b"A"), AppDelegate(b"B")
-        a = network.memberlist("a", delegate=da)
-        b = network.memberlist("b", delegate=db)
-        a.start()
-        b.start()
-        b.join([a.local_member().full_address()])
-        network.run(1)
+        a, b = start_and_join(
+            network, "a", "b", each=[{"delegate": da}, {"delegate": db}], settle=1
+        )
         self.assertEqual(da.remote_states, [(b"state-of-B", True)])
         self.assertEqual(db.remote_states, [(b"state-of-A", True)])
-        self.assertEqual(b.member("a").meta, b"A")  # type: ignore[union-attr]
-        a.send_best_effort(b.member("b"), b"udp hello")  # type: ignore[arg-type]
-        sent = a.send_reliable(b.member("b"), b"tcp hello")  # type: ignore[arg-type]
+        self.assertEqual(known(b, "a").meta, b"A")
+        a.send_best_effort(known(b, "b"), b"udp hello")
+        sent = a.send_reliable(known(b, "b"), b"tcp hello")
         da.outgoing = [b"piggyback"]
         network.run(2)
         self.assertIsNone(self.successResultOf(sent))
@@ -345,9 +330,9 @@ class MembershipRuleTests(SynchronousTestCase):
         network = SimulatedNetwork(seed=15)
         node = network.memberlist("fuzz")
         node.start()
-        node.packet_received(data, ("127.9.9.9", 1))
-        node.packet_received(b"\x07\x01\x00\x03" + data[:3], ("127.9.9.9", 1))
-        self.successResultOf(node.stream_received(data, ("127.9.9.9", 1)))
+        node.receiver.packet_received(data, ("127.9.9.9", 1))
+        node.receiver.packet_received(b"\x07\x01\x00\x03" + data[:3], ("127.9.9.9", 1))
+        self.successResultOf(node.receiver.stream_received(data, ("127.9.9.9", 1)))
         node.shutdown()
 
 
@@ -374,12 +359,9 @@ class NeverCrashOldPeersTests(SynchronousTestCase):
         """
         network = RecordingNetwork(seed=16, loss=0.05)
         delegate = AppDelegate(b"meta")
-        nodes = [network.memberlist(f"n{i}", delegate=delegate) for i in range(6)]
-        for node in nodes:
-            node.start()
-        for node in nodes[1:]:
-            node.join([nodes[0].local_member().full_address()])
-        network.run(5)
+        nodes = start_and_join(
+            network, *[f"n{i}" for i in range(6)], delegate=delegate, settle=5
+        )
         network.crash(nodes[5])
         nodes[4].leave(1)
         network.run(20)
@@ -456,14 +438,12 @@ class NeverCrashOldPeersPropertyTests(SynchronousTestCase):
             "serf_leave_intent": serf_leave_intent,
         }
         delegates = [QueueDelegate(b"m" * i) for i in range(size)]
-        nodes = [
-            network.memberlist(f"n{i}", delegate=delegates[i], **options)
-            for i in range(size)
-        ]
-        for node in nodes:
-            node.start()
-        for node in nodes[1:]:
-            node.join([nodes[0].local_member().full_address()])
+        nodes = start_and_join(
+            network,
+            *[f"n{i}" for i in range(size)],
+            each=[{"delegate": d} for d in delegates],
+            **options,
+        )
         for i, payload in enumerate(broadcasts):
             delegates[i % size].outgoing.append(payload)
         network.run(3)

@@ -13,10 +13,11 @@ import base64
 import json
 import os
 import shutil
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.interfaces import IReactorProcess
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
@@ -25,7 +26,7 @@ from zope.interface import implementer
 
 from cluster.gossip import GossipConfig, IDelegate, Keyring, Memberlist, MemberState
 from cluster.gossip.suspicion import suspicion_timeout
-from cluster.testing import free_loopback_port
+from cluster.gossip.transport import NetTransport, free_loopback_port
 from tests.helpers import wait_for
 
 SERF = shutil.which("serf")
@@ -67,7 +68,7 @@ class SerfAgent:
             "-log-level=debug",
             *extra,
         ]
-        self.process = reactor.spawnProcess(  # type: ignore[attr-defined]
+        self.process = cast(IReactorProcess, reactor).spawnProcess(
             self.protocol,
             SERF,
             args,
@@ -424,7 +425,7 @@ class MixedClusterTests(SerfTestCase):
             return all(
                 {m.name for m in n.members() if m.state == MemberState.ALIVE} == expect
                 for n in ours
-                if n.transport.handler is not None
+                if cast(NetTransport, n.transport).handler is not None
             )
 
         async def serf_see(expect: set[str]) -> bool:

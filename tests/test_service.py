@@ -20,7 +20,6 @@ from zope.interface.verify import verifyObject
 from cluster import (
     SERVICE_NAME,
     Cluster,
-    ClusterService,
     Component,
     ComponentBlock,
     Op,
@@ -31,6 +30,7 @@ from cluster import (
 )
 from cluster.gossip import GossipConfig
 from cluster.testing import SimulatedNetwork
+from tests.helpers import address, cluster_services, host_of, node_of
 
 
 @implementer(Component)
@@ -49,37 +49,6 @@ class BrokenComponent:
         raise RuntimeError("component bug")
 
 
-def static(peers: list[str]) -> Any:
-    return lambda: peers
-
-
-def address(service: ClusterService) -> str:
-    transport = service.transport
-    return f"{transport.host}:{transport.port}"
-
-
-def build(
-    network: SimulatedNetwork, count: int, prefix: str = "svc", **options: Any
-) -> list[ClusterService]:
-    """
-    C{count} services; the first bootstraps, the rest discover it.
-    """
-    services: list[ClusterService] = []
-    for i in range(count):
-        seeds = [address(services[0])] if services else []
-        services.append(
-            network.cluster_service(
-                Options(
-                    enable_clustering=True,
-                    node_name=f"{prefix}-{i}",
-                    discover_peers=static(seeds),
-                    **options,
-                )
-            )
-        )
-    return services
-
-
 def render(resource: Any, path: list[bytes]) -> tuple[int, bytes]:
     request = DummyRequest(path)
     request.method = b"GET"
@@ -93,7 +62,7 @@ def render(resource: Any, path: list[bytes]) -> tuple[int, bytes]:
 class ReadinessTests(SynchronousTestCase):
     def test_ready_at_minimum_participants(self) -> None:
         network = SimulatedNetwork(seed=40)
-        services = build(network, 5, minimum_cluster_size=3)
+        services = cluster_services(network, 5, minimum_cluster_size=3)
         for svc in services:
             svc.startService()
         network.run(5)
@@ -114,7 +83,7 @@ class ReadinessTests(SynchronousTestCase):
     def test_wait_timeout(self) -> None:
         network = SimulatedNetwork(seed=41)
         registry = CollectorRegistry()
-        (svc,) = build(
+        (svc,) = cluster_services(
             network,
             1,
             minimum_cluster_size=3,
@@ -123,7 +92,7 @@ class ReadinessTests(SynchronousTestCase):
             cluster_name="c1",
         )
         component = RecordingComponent(network.clock)
-        svc.host.register(component)
+        host_of(svc).register(component)
         svc.startService()
         svc.change_state(PeerState.PARTICIPANT)
         network.run(9.9)
@@ -147,20 +116,20 @@ class ReadinessTests(SynchronousTestCase):
 
     def test_minimum_zero_is_always_ready(self) -> None:
         network = SimulatedNetwork(seed=42)
-        (svc,) = build(network, 1)
+        (svc,) = cluster_services(network, 1)
         self.assertTrue(svc.data().ready())
 
 
 class NotificationTests(SynchronousTestCase):
     def test_coalesced_at_most_once_a_second(self) -> None:
         network = SimulatedNetwork(seed=43)
-        services = build(network, 6, minimum_cluster_size=4)
+        services = cluster_services(network, 6, minimum_cluster_size=4)
         component = RecordingComponent(network.clock)
-        services[0].host.register(component)
-        services[0].host.register(BrokenComponent())
-        services[0].host.register(object())  # not a Component: ignored
+        host_of(services[0]).register(component)
+        host_of(services[0]).register(BrokenComponent())
+        host_of(services[0]).register(object())  # not a Component: ignored
         late = RecordingComponent(network.clock)
-        services[0].host.register(late)
+        host_of(services[0]).register(late)
         for svc in services:
             svc.startService()
         network.run(3)
@@ -220,14 +189,16 @@ class DiscoveryAndJoinTests(SynchronousTestCase):
         for svc in services:
             svc.startService()
         network.run(5)
-        self.assertEqual({p.name for p in a0.node.peers()}, {"a-0", "a-1", "a-2"})  # type: ignore[union-attr]
-        self.assertEqual({p.name for p in b0.node.peers()}, {"b-0", "b-1", "b-2"})  # type: ignore[union-attr]
+        self.assertEqual({p.name for p in node_of(a0).peers()}, {"a-0", "a-1", "a-2"})
+        self.assertEqual({p.name for p in node_of(b0).peers()}, {"b-0", "b-1", "b-2"})
         # Discovery now returns both groups.
         for name in found.keys() | {"a-0", "b-0"}:
             found[name] = [address(a0), address(b0)]
         everyone = {s.options.node_name for s in services}
         took = network.run_until(
-            lambda: all({p.name for p in s.node.peers()} == everyone for s in services),  # type: ignore[union-attr]
+            lambda: all(
+                {p.name for p in node_of(s).peers()} == everyone for s in services
+            ),
             timeout=10.0 + 3.0,
         )
         self.assertIsNotNone(took)
@@ -238,7 +209,7 @@ class DiscoveryAndJoinTests(SynchronousTestCase):
     def joins_with_limit(self, limit: int) -> int:
         network = SimulatedNetwork(seed=45)
         quiet = GossipConfig.lan(push_pull_interval=0)
-        existing = build(network, 10, gossip=quiet)
+        existing = cluster_services(network, 10, gossip=quiet)
         for svc in existing:
             svc.startService()
         network.run(5)
@@ -293,7 +264,7 @@ class DiscoveryAndJoinTests(SynchronousTestCase):
         )
         svc.startService()
         network.run(15)
-        self.assertEqual([p.name for p in svc.node.peers()], ["alone"])  # type: ignore[union-attr]
+        self.assertEqual([p.name for p in node_of(svc).peers()], ["alone"])
         self.successResultOf(svc.change_state(PeerState.PARTICIPANT))
         self.assertEqual(svc.data().lookup(12345, 1, Op.READ_WRITE)[0].name, "alone")
         svc.stopService()
@@ -324,7 +295,7 @@ class DisabledTests(SynchronousTestCase):
 class ServiceSurfaceTests(SynchronousTestCase):
     def test_definition_update_and_interfaces(self) -> None:
         network = SimulatedNetwork(seed=49)
-        (svc,) = build(network, 1)
+        (svc,) = cluster_services(network, 1)
         self.assertEqual(SERVICE_NAME, "cluster")
         self.assertEqual(svc.name, "cluster")
         definition = svc.definition()
@@ -337,7 +308,7 @@ class ServiceSurfaceTests(SynchronousTestCase):
 
     def test_peers_api_excludes_viewers(self) -> None:
         network = SimulatedNetwork(seed=50)
-        services = build(network, 3)
+        services = cluster_services(network, 3)
         for svc in services:
             svc.startService()
         network.run(3)

@@ -17,50 +17,23 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from cluster.gossip import GossipConfig, Member, Memberlist, MemberState
+from cluster.gossip import GossipConfig, Memberlist, MemberState
 from cluster.gossip.suspicion import suspicion_timeout
 from cluster.testing import SimulatedNetwork
-
-
-class Recorder:
-    """
-    An event delegate that records who it saw die.
-    """
-
-    def __init__(self) -> None:
-        self.dead: list[str] = []
-        self.left: list[str] = []
-        self.joined: list[str] = []
-
-    def notify_join(self, member: Member) -> None:
-        self.joined.append(member.name)
-
-    def notify_leave(self, member: Member) -> None:
-        if member.state == MemberState.LEFT:
-            self.left.append(member.name)
-        else:
-            self.dead.append(member.name)
-
-    def notify_update(self, member: Member) -> None:
-        pass
+from tests.helpers import EventRecorder, known, start_and_join
 
 
 def build_cluster(
     network: SimulatedNetwork, size: int, **overrides: Any
-) -> tuple[list[Memberlist], list[Recorder]]:
+) -> tuple[list[Memberlist], list[EventRecorder]]:
     """
-    Start C{size} nodes and have every one join through the first.
+    Start C{size} nodes, each with its own L{EventRecorder}, and have every
+    one join through the first.
     """
-    recorders = [Recorder() for _ in range(size)]
-    nodes = [
-        network.memberlist(f"node-{i:02d}", events=recorders[i], **overrides)
-        for i in range(size)
-    ]
-    for node in nodes:
-        node.start()
-    seed = nodes[0].local_member().full_address()
-    for node in nodes[1:]:
-        node.join([seed])
+    recorders = [EventRecorder() for _ in range(size)]
+    names = [f"node-{i:02d}" for i in range(size)]
+    each = [{"events": recorder} for recorder in recorders]
+    nodes = start_and_join(network, *names, each=each, **overrides)
     return nodes, recorders
 
 
@@ -265,7 +238,7 @@ class LeaveTests(SynchronousTestCase):
         for node, recorder in zip(nodes, recorders, strict=False):
             if node is nodes[3]:
                 continue
-            self.assertEqual(node.member("node-03").state, MemberState.LEFT)  # type: ignore[union-attr]
+            self.assertEqual(known(node, "node-03").state, MemberState.LEFT)
             self.assertEqual(recorder.left, ["node-03"])
             self.assertEqual(recorder.dead, [])
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from typing import Any
+from typing import TypeVar, cast
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime, IResolver
@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 __all__ = [
     "DNS_TIMEOUT",
     "Address",
+    "LookupResult",
     "ResolveError",
     "default_resolver",
     "describe_failure",
@@ -27,12 +28,22 @@ __all__ = [
     "parse_address",
     "parse_ip",
     "record_payloads",
-    "resolve_address",
     "resolve_host",
     "split_host_port",
 ]
 
 Address = tuple[str, int]
+"""
+A host (an IP literal once resolved) and a port.
+"""
+
+LookupResult = tuple[list[dns.RRHeader], list[dns.RRHeader], list[dns.RRHeader]]
+"""
+What an C{IResolver} lookup fires with: answers, authority, additional.
+"""
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 DNS_TIMEOUT: tuple[int, ...] = (1, 3, 5)
 """
@@ -152,29 +163,31 @@ def describe_failure(failure: Failure) -> str:
     return f"{type(failure.value).__name__}: {failure.getErrorMessage()}"
 
 
-def record_payloads(result: Any, kind: int) -> list[Any]:
+def record_payloads(result: LookupResult, kind: type[R]) -> list[R]:
     """
-    The payloads of the C{kind} records among a lookup's answers (which
-    may hold CNAMEs too).
+    The payloads of class C{kind} (C{dns.Record_A}, C{dns.Record_SRV}...)
+    among a lookup's answers, which may hold CNAMEs too.
     """
-    answers = result[0]  # (answers, authority, additional)
-    return [r.payload for r in answers if r.type == kind]
+    answers, _authority, _additional = result
+    return [r.payload for r in answers if isinstance(r.payload, kind)]
 
 
-async def gather(deferreds: Sequence[Deferred[Any]]) -> list[tuple[bool, Any]]:
+async def gather(deferreds: Sequence[Deferred[T]]) -> list[T | Failure]:
     """
-    Wait for every Deferred: C{(True, result)} or C{(False, failure)} each.
+    Wait for every Deferred: its result, or its L{Failure}, each in order.
     Cancellation is passed on, not mistaken for "nothing found".
     """
     if not deferreds:
         return []
-    results: list[tuple[bool, Any]] = await DeferredList(
-        list(deferreds), consumeErrors=True
+    results: list[tuple[bool, T | Failure]] = await DeferredList(
+        cast("list[Deferred[T | Failure]]", list(deferreds)), consumeErrors=True
     )
-    for ok, result in results:
-        if not ok and result.check(CancelledError):
+    outcomes: list[T | Failure] = []
+    for _, result in results:
+        if isinstance(result, Failure) and result.check(CancelledError):
             result.raiseException()
-    return results
+        outcomes.append(result)
+    return outcomes
 
 
 async def resolve_host(
@@ -186,20 +199,26 @@ async def resolve_host(
 
     @raise ResolveError: naming each query's reason when nothing was found.
     """
-    results = await gather(
-        [
-            resolver.lookupAddress(name, tuple(timeout)),
-            resolver.lookupIPV6Address(name, tuple(timeout)),
-        ]
-    )
+    lookups = [
+        resolver.lookupAddress(name, tuple(timeout)),
+        resolver.lookupIPV6Address(name, tuple(timeout)),
+    ]
+    # Twisted's annotations give lookupIPV6Address a tuple of records; both
+    # fire with (answers, authority, additional) lists.
+    results = await gather(cast("list[Deferred[LookupResult]]", lookups))
     found: list[str] = []
     reasons: list[str] = []
-    for (ok, result), kind in zip(results, (dns.A, dns.AAAA), strict=True):
-        if not ok:
+    kinds: tuple[type[dns.Record_A | dns.Record_AAAA], ...] = (
+        dns.Record_A,
+        dns.Record_AAAA,
+    )
+    for result, kind in zip(results, kinds, strict=True):
+        if isinstance(result, Failure):
             reasons.append(describe_failure(result))
             continue
         for record in record_payloads(result, kind):
             # Record_A and Record_AAAA both hold the packed address.
+            assert isinstance(record.address, bytes)
             address = ip_text(ipaddress.ip_address(record.address))
             if address not in found:
                 found.append(address)
@@ -208,12 +227,3 @@ async def resolve_host(
             f"no address for {name!r}: " + (" / ".join(reasons) or "no records")
         )
     return found
-
-
-def resolve_address(
-    resolver: IResolver, name: str, timeout: Sequence[int] = DNS_TIMEOUT
-) -> Deferred[list[str]]:
-    """
-    L{resolve_host} as a Deferred.
-    """
-    return Deferred.fromCoroutine(resolve_host(resolver, name, timeout))

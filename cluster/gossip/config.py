@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Protocol, TypedDict
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 import attrs
 
+from cluster.gossip.interfaces import IConflictDelegate, IDelegate, IEventDelegate
 from cluster.gossip.keyring import Keyring
 
 __all__ = [
@@ -25,12 +30,16 @@ PROTOCOL_VERSION_MAX = 5
 META_MAX_SIZE = 512
 
 
-def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+class _Named(Protocol):
+    name: str
+
+
+def _positive(instance: object, attribute: _Named, value: float) -> None:
     if value <= 0:
         raise ValueError(f"{attribute.name} must be positive, got {value!r}")
 
 
-def not_negative(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+def not_negative(instance: object, attribute: _Named, value: float) -> None:
     """
     An attrs validator: the field must be zero or more.
     """
@@ -38,7 +47,7 @@ def not_negative(instance: object, attribute: attrs.Attribute[Any], value: Any) 
         raise ValueError(f"{attribute.name} must not be negative, got {value!r}")
 
 
-def port_number(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+def port_number(instance: object, attribute: _Named, value: int | None) -> None:
     """
     An attrs validator: the field must be a port number (or None).
     """
@@ -46,7 +55,7 @@ def port_number(instance: object, attribute: attrs.Attribute[Any], value: Any) -
         raise ValueError(f"{attribute.name} must be 0..65535, got {value!r}")
 
 
-def _ip_literal(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+def _ip_literal(instance: object, attribute: _Named, value: str | None) -> None:
     if value is None:
         return
     try:
@@ -57,26 +66,71 @@ def _ip_literal(instance: object, attribute: attrs.Attribute[Any], value: Any) -
         ) from None
 
 
-def _byte(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+def _byte(instance: object, attribute: _Named, value: int) -> None:
     if not 0 <= value <= 255:
         raise ValueError(f"{attribute.name} must be 0..255, got {value!r}")
 
 
-def _label(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+def _label(instance: object, attribute: _Named, value: str) -> None:
     if len(value.encode("utf-8")) > 255:
         raise ValueError("label must be at most 255 bytes")
 
 
 def _interfaces(
-    instance: object, attribute: attrs.Attribute[Any], value: tuple[str, ...] | None
+    instance: object, attribute: _Named, value: tuple[str, ...] | None
 ) -> None:
     if value is not None and not all(isinstance(n, str) and n for n in value):
         raise ValueError(f"{attribute.name} must be interface names, got {value!r}")
 
 
-def _name(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+def _interface_names(names: Iterable[str] | None) -> tuple[str, ...] | None:
+    return None if names is None else tuple(names)
+
+
+def _name(instance: object, attribute: _Named, value: str) -> None:
     if not value:
         raise ValueError("name must not be empty")
+
+
+class GossipSettings(TypedDict, total=False):
+    """
+    The fields of L{GossipConfig}, as keyword overrides of its presets.
+    """
+
+    name: str
+    bind_address: str
+    bind_port: int
+    advertise_address: str | None
+    advertise_port: int | None
+    advertise_interfaces: Sequence[str] | None
+    protocol_version: int
+    delegate_protocol_min: int
+    delegate_protocol_max: int
+    delegate_protocol_version: int
+    tcp_timeout: float
+    indirect_checks: int
+    retransmit_mult: int
+    suspicion_mult: int
+    suspicion_max_timeout_mult: int
+    push_pull_interval: float
+    probe_interval: float
+    probe_timeout: float
+    disable_tcp_pings: bool
+    awareness_max_multiplier: int
+    gossip_nodes: int
+    gossip_interval: float
+    gossip_to_the_dead_time: float
+    dead_node_reclaim_time: float
+    enable_compression: bool
+    udp_buffer_size: int
+    serf_leave_intent: bool
+    label: str
+    keyring: Keyring | None
+    gossip_verify_incoming: bool
+    gossip_verify_outgoing: bool
+    delegate: IDelegate | None
+    events: IEventDelegate | None
+    conflict: IConflictDelegate | None
 
 
 @attrs.frozen
@@ -109,9 +163,11 @@ class GossipConfig:
     advertise_address: str | None = attrs.field(default=None, validator=_ip_literal)
     advertise_port: int | None = attrs.field(default=None, validator=port_number)
     advertise_interfaces: tuple[str, ...] | None = attrs.field(
-        default=None, converter=attrs.converters.optional(tuple), validator=_interfaces
+        default=None, converter=_interface_names, validator=_interfaces
     )
 
+    # One line per memberlist Config field (config.go): lines alike in shape
+    # are different settings with their own defaults and checks.
     protocol_version: int = attrs.field(default=2)
     delegate_protocol_min: int = attrs.field(default=0, validator=_byte)
     delegate_protocol_max: int = attrs.field(default=0, validator=_byte)
@@ -140,9 +196,9 @@ class GossipConfig:
     gossip_verify_incoming: bool = True
     gossip_verify_outgoing: bool = True
 
-    delegate: Any = attrs.field(default=None, eq=False)
-    events: Any = attrs.field(default=None, eq=False)
-    conflict: Any = attrs.field(default=None, eq=False)
+    delegate: IDelegate | None = attrs.field(default=None, eq=False)
+    events: IEventDelegate | None = attrs.field(default=None, eq=False)
+    conflict: IConflictDelegate | None = attrs.field(default=None, eq=False)
 
     def __attrs_post_init__(self) -> None:
         if not PROTOCOL_VERSION_MIN <= self.protocol_version <= PROTOCOL_VERSION_MAX:
@@ -169,18 +225,18 @@ class GossipConfig:
             raise ValueError("udp_buffer_size must be at least 576")
 
     @classmethod
-    def lan(cls, **overrides: Any) -> GossipConfig:
+    def lan(cls, **overrides: Unpack[GossipSettings]) -> GossipConfig:
         """
         memberlist's C{DefaultLANConfig}: 1 s probes, 500 ms timeout.
         """
         return cls(**overrides)
 
     @classmethod
-    def wan(cls, **overrides: Any) -> GossipConfig:
+    def wan(cls, **overrides: Unpack[GossipSettings]) -> GossipConfig:
         """
         memberlist's C{DefaultWANConfig}: 5 s probes, 3 s timeout.
         """
-        settings: dict[str, Any] = {
+        settings: GossipSettings = {
             "tcp_timeout": 30.0,
             "suspicion_mult": 6,
             "push_pull_interval": 60.0,
@@ -190,14 +246,14 @@ class GossipConfig:
             "gossip_interval": 0.5,
             "gossip_to_the_dead_time": 60.0,
         }
-        return cls(**{**settings, **overrides})
+        return cls(**(settings | overrides))
 
     @classmethod
-    def local(cls, **overrides: Any) -> GossipConfig:
+    def local(cls, **overrides: Unpack[GossipSettings]) -> GossipConfig:
         """
         memberlist's C{DefaultLocalConfig}: for nodes on one host.
         """
-        settings: dict[str, Any] = {
+        settings: GossipSettings = {
             "tcp_timeout": 1.0,
             "indirect_checks": 1,
             "retransmit_mult": 2,
@@ -208,7 +264,7 @@ class GossipConfig:
             "gossip_interval": 0.1,
             "gossip_to_the_dead_time": 15.0,
         }
-        return cls(**{**settings, **overrides})
+        return cls(**(settings | overrides))
 
     def vsn(self) -> bytes:
         """
@@ -224,9 +280,3 @@ class GossipConfig:
                 self.delegate_protocol_version,
             ]
         )
-
-    def encryption_enabled(self) -> bool:
-        """
-        Whether a keyring with at least one key is configured.
-        """
-        return self.keyring is not None

@@ -12,17 +12,25 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import attrs
 import msgpack
 
 from cluster.gossip import lzw
-from cluster.gossip.keyring import DecryptError, Keyring, encryption_overhead
+from cluster.gossip.codec import DecodeError, pack, stream_unpacker, unpack
+from cluster.gossip.config import GossipConfig
+from cluster.gossip.keyring import (
+    DecryptError,
+    Keyring,
+    encryption_overhead,
+    encryption_version,
+)
 from cluster.gossip.wire import (
     Message,
     MessageType,
     WireError,
+    decode_message,
     decode_stream_message,
     encode_stream_message,
     stream_message_length,
@@ -30,10 +38,12 @@ from cluster.gossip.wire import (
 
 __all__ = [
     "FrameError",
+    "Opened",
     "PacketCodec",
     "StreamCodec",
     "add_crc",
     "add_label",
+    "codecs_for",
     "compress_message",
     "decompress_message",
     "make_compound",
@@ -52,8 +62,6 @@ MAX_DECOMPRESSED = 40 * 1024 * 1024
 # Compound and compress may nest; senders never do, so a shallow limit is
 # plenty and stops a crafted packet from recursing without end.
 MAX_NESTING = 4
-
-_packer = msgpack.Packer(use_bin_type=False)
 
 
 class FrameError(WireError):
@@ -185,9 +193,9 @@ def compress_message(message: bytes) -> bytes:
     """
     if not message:
         raise ValueError("refusing to compress an empty message")
-    return bytes([MessageType.COMPRESS]) + bytes(
-        _packer.pack({"Algo": 0, "Buf": lzw.compress(message)})
-    )
+    # Keys in sorted order, as Go writes the compress struct.
+    body = pack({"Algo": 0, "Buf": lzw.compress(message)})
+    return bytes([MessageType.COMPRESS]) + body
 
 
 def _decompress_object(body: object) -> bytes:
@@ -213,10 +221,8 @@ def decompress_message(body: bytes) -> bytes:
     Undo L{compress_message}, given the bytes after the type byte.
     """
     try:
-        value = msgpack.unpackb(body, raw=True, strict_map_key=False)
-    except msgpack.ExtraData as extra:
-        value = extra.unpacked
-    except Exception as e:
+        value = unpack(body)
+    except DecodeError as e:
         raise FrameError("compress", f"bad compress body: {e}") from None
     return _decompress_object(value)
 
@@ -224,13 +230,28 @@ def decompress_message(body: bytes) -> bytes:
 # --- packets ---
 
 
-@attrs.define(eq=False)
-class PacketCodec:
+@attrs.define
+class Opened:
     """
-    Seal and open UDP packets for one node.
+    What a received packet held: its messages, and why any part of it was
+    dropped.
+    """
 
-    @ivar label: our cluster label; packets with another (or none) are dropped.
+    messages: list[Message] = attrs.field(factory=list)
+    errors: list[FrameError] = attrs.field(factory=list)
+
+
+@attrs.define(eq=False)
+class _Wrapping:
+    """
+    How one node wraps what it sends, and what it accepts.
+
+    @ivar label: our cluster label; input with another (or none) is dropped.
     @ivar keyring: keys for AES-GCM, or C{None} for a plaintext cluster.
+    @ivar verify_incoming: refuse plaintext when we have a keyring (off only
+        while a cluster is switching encryption on).
+    @ivar verify_outgoing: encrypt what we send when we have a keyring.
+    @ivar compression: LZW-compress what we send when it gets smaller.
     @ivar encryption_version: 1, or 0 when our own protocol version is 1.
     """
 
@@ -240,6 +261,13 @@ class PacketCodec:
     verify_outgoing: bool = True
     compression: bool = True
     encryption_version: int = 1
+
+
+@attrs.define(eq=False)
+class PacketCodec(_Wrapping):
+    """
+    Seal and open UDP packets for one node.
+    """
 
     def overhead(self) -> int:
         """
@@ -283,6 +311,34 @@ class PacketCodec:
                     raise FrameError("decrypt", f"decrypt packet failed: {e}") from None
         return strip_crc(packet)
 
+    def decode(self, packet: bytes) -> Opened:
+        """
+        Open a received packet and decode every message inside it.
+
+        Each part stands alone, as in memberlist: a part that is not a
+        valid message is reported in C{errors} and the others still come
+        out, as do the complete parts before a truncation.
+        """
+        opened = Opened()
+        try:
+            for part in self.messages(self.open(packet)):
+                try:
+                    opened.messages.append(decode_message(part))
+                except WireError as e:
+                    opened.errors.append(FrameError("decode", str(e)))
+        except FrameError as e:
+            opened.errors.append(e)
+        return opened
+
+    def encode(self, parts: Sequence[bytes], crc: bool) -> list[bytes]:
+        """
+        Seal encoded messages for sending: one alone as it is, several in
+        as few compounds as the 255-part limit allows.
+        """
+        if len(parts) == 1:
+            return [self.seal(parts[0], crc)]
+        return [self.seal(compound, crc) for compound in make_compounds(list(parts))]
+
     def messages(self, message: bytes, depth: int = 0) -> Iterator[bytes]:
         """
         Yield every leaf message inside C{message}, recursing through
@@ -306,11 +362,27 @@ class PacketCodec:
             yield message
 
 
+def codecs_for(config: GossipConfig) -> tuple[PacketCodec, StreamCodec]:
+    """
+    The packet and stream codecs of a node configured by C{config}.
+    """
+    wrapping = _Wrapping(
+        label=config.label.encode("utf-8"),
+        keyring=config.keyring,
+        verify_incoming=config.gossip_verify_incoming,
+        verify_outgoing=config.gossip_verify_outgoing,
+        compression=config.enable_compression,
+        encryption_version=encryption_version(config.protocol_version),
+    )
+    settings = attrs.asdict(wrapping, recurse=False)
+    return PacketCodec(**settings), StreamCodec(**settings)
+
+
 # --- streams ---
 
 
 @attrs.define(eq=False)
-class StreamCodec:
+class StreamCodec(_Wrapping):
     """
     Frame, seal and open the messages of a TCP exchange.
 
@@ -318,13 +390,6 @@ class StreamCodec:
     expects it and answers without one.  Encrypted frames authenticate the
     5 header bytes plus the label.
     """
-
-    label: bytes = b""
-    keyring: Keyring | None = None
-    verify_incoming: bool = True
-    verify_outgoing: bool = True
-    compression: bool = True
-    encryption_version: int = 1
 
     def encode(self, message: Message, dialler: bool) -> bytes:
         """
@@ -373,8 +438,7 @@ class StreamCodec:
             end = offset + 5 + length
             return end if end <= len(data) else None
         if kind == MessageType.COMPRESS:
-            unpacker = msgpack.Unpacker(raw=True, strict_map_key=False)
-            unpacker.feed(data[offset + 1 :])
+            unpacker = stream_unpacker(data[offset + 1 :])
             try:
                 unpacker.skip()
             except msgpack.OutOfData:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
@@ -23,7 +24,27 @@ __all__ = [
     "IEventDelegate",
     "IPacketHandler",
     "ITransport",
+    "StreamTimeout",
+    "reactor_or_global",
 ]
+
+
+class StreamTimeout(Exception):
+    """
+    A stream exchange did not complete in time.
+    """
+
+
+def reactor_or_global(reactor: IReactorTime | None) -> IReactorTime:
+    """
+    C{reactor}, or the global reactor when it is C{None}: library code
+    takes a reactor and looks up the global one only at this edge.
+    """
+    if reactor is not None:
+        return reactor
+    from twisted.internet import reactor as global_reactor
+
+    return global_reactor  # type: ignore[return-value]
 
 
 class IDelegate(Interface):

@@ -94,7 +94,9 @@ def compress(data: bytes) -> bytes:
                     continue
                 limit = overflow if overflow < _MAX_CODE else _MAX_CODE
             table[key] = hi
-        # Pending string, then the same hi/widen/reset step as in the loop.
+        # Pending string, then the same hi/widen/reset step as in the loop:
+        # repeated on purpose, the loop being the hot path of every
+        # compressed packet, where a function call per code would slow it.
         bits |= code << nbits
         nbits += width
         hi += 1

@@ -61,7 +61,10 @@ class Member:
 @attrs.define(eq=False)
 class NodeState:
     """
-    Our mutable record of one member.
+    Our mutable record of one member: the fields of L{Member} (declared
+    again on purpose: the table changes them in place on every message,
+    where a frozen L{Member} would cost an allocation each time) and when
+    its state last changed.
 
     @ivar state_change: when C{state} last changed, on our clock.
     """

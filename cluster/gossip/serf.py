@@ -10,13 +10,25 @@ live member and gossips it.
 
 from __future__ import annotations
 
-import msgpack
+import attrs
 
+from cluster.gossip.codec import Kind, encode, go
 from cluster.gossip.wire import MessageType
 
 __all__ = ["SERF_LEAVE", "serf_leave_intent"]
 
 SERF_LEAVE = 0  # serf's messageLeaveType
+
+
+@attrs.frozen
+class _LeaveIntent:
+    """
+    Serf's C{messageLeave}: C{node} leaves, as of Lamport time C{ltime}.
+    """
+
+    ltime: int = attrs.field(metadata=go("LTime", Kind.UINT64))
+    node: str = attrs.field(metadata=go("Node", Kind.STR))
+    prune: bool = attrs.field(metadata=go("Prune", Kind.BOOL))
 
 
 def serf_leave_intent(node: str, ltime: int = 1) -> bytes:
@@ -25,7 +37,5 @@ def serf_leave_intent(node: str, ltime: int = 1) -> bytes:
     leaves.  C{ltime} must exceed any Lamport time Serf has for the node:
     1 suffices for a node that never sent a Serf join intent.
     """
-    body: bytes = msgpack.packb(
-        {"LTime": ltime, "Node": node, "Prune": False}, use_bin_type=False
-    )
+    body = encode(_LeaveIntent(ltime, node, prune=False))
     return bytes([MessageType.USER, SERF_LEAVE]) + body

@@ -5,77 +5,109 @@ number.
 
 Each TCP connection carries one request and at most one reply; both sides
 measure messages by their own lengths, never by waiting for EOF, and the
-whole exchange runs under a timeout.
+whole exchange runs under a deadline (L{TimeoutMixin}, never reset by
+incoming bytes: a peer that trickles one byte a second is cut off too).
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
-from typing import Any, cast
+from typing import cast
 
 import attrs
 from twisted.internet import protocol
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IDelayedCall, IListeningPort, ITCPTransport
+from twisted.internet.interfaces import (
+    IAddress,
+    IConnector,
+    IDelayedCall,
+    IListeningPort,
+    IReactorTCP,
+    IReactorTime,
+    IReactorUDP,
+    ITCPTransport,
+    IUDPTransport,
+)
 from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from cluster.gossip.interfaces import IPacketHandler, ITransport
+from cluster.gossip.interfaces import IPacketHandler, ITransport, StreamTimeout
 
-__all__ = ["NetTransport", "StreamTimeout"]
+__all__ = ["NetTransport", "free_loopback_port"]
 
 UDP_READ_BUFFER = 65536
 MAX_STREAM_BYTES = 64 * 1024 * 1024
 _BIND_ATTEMPTS = 10
 
 
+def free_loopback_port() -> int:
+    """
+    A port number free for both TCP and UDP on 127.0.0.1, for tests and
+    benchmarks that start real processes (memberlist uses one number for
+    both).
+    """
+    while True:
+        tcp = socket.socket()
+        tcp.bind(("127.0.0.1", 0))
+        port = int(tcp.getsockname()[1])
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            udp.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        else:
+            return port
+        finally:
+            tcp.close()
+            udp.close()
+
+
 def _abort(transport: object) -> None:
     cast(ITCPTransport, transport).abortConnection()
-
-
-class StreamTimeout(Exception):
-    """
-    A stream exchange did not complete in time.
-    """
 
 
 class _Datagrams(protocol.DatagramProtocol):
     def __init__(self, owner: NetTransport) -> None:
         self.owner = owner
 
-    def datagramReceived(self, data: bytes, addr: Any) -> None:
+    def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
         handler = self.owner.handler
         if handler is not None:
             handler.packet_received(data, (addr[0], addr[1]))
 
 
-class _FramedStream(protocol.Protocol):
+class _FramedStream(protocol.Protocol, TimeoutMixin):
     """
     Buffer bytes until one complete message is there, measured by a
-    length function; enforce a deadline.
+    length function, within a deadline on the owner's clock.
     """
 
     measure: Callable[[bytes], int | None]
-    timeout: float
+    deadline: float
+    clock: IReactorTime
     _buffer: bytes = b""
-    _timer: IDelayedCall | None = None
     _done: bool = False
 
-    def start_timer(self, clock: Any) -> None:
-        self._timer = clock.callLater(self.timeout, self._timed_out)
+    def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
+        # TimeoutMixin would use the global reactor.
+        return self.clock.callLater(period, func)
 
-    def _timed_out(self) -> None:
-        self._timer = None
-        self.failed(Failure(StreamTimeout("stream timed out")))
+    def start_deadline(self) -> None:
+        self.setTimeout(self.deadline)
+
+    def stop_deadline(self) -> None:
+        self.setTimeout(None)
+
+    def timeoutConnection(self) -> None:
+        if not self._done:
+            self._done = True
+            self.failed(Failure(StreamTimeout("stream timed out")))
         if self.transport is not None:
             _abort(self.transport)
-
-    def stop_timer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
 
     def dataReceived(self, data: bytes) -> None:
         if self._done:
@@ -87,7 +119,7 @@ class _FramedStream(protocol.Protocol):
                 raise ValueError("stream message too large")
         except ValueError as e:
             self._done = True
-            self.stop_timer()
+            self.stop_deadline()
             self.failed(Failure(e))
             if self.transport is not None:
                 _abort(self.transport)
@@ -97,7 +129,7 @@ class _FramedStream(protocol.Protocol):
             self.message_complete(self._buffer[:length])
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
-        self.stop_timer()
+        self.stop_deadline()
         if not self._done:
             self._done = True
             self.closed_early(reason)
@@ -115,7 +147,8 @@ class _FramedStream(protocol.Protocol):
 class _ServerStream(_FramedStream):
     def __init__(self, owner: NetTransport) -> None:
         self.owner = owner
-        self.timeout = owner.stream_timeout
+        self.deadline = owner.stream_timeout
+        self.clock = owner.reactor
 
     def connectionMade(self) -> None:
         handler = self.owner.handler
@@ -124,7 +157,7 @@ class _ServerStream(_FramedStream):
             _abort(self.transport)
             return
         self.owner._servers.add(self)
-        self.start_timer(self.owner.reactor)
+        self.start_deadline()
         self.measure = handler.stream_frame_length
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
@@ -146,7 +179,7 @@ class _ServerStream(_FramedStream):
         d = handler.stream_received(message, source)
 
         def reply(data: bytes | None) -> None:
-            self.stop_timer()
+            self.stop_deadline()
             if self.transport is None:
                 return
             if data:
@@ -155,7 +188,7 @@ class _ServerStream(_FramedStream):
 
         def oops(failure: Failure) -> None:
             self.owner.log.failure("stream handler failed", failure)
-            self.stop_timer()
+            self.stop_deadline()
             if self.transport is not None:
                 _abort(self.transport)
 
@@ -166,7 +199,7 @@ class _ServerFactory(protocol.ServerFactory):
     def __init__(self, owner: NetTransport) -> None:
         self.owner = owner
 
-    def buildProtocol(self, addr: Any) -> _ServerStream:
+    def buildProtocol(self, addr: IAddress | None) -> _ServerStream:
         return _ServerStream(self.owner)
 
 
@@ -175,12 +208,14 @@ class _ClientStream(_FramedStream):
         self,
         request: bytes,
         measure: Callable[[bytes], int | None],
-        timeout: float,
+        deadline: float,
+        clock: IReactorTime,
         result: Deferred[bytes | None],
     ) -> None:
         self.request = request
         self.measure = measure
-        self.timeout = timeout
+        self.deadline = deadline
+        self.clock = clock
         self.result = result
 
     def connectionMade(self) -> None:
@@ -198,7 +233,7 @@ class _ClientStream(_FramedStream):
             self.result.callback(None)
 
     def message_complete(self, message: bytes) -> None:
-        self.stop_timer()
+        self.stop_deadline()
         if not self.result.called:
             self.result.callback(message)
         if self.transport is not None:
@@ -206,18 +241,18 @@ class _ClientStream(_FramedStream):
 
 
 class _ClientFactory(protocol.ClientFactory):
-    def __init__(self, stream: _ClientStream, reactor: Any) -> None:
+    def __init__(self, stream: _ClientStream) -> None:
         self.stream = stream
-        self.reactor = reactor
 
-    def buildProtocol(self, addr: Any) -> _ClientStream:
+    def buildProtocol(self, addr: IAddress | None) -> _ClientStream:
         return self.stream
 
-    def startedConnecting(self, connector: Any) -> None:
-        self.stream.start_timer(self.reactor)
+    def startedConnecting(self, connector: IConnector) -> None:
+        # The deadline covers connecting too.
+        self.stream.start_deadline()
 
-    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
-        self.stream.stop_timer()
+    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
+        self.stream.stop_deadline()
         self.stream.failed(reason)
 
 
@@ -227,12 +262,14 @@ class NetTransport:
     """
     UDP and TCP on one port number of C{bind_address}.
 
+    @ivar reactor: time and sockets: it must also provide C{IReactorTCP}
+        and C{IReactorUDP}.
     @ivar bind_port: 0 picks a free port (the same number for both).
     @ivar stream_timeout: how long an accepted stream may take to deliver
         its request (memberlist's TCPTimeout).
     """
 
-    reactor: Any
+    reactor: IReactorTime
     bind_address: str = "0.0.0.0"
     bind_port: int = 0
     stream_timeout: float = 10.0
@@ -255,14 +292,16 @@ class NetTransport:
         return int(getattr(self._udp.getHost(), "port", 0))
 
     def start(self, handler: IPacketHandler) -> Deferred[None]:
+        tcp_reactor = cast(IReactorTCP, self.reactor)
+        udp_reactor = cast(IReactorUDP, self.reactor)
         last_error: Exception | None = None
         for _ in range(_BIND_ATTEMPTS if self.bind_port == 0 else 1):
-            tcp = self.reactor.listenTCP(
+            tcp = tcp_reactor.listenTCP(
                 self.bind_port, _ServerFactory(self), interface=self.bind_address
             )
-            port = tcp.getHost().port
+            port = int(getattr(tcp.getHost(), "port", 0))
             try:
-                udp = self.reactor.listenUDP(
+                udp = udp_reactor.listenUDP(
                     port,
                     _Datagrams(self),
                     interface=self.bind_address,
@@ -283,7 +322,7 @@ class NetTransport:
         if self._udp is None:
             return
         try:
-            self._udp.write(data, address)  # type: ignore[attr-defined]
+            cast(IUDPTransport, self._udp).write(data, address)
         except Exception as e:
             self.stats_failed += 1
             self.log.debug("send to {address} failed: {e}", address=address, e=e)
@@ -296,13 +335,10 @@ class NetTransport:
         timeout: float,
     ) -> Deferred[bytes | None]:
         result: Deferred[bytes | None] = Deferred()
-        stream = _ClientStream(request, reply_length, timeout, result)
+        stream = _ClientStream(request, reply_length, timeout, self.reactor, result)
         self._clients.add(stream)
-        self.reactor.connectTCP(
-            address[0],
-            address[1],
-            _ClientFactory(stream, self.reactor),
-            timeout=timeout,
+        cast(IReactorTCP, self.reactor).connectTCP(
+            address[0], address[1], _ClientFactory(stream), timeout=timeout
         )
 
         def forget(value: object) -> object:
@@ -314,19 +350,11 @@ class NetTransport:
     def stop(self) -> Deferred[None]:
         streams: list[_FramedStream] = [*self._clients, *self._servers]
         for stream in streams:
-            stream.stop_timer()
+            stream.stop_deadline()
             if stream.transport is not None:
                 _abort(stream.transport)
         ports = [p for p in (self._udp, self._tcp) if p is not None]
         self._udp = self._tcp = None
         self.handler = None
-        waits = [Deferred.fromCoroutine(_stop(p)) for p in ports]
-        from twisted.internet.defer import gatherResults
-
-        return gatherResults(waits).addCallback(lambda _: None)
-
-
-async def _stop(port: IListeningPort) -> None:
-    result = port.stopListening()
-    if isinstance(result, Deferred):
-        await result
+        stopped = gatherResults([maybeDeferred(p.stopListening) for p in ports])
+        return stopped.addCallback(lambda _: None)

@@ -3,10 +3,8 @@ memberlist message bodies: Python values to and from bytes.
 
 Every message starts with a one-byte L{MessageType}, followed by a msgpack
 body encoded as hashicorp/memberlist does it (see C{shared/WIRE.md} sections
-2 and 3): struct fields become a map whose keys are the Go field names in
-sorted order, and C{string} and C{[]byte} values both use the legacy raw
-string family (C{use_bin_type=False}).  Decoding uses C{raw=True} and turns
-the Go C{string} fields back into C{str} here.
+2 and 3).  Each body is a Go struct declared once below, field by field,
+for L{cluster.gossip.codec} to encode and decode.
 
 Framing that wraps whole messages (compound, CRC, label, compression,
 encryption) lives in L{cluster.gossip.framing}.
@@ -15,14 +13,27 @@ encryption) lives in L{cluster.gossip.framing}.
 from __future__ import annotations
 
 import enum
+import ipaddress
 import socket
-from collections.abc import Mapping
-from typing import Any, TypeAlias
+from typing import TypeAlias, TypeVar
 
 import attrs
 import msgpack
 
+from cluster.gossip.address import ip_text
+from cluster.gossip.codec import (
+    DecodeError,
+    Kind,
+    decode,
+    encode,
+    go,
+    stream_unpacker,
+    unpack,
+)
+
 __all__ = [
+    "MAX_PUSH_NODES",
+    "MAX_USER_BYTES",
     "Ack",
     "Alive",
     "Dead",
@@ -43,6 +54,7 @@ __all__ = [
     "encode_stream_message",
     "ip_from_bytes",
     "ip_to_bytes",
+    "stream_message_length",
 ]
 
 
@@ -74,23 +86,20 @@ class MessageType(enum.IntEnum):
     HAS_LABEL = 244
 
 
-# One packer for the whole module: msgpack's Packer is reusable and much
-# cheaper than building one per call.  use_bin_type=False gives the legacy
-# raw family with no str8, which is exactly what go-msgpack 0.5 emits.
-_packer = msgpack.Packer(use_bin_type=False)
-_UINT32 = 0xFFFFFFFF
-_UINT16 = 0xFFFF
-
-
-def _pack(fields: Mapping[str, Any]) -> bytes:
-    # Go's codec writes struct fields in ascending byte order of their names.
-    packed: bytes = _packer.pack({key: fields[key] for key in sorted(fields)})
-    return packed
+# Largest node count / user-state size accepted in a push/pull
+# (memberlist 0.6 limits); anything bigger is an attack or garbage.
+MAX_PUSH_NODES = 1 << 20
+MAX_USER_BYTES = 20 * 1024 * 1024
+# A node state number: memberlist knows 0 to 3; bigger ones are left for
+# the state rules to refuse, absurd ones are garbage.
+_MAX_NODE_STATE = 255
 
 
 def ip_to_bytes(ip: str) -> bytes:
     """
     Pack an IP literal as memberlist's raw C{Addr} (4 or 16 bytes).
+
+    @raise WireError: when C{ip} is not an IP literal.
     """
     try:
         return socket.inet_pton(socket.AF_INET, ip)
@@ -104,273 +113,147 @@ def ip_to_bytes(ip: str) -> bytes:
 
 def ip_from_bytes(raw: bytes) -> str:
     """
-    Turn a raw C{Addr} back into an IP literal.
+    Turn a raw C{Addr} back into an IP literal, as Go prints it.
 
     An IPv4-mapped IPv6 address (what Go sends when it picked the address
     itself after binding 0.0.0.0) becomes its dotted-quad form, because a
     UDP write on an IPv4 socket needs that.
+
+    @raise WireError: when C{raw} is not 4 or 16 bytes long.
     """
-    if len(raw) == 4:
-        return socket.inet_ntop(socket.AF_INET, raw)
-    if len(raw) == 16:
-        if raw[:12] == b"\x00" * 10 + b"\xff\xff":
-            return socket.inet_ntop(socket.AF_INET, raw[12:])
-        return socket.inet_ntop(socket.AF_INET6, raw)
-    raise WireError(f"address must be 4 or 16 bytes, got {len(raw)}")
+    if len(raw) not in (4, 16):
+        raise WireError(f"address must be 4 or 16 bytes, got {len(raw)}")
+    return ip_text(ipaddress.ip_address(raw))
 
 
-# --- field readers: a decoded body is a dict with bytes keys (raw=True) ---
-
-
-def _get_str(body: Mapping[bytes, Any], key: bytes) -> str:
-    value = body.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, bytes):
-        raise WireError(f"{key.decode()} must be a string")
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        raise WireError(f"{key.decode()} is not UTF-8") from None
-
-
-def _get_bytes(body: Mapping[bytes, Any], key: bytes) -> bytes:
-    value = body.get(key)
-    if value is None:
-        return b""
-    if isinstance(value, bytes):
-        return value
-    # go-msgpack also accepts an array of small ints for a []byte field.
-    if isinstance(value, list) and all(
-        isinstance(item, int) and 0 <= item <= 255 for item in value
-    ):
-        return bytes(value)
-    raise WireError(f"{key.decode()} must be bytes")
-
-
-def _get_optional_bytes(body: Mapping[bytes, Any], key: bytes) -> bytes | None:
-    if body.get(key) is None:
-        return None
-    return _get_bytes(body, key)
-
-
-def _get_uint(body: Mapping[bytes, Any], key: bytes, maximum: int = _UINT32) -> int:
-    value = body.get(key, 0)
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise WireError(f"{key.decode()} must be an integer")
-    if not 0 <= value <= maximum:
-        raise WireError(f"{key.decode()} out of range: {value}")
-    return value
-
-
-def _get_bool(body: Mapping[bytes, Any], key: bytes) -> bool:
-    value = body.get(key, False)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise WireError(f"{key.decode()} must be a boolean")
-    return value
-
-
-def _source_fields(
-    source_addr: bytes | None, source_port: int, source_node: str
-) -> dict[str, Any]:
-    # The Source* fields are codec:",omitempty": left out when zero.
-    fields: dict[str, Any] = {}
-    if source_addr:
-        fields["SourceAddr"] = source_addr
-    if source_node:
-        fields["SourceNode"] = source_node
-    if source_port:
-        fields["SourcePort"] = source_port
-    return fields
-
-
-# --- messages ---
+# --- message bodies (net.go) ---
+#
+# One declaration per memberlist struct, field for field: runs of lines
+# alike in shape below are different fields of different structs, not
+# repeated logic.
 
 
 @attrs.frozen
-class Ping:
+class _Sourced:
     """
-    A probe (type 0).  The ack echoes C{seq_no}; it goes to
-    C{source_addr}:C{source_port} when both are set.
+    The fields a prober adds (memberlist 0.3 and later) so that the answer
+    comes back to its advertised address whatever the packet's source:
+    keyword-only, and left out of the wire when empty.
     """
 
-    seq_no: int
-    node: str
-    source_addr: bytes | None = None
-    source_port: int = 0
-    source_node: str = ""
+    source_addr: bytes | None = attrs.field(
+        default=None,
+        kw_only=True,
+        metadata=go("SourceAddr", Kind.OPTIONAL_BYTES, omitempty=True),
+    )
+    source_port: int = attrs.field(
+        default=0,
+        kw_only=True,
+        metadata=go("SourcePort", Kind.UINT16, omitempty=True),
+    )
+    source_node: str = attrs.field(
+        default="",
+        kw_only=True,
+        metadata=go("SourceNode", Kind.STR, omitempty=True),
+    )
+
+
+@attrs.frozen
+class Ping(_Sourced):
+    """
+    A probe (type 0, memberlist's C{ping}).  The ack echoes C{seq_no}; it
+    goes to C{source_addr}:C{source_port} when both are set.
+    """
+
+    seq_no: int = attrs.field(metadata=go("SeqNo", Kind.UINT32))
+    node: str = attrs.field(metadata=go("Node", Kind.STR))
 
     TYPE = MessageType.PING
 
-    def fields(self) -> dict[str, Any]:
-        return {
-            "Node": self.node,
-            "SeqNo": self.seq_no,
-            **_source_fields(self.source_addr, self.source_port, self.source_node),
-        }
-
-    @classmethod
-    def from_body(cls, body: Mapping[bytes, Any]) -> Ping:
-        return cls(
-            seq_no=_get_uint(body, b"SeqNo"),
-            node=_get_str(body, b"Node"),
-            source_addr=_get_optional_bytes(body, b"SourceAddr"),
-            source_port=_get_uint(body, b"SourcePort", _UINT16),
-            source_node=_get_str(body, b"SourceNode"),
-        )
-
 
 @attrs.frozen
-class IndirectPingReq:
+class IndirectPingReq(_Sourced):
     """
-    A request to ping C{node} at C{target}:C{port} on our behalf (type 1).
+    A request to ping C{node} at C{target}:C{port} on our behalf (type 1,
+    C{indirectPingReq}).
     """
 
-    seq_no: int
-    target: bytes
-    port: int
-    node: str
-    nack: bool
-    source_addr: bytes | None = None
-    source_port: int = 0
-    source_node: str = ""
+    seq_no: int = attrs.field(metadata=go("SeqNo", Kind.UINT32))
+    target: bytes = attrs.field(metadata=go("Target", Kind.BYTES))
+    port: int = attrs.field(metadata=go("Port", Kind.UINT16))
+    node: str = attrs.field(metadata=go("Node", Kind.STR))
+    nack: bool = attrs.field(metadata=go("Nack", Kind.BOOL))
 
     TYPE = MessageType.INDIRECT_PING
-
-    def fields(self) -> dict[str, Any]:
-        return {
-            "Nack": self.nack,
-            "Node": self.node,
-            "Port": self.port,
-            "SeqNo": self.seq_no,
-            "Target": self.target,
-            **_source_fields(self.source_addr, self.source_port, self.source_node),
-        }
-
-    @classmethod
-    def from_body(cls, body: Mapping[bytes, Any]) -> IndirectPingReq:
-        return cls(
-            seq_no=_get_uint(body, b"SeqNo"),
-            target=_get_bytes(body, b"Target"),
-            port=_get_uint(body, b"Port", _UINT16),
-            node=_get_str(body, b"Node"),
-            nack=_get_bool(body, b"Nack"),
-            source_addr=_get_optional_bytes(body, b"SourceAddr"),
-            source_port=_get_uint(body, b"SourcePort", _UINT16),
-            source_node=_get_str(body, b"SourceNode"),
-        )
 
 
 @attrs.frozen
 class Ack:
     """
-    The answer to a ping (type 2).  C{payload} is nil unless a ping
-    delegate supplies one; we always send nil (a serf peer would try to
-    read anything else as a network coordinate).
+    The answer to a ping (type 2, C{ackResp}).  C{payload} is nil unless a
+    ping delegate supplies one; we always send nil (a serf peer would try
+    to read anything else as a network coordinate).
     """
 
-    seq_no: int
-    payload: bytes | None = None
+    seq_no: int = attrs.field(metadata=go("SeqNo", Kind.UINT32))
+    payload: bytes | None = attrs.field(
+        default=None, metadata=go("Payload", Kind.OPTIONAL_BYTES)
+    )
 
     TYPE = MessageType.ACK
-
-    def fields(self) -> dict[str, Any]:
-        return {"Payload": self.payload, "SeqNo": self.seq_no}
-
-    @classmethod
-    def from_body(cls, body: Mapping[bytes, Any]) -> Ack:
-        return cls(
-            seq_no=_get_uint(body, b"SeqNo"),
-            payload=_get_optional_bytes(body, b"Payload"),
-        )
 
 
 @attrs.frozen
 class Nack:
     """
-    An intermediary could not reach the target of an indirect ping (type 11).
+    An intermediary could not reach the target of an indirect ping (type
+    11, C{nackResp}).
     """
 
-    seq_no: int
+    seq_no: int = attrs.field(metadata=go("SeqNo", Kind.UINT32))
 
     TYPE = MessageType.NACK
-
-    def fields(self) -> dict[str, Any]:
-        return {"SeqNo": self.seq_no}
-
-    @classmethod
-    def from_body(cls, body: Mapping[bytes, Any]) -> Nack:
-        return cls(seq_no=_get_uint(body, b"SeqNo"))
 
 
 @attrs.frozen
 class ErrResp:
     """
-    The reply on a stream the receiver could not read (type 13).
+    The reply on a stream the receiver could not read (type 13, C{errResp}).
     """
 
-    error: str
+    error: str = attrs.field(metadata=go("Error", Kind.STR))
 
     TYPE = MessageType.ERR
 
-    def fields(self) -> dict[str, Any]:
-        return {"Error": self.error}
 
-    @classmethod
-    def from_body(cls, body: Mapping[bytes, Any]) -> ErrResp:
-        return cls(error=_get_str(body, b"Error"))
+@attrs.frozen
+class _Accusation:
+    """
+    The shape C{suspect} and C{dead} share: C{from_} says C{node} at
+    C{incarnation} is in trouble.
+    """
+
+    incarnation: int = attrs.field(metadata=go("Incarnation", Kind.UINT32))
+    node: str = attrs.field(metadata=go("Node", Kind.STR))
+    from_: str = attrs.field(metadata=go("From", Kind.STR))
 
 
 @attrs.frozen
-class Suspect:
+class Suspect(_Accusation):
     """
     C{from_} suspects C{node} at C{incarnation} (type 3).
     """
 
-    incarnation: int
-    node: str
-    from_: str
-
     TYPE = MessageType.SUSPECT
-
-    def fields(self) -> dict[str, Any]:
-        return {"From": self.from_, "Incarnation": self.incarnation, "Node": self.node}
-
-    @classmethod
-    def from_body(cls, body: Mapping[bytes, Any]) -> Suspect:
-        return cls(
-            incarnation=_get_uint(body, b"Incarnation"),
-            node=_get_str(body, b"Node"),
-            from_=_get_str(body, b"From"),
-        )
 
 
 @attrs.frozen
-class Dead:
+class Dead(_Accusation):
     """
     C{from_} declares C{node} dead (type 5); C{from_ == node} is a leave.
     """
 
-    incarnation: int
-    node: str
-    from_: str
-
     TYPE = MessageType.DEAD
-
-    def fields(self) -> dict[str, Any]:
-        return {"From": self.from_, "Incarnation": self.incarnation, "Node": self.node}
-
-    @classmethod
-    def from_body(cls, body: Mapping[bytes, Any]) -> Dead:
-        return cls(
-            incarnation=_get_uint(body, b"Incarnation"),
-            node=_get_str(body, b"Node"),
-            from_=_get_str(body, b"From"),
-        )
 
 
 @attrs.frozen
@@ -382,76 +265,63 @@ class Alive:
     fewer crash a memberlist 0.2 peer.
     """
 
-    incarnation: int
-    node: str
-    addr: bytes
-    port: int
-    meta: bytes
-    vsn: bytes
+    incarnation: int = attrs.field(metadata=go("Incarnation", Kind.UINT32))
+    node: str = attrs.field(metadata=go("Node", Kind.STR))
+    addr: bytes = attrs.field(metadata=go("Addr", Kind.BYTES))
+    port: int = attrs.field(metadata=go("Port", Kind.UINT16))
+    meta: bytes = attrs.field(metadata=go("Meta", Kind.BYTES))
+    vsn: bytes = attrs.field(metadata=go("Vsn", Kind.BYTES))
 
     TYPE = MessageType.ALIVE
-
-    def fields(self) -> dict[str, Any]:
-        return {
-            "Addr": self.addr,
-            "Incarnation": self.incarnation,
-            "Meta": self.meta,
-            "Node": self.node,
-            "Port": self.port,
-            "Vsn": self.vsn,
-        }
-
-    @classmethod
-    def from_body(cls, body: Mapping[bytes, Any]) -> Alive:
-        return cls(
-            incarnation=_get_uint(body, b"Incarnation"),
-            node=_get_str(body, b"Node"),
-            addr=_get_bytes(body, b"Addr"),
-            port=_get_uint(body, b"Port", _UINT16),
-            meta=_get_bytes(body, b"Meta"),
-            vsn=_get_bytes(body, b"Vsn"),
-        )
 
 
 @attrs.frozen
 class PushNodeState:
     """
-    One member's entry in a push/pull exchange.  C{state} uses the wire
-    numbers: 0 alive, 1 suspect, 2 dead, 3 left.
+    One member's entry in a push/pull exchange (C{pushNodeState}).
+    C{state} uses the wire numbers: 0 alive, 1 suspect, 2 dead, 3 left.
     """
 
-    name: str
-    addr: bytes
-    port: int
-    meta: bytes
-    incarnation: int
-    state: int
-    vsn: bytes
+    name: str = attrs.field(metadata=go("Name", Kind.STR))
+    addr: bytes = attrs.field(metadata=go("Addr", Kind.BYTES))
+    port: int = attrs.field(metadata=go("Port", Kind.UINT16))
+    meta: bytes = attrs.field(metadata=go("Meta", Kind.BYTES))
+    incarnation: int = attrs.field(metadata=go("Incarnation", Kind.UINT32))
+    state: int = attrs.field(metadata=go("State", Kind.INT, maximum=_MAX_NODE_STATE))
+    vsn: bytes = attrs.field(metadata=go("Vsn", Kind.BYTES))
 
-    def fields(self) -> dict[str, Any]:
-        return {
-            "Addr": self.addr,
-            "Incarnation": self.incarnation,
-            "Meta": self.meta,
-            "Name": self.name,
-            "Port": self.port,
-            "State": self.state,
-            "Vsn": self.vsn,
-        }
 
-    @classmethod
-    def from_body(cls, body: Any) -> PushNodeState:
-        if not isinstance(body, dict):
-            raise WireError("push/pull node state must be a map")
-        return cls(
-            name=_get_str(body, b"Name"),
-            addr=_get_bytes(body, b"Addr"),
-            port=_get_uint(body, b"Port", _UINT16),
-            meta=_get_bytes(body, b"Meta"),
-            incarnation=_get_uint(body, b"Incarnation"),
-            state=_get_uint(body, b"State", 255),
-            vsn=_get_bytes(body, b"Vsn"),
-        )
+@attrs.frozen
+class _PushPullLengths:
+    """
+    The part of C{pushPullHeader} that says where a push/pull ends: all
+    that L{stream_message_length} reads (the other keys are ignored).
+    """
+
+    nodes: int = attrs.field(metadata=go("Nodes", Kind.INT, maximum=MAX_PUSH_NODES))
+    user_state_len: int = attrs.field(
+        metadata=go("UserStateLen", Kind.INT, maximum=MAX_USER_BYTES)
+    )
+
+
+@attrs.frozen
+class _PushPullHeader(_PushPullLengths):
+    """
+    C{pushPullHeader}: what precedes the node states and user state.
+    """
+
+    join: bool = attrs.field(metadata=go("Join", Kind.BOOL))
+
+
+@attrs.frozen
+class _UserMsgHeader:
+    """
+    C{userMsgHeader}: the length of a user message on a stream.
+    """
+
+    user_msg_len: int = attrs.field(
+        metadata=go("UserMsgLen", Kind.INT, maximum=MAX_USER_BYTES)
+    )
 
 
 @attrs.frozen
@@ -492,27 +362,44 @@ Message: TypeAlias = (
     | User
 )
 
-_BODY_TYPES: dict[int, Any] = {
+_PacketBody: TypeAlias = (
+    Ping | IndirectPingReq | Ack | Nack | ErrResp | Suspect | Alive | Dead
+)
+_BODY_TYPES: dict[int, type[_PacketBody]] = {
     cls.TYPE: cls
     for cls in (Ping, IndirectPingReq, Ack, Nack, ErrResp, Suspect, Alive, Dead)
 }
+_Body = TypeVar("_Body", bound=attrs.AttrsInstance)
+_STREAM_TYPES = frozenset(
+    (
+        MessageType.PING,
+        MessageType.ACK,
+        MessageType.ERR,
+        MessageType.PUSH_PULL,
+        MessageType.USER,
+    )
+)
 
-# Largest node count / user-state size accepted in a push/pull
-# (memberlist 0.6 limits); anything bigger is an attack or garbage.
-MAX_PUSH_NODES = 1 << 20
-MAX_USER_BYTES = 20 * 1024 * 1024
-_MAX_STREAM_BUFFER = 64 * 1024 * 1024
+
+def _decode(cls: type[_Body], body: object) -> _Body:
+    # The codec's errors, as this module's callers know them.
+    try:
+        return decode(cls, body)
+    except DecodeError as e:
+        raise WireError(str(e)) from None
 
 
 def encode_message(message: Message) -> bytes:
     """
     Encode one message as it travels in a UDP packet (or compound part).
+
+    @raise ValueError: for a push/pull, which only travels on streams.
     """
     if isinstance(message, User):
         return bytes([MessageType.USER]) + message.payload
     if isinstance(message, PushPull):
         raise ValueError("push/pull messages only travel on streams")
-    return bytes([message.TYPE]) + _pack(message.fields())
+    return bytes([message.TYPE]) + encode(message)
 
 
 def encode_stream_message(message: Message) -> bytes:
@@ -523,39 +410,19 @@ def encode_stream_message(message: Message) -> bytes:
     reader never waits for EOF.
     """
     if isinstance(message, PushPull):
-        parts = [
-            bytes([MessageType.PUSH_PULL]),
-            _pack(
-                {
-                    "Join": message.join,
-                    "Nodes": len(message.nodes),
-                    "UserStateLen": len(message.user_state),
-                }
-            ),
-        ]
-        parts.extend(_pack(node.fields()) for node in message.nodes)
+        header = _PushPullHeader(
+            nodes=len(message.nodes),
+            user_state_len=len(message.user_state),
+            join=message.join,
+        )
+        parts = [bytes([MessageType.PUSH_PULL]), encode(header)]
+        parts.extend(encode(node) for node in message.nodes)
         parts.append(message.user_state)
         return b"".join(parts)
     if isinstance(message, User):
-        return (
-            bytes([MessageType.USER])
-            + _pack({"UserMsgLen": len(message.payload)})
-            + message.payload
-        )
+        header_bytes = encode(_UserMsgHeader(len(message.payload)))
+        return bytes([MessageType.USER]) + header_bytes + message.payload
     return encode_message(message)
-
-
-def _unpack_body(body: bytes) -> dict[bytes, Any]:
-    try:
-        value = msgpack.unpackb(body, raw=True, strict_map_key=False)
-    except msgpack.ExtraData as extra:
-        # Go decodes one value from the reader and ignores what follows.
-        value = extra.unpacked
-    except Exception as e:  # msgpack raises many unrelated types
-        raise WireError(f"bad msgpack body: {e}") from None
-    if not isinstance(value, dict):
-        raise WireError("message body must be a map")
-    return value
 
 
 def decode_message(data: bytes) -> Message:
@@ -573,27 +440,29 @@ def decode_message(data: bytes) -> Message:
     cls = _BODY_TYPES.get(kind)
     if cls is None:
         raise WireError(f"message type {kind} not supported on packets")
-    message: Message = cls.from_body(_unpack_body(data[1:]))
-    return message
+    try:
+        return decode(cls, unpack(data[1:]))
+    except DecodeError as e:
+        raise WireError(str(e)) from None
 
 
-def _stream_unpacker(data: bytes, offset: int) -> msgpack.Unpacker:
-    # A fixed cap: msgpack derives its container limits from it, and a
-    # partial buffer must not make a valid header look oversized.
-    unpacker = msgpack.Unpacker(
-        raw=True, strict_map_key=False, max_buffer_size=_MAX_STREAM_BUFFER
-    )
-    unpacker.feed(data[offset:])
-    return unpacker
-
-
-def _next_object(unpacker: msgpack.Unpacker) -> Any:
+def _next_object(unpacker: msgpack.Unpacker) -> object:
     try:
         return unpacker.unpack()
     except msgpack.OutOfData:
         raise WireError("stream message truncated") from None
-    except Exception as e:
+    except Exception as e:  # msgpack raises many unrelated types
         raise WireError(f"bad msgpack in stream: {e}") from None
+
+
+def _raw_tail(data: bytes, unpacker: msgpack.Unpacker, length: int, what: str) -> bytes:
+    # The raw bytes after the msgpack values read so far (data[0] is the
+    # type byte, which the unpacker never saw).
+    start = 1 + unpacker.tell()
+    tail = data[start : start + length]
+    if len(tail) != length:
+        raise WireError(f"{what} truncated")
+    return tail
 
 
 def decode_stream_message(data: bytes) -> Message:
@@ -607,31 +476,19 @@ def decode_stream_message(data: bytes) -> Message:
         raise WireError("missing message type byte")
     kind = data[0]
     if kind == MessageType.PUSH_PULL:
-        unpacker = _stream_unpacker(data, 1)
-        header = _next_object(unpacker)
-        if not isinstance(header, dict):
-            raise WireError("push/pull header must be a map")
-        count = _get_uint(header, b"Nodes", MAX_PUSH_NODES)
-        user_len = _get_uint(header, b"UserStateLen", MAX_USER_BYTES)
+        unpacker = stream_unpacker(data[1:])
+        header = _decode(_PushPullHeader, _next_object(unpacker))
         nodes = tuple(
-            PushNodeState.from_body(_next_object(unpacker)) for _ in range(count)
+            _decode(PushNodeState, _next_object(unpacker)) for _ in range(header.nodes)
         )
-        start = 1 + unpacker.tell()
-        user_state = data[start : start + user_len]
-        if len(user_state) != user_len:
-            raise WireError("push/pull user state truncated")
-        return PushPull(_get_bool(header, b"Join"), nodes, user_state)
+        user_state = _raw_tail(
+            data, unpacker, header.user_state_len, "push/pull user state"
+        )
+        return PushPull(header.join, nodes, user_state)
     if kind == MessageType.USER:
-        unpacker = _stream_unpacker(data, 1)
-        header = _next_object(unpacker)
-        if not isinstance(header, dict):
-            raise WireError("user message header must be a map")
-        length = _get_uint(header, b"UserMsgLen", MAX_USER_BYTES)
-        start = 1 + unpacker.tell()
-        payload = data[start : start + length]
-        if len(payload) != length:
-            raise WireError("user message truncated")
-        return User(payload)
+        unpacker = stream_unpacker(data[1:])
+        user = _decode(_UserMsgHeader, _next_object(unpacker))
+        return User(_raw_tail(data, unpacker, user.user_msg_len, "user message"))
     if kind in (MessageType.PING, MessageType.ACK, MessageType.ERR):
         return decode_message(data)
     raise WireError(f"message type {kind} not supported on streams")
@@ -647,33 +504,24 @@ def stream_message_length(data: bytes, offset: int = 0) -> int | None:
     if len(data) <= offset:
         return None
     kind = data[offset]
-    if kind not in (
-        MessageType.PING,
-        MessageType.ACK,
-        MessageType.ERR,
-        MessageType.PUSH_PULL,
-        MessageType.USER,
-    ):
+    if kind not in _STREAM_TYPES:
         raise WireError(f"message type {kind} not supported on streams")
-    unpacker = _stream_unpacker(data, offset + 1)
+    unpacker = stream_unpacker(data[offset + 1 :])
     try:
-        header = unpacker.unpack()
+        body = unpacker.unpack()
         extra = 0
         if kind == MessageType.PUSH_PULL:
-            if not isinstance(header, dict):
-                raise WireError("push/pull header must be a map")
-            for _ in range(_get_uint(header, b"Nodes", MAX_PUSH_NODES)):
+            lengths = _decode(_PushPullLengths, body)
+            for _ in range(lengths.nodes):
                 unpacker.skip()
-            extra = _get_uint(header, b"UserStateLen", MAX_USER_BYTES)
+            extra = lengths.user_state_len
         elif kind == MessageType.USER:
-            if not isinstance(header, dict):
-                raise WireError("user message header must be a map")
-            extra = _get_uint(header, b"UserMsgLen", MAX_USER_BYTES)
+            extra = _decode(_UserMsgHeader, body).user_msg_len
     except msgpack.OutOfData:
         return None
     except WireError:
         raise
-    except Exception as e:
+    except Exception as e:  # msgpack raises many unrelated types
         raise WireError(f"bad msgpack in stream: {e}") from None
     length = 1 + int(unpacker.tell()) + extra
     if offset + length > len(data):
