@@ -32,8 +32,8 @@ from cluster.gossip.advertise import (
     choose_advertise_address,
     system_interfaces,
 )
+from cluster.gossip.errors import BindError
 from cluster.gossip.framing import StreamCodec
-from cluster.gossip.memberlist import BindError
 from cluster.gossip.state import ProtocolMismatchError
 from cluster.gossip.transport import NetTransport, free_loopback_port
 from cluster.gossip.wire import PushNodeState, PushPull, ip_to_bytes

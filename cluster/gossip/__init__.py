@@ -2,13 +2,17 @@
 The membership layer: a Python re-creation of hashicorp/memberlist that
 speaks its native UDP/TCP wire format.
 
-Layers, bottom up: L{wire} (message bodies), L{lzw}, L{keyring} and
-L{framing} (packet and stream wrapping), L{transport} (sockets),
-then the protocol mechanisms L{members}, L{awareness}, L{suspicion},
-L{broadcast}, and the state machine in L{memberlist}.
+Layers, bottom up: L{codec} and L{wire} (message structs to and from
+bytes), L{lzw}, L{keyring} and L{framing} (packet and stream wrapping),
+L{address} and L{advertise} (addresses), L{transport} (sockets); then one
+module per mechanism, as in memberlist: L{members}, L{awareness},
+L{suspicion}, L{broadcast}, L{acks}, L{timers}, L{state} (the member
+table's rules), L{messenger} (sending), L{probe} (failure detection),
+L{net} (receiving), and L{memberlist}, the API that wires them.
 """
 
 from cluster.gossip.config import GossipConfig
+from cluster.gossip.errors import BindError, JoinError, RemoteError
 from cluster.gossip.interfaces import (
     IConflictDelegate,
     IDelegate,
@@ -17,10 +21,11 @@ from cluster.gossip.interfaces import (
     ITransport,
 )
 from cluster.gossip.keyring import Keyring
-from cluster.gossip.memberlist import JoinError, Memberlist, RemoteError
+from cluster.gossip.memberlist import Memberlist
 from cluster.gossip.members import Member, MemberState
 
 __all__ = [
+    "BindError",
     "GossipConfig",
     "IConflictDelegate",
     "IDelegate",

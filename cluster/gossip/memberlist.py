@@ -44,6 +44,7 @@ from cluster.gossip.advertise import (
 from cluster.gossip.awareness import Awareness
 from cluster.gossip.broadcast import BroadcastQueue
 from cluster.gossip.config import META_MAX_SIZE, GossipConfig
+from cluster.gossip.errors import BindError, JoinError, RemoteError
 from cluster.gossip.framing import PacketCodec, StreamCodec, codecs_for
 from cluster.gossip.interfaces import ITransport, reactor_or_global
 from cluster.gossip.members import Member, MemberState, NodeState
@@ -72,33 +73,6 @@ __all__ = ["BindError", "JoinError", "Memberlist", "RemoteError"]
 
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 PUSH_PULL_SCALE_THRESHOLD = 32
-
-
-class JoinError(Exception):
-    """
-    No seed could be contacted.  C{errors} maps each address to its failure.
-    """
-
-    def __init__(self, errors: dict[str, Failure]) -> None:
-        detail = "; ".join(
-            f"{address}: {failure.getErrorMessage()}"
-            for address, failure in errors.items()
-        )
-        super().__init__(f"failed to join any seed: {detail}")
-        self.errors = errors
-
-
-class RemoteError(Exception):
-    """
-    The peer answered a stream with an error message.
-    """
-
-
-class BindError(Exception):
-    """
-    The transport could not bind its address.  The message names the
-    address and the cause.
-    """
 
 
 def push_pull_scale(interval: float, n: int) -> float:

@@ -6,7 +6,6 @@ that they can all be stopped at once, and none can raise into the reactor.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -33,7 +32,7 @@ class Timers:
         C{f}, logging its errors instead of raising them.
         """
 
-        def run(*args: Any) -> None:
+        def run(*args: object) -> None:
             try:
                 f(*args)
             except Exception:
@@ -43,7 +42,9 @@ class Timers:
 
         return run
 
-    def later(self, delay: float, f: Callable[..., object], *args: Any) -> IDelayedCall:
+    def later(
+        self, delay: float, f: Callable[..., object], *args: object
+    ) -> IDelayedCall:
         """
         Call C{f(*args)} after C{delay} seconds.
         """
