@@ -143,6 +143,30 @@ class LeaveAndShutdownTests(SynchronousTestCase):
         self.assertIs(self.successResultOf(left), False)
         self.assertIs(self.successResultOf(bounded), False)
 
+    def test_shutting_down_as_soon_as_the_leave_spread_loses_nothing(self) -> None:
+        """
+        The leave counts as spread once the packet with its last
+        transmission was sent, not while it is being built: a caller that
+        shuts down at once must not drop it (with a dead member among the
+        gossip targets, it was often the only other copy).
+        """
+        for seed in range(8):
+            network = SimulatedNetwork(seed=640 + seed)
+            # Two transmissions in all (the local profile's multiplier): one
+            # gossip tick, one copy to the dead member, one to the living.
+            a, b, c = start_and_join(
+                network, "a", "b", "c", settle=2, retransmit_mult=2
+            )
+            network.crash(c)
+            leaver = b
+            network.run_until(
+                lambda: known(leaver, "c").state == MemberState.DEAD,  # noqa: B023
+                30,
+            )
+            leaver.leave(5).addCallback(lambda _: leaver.shutdown())  # noqa: B023
+            network.run(5)
+            self.assertEqual(known(a, "b").state, MemberState.LEFT, f"seed {seed}")
+
     def test_timeout_fires_false(self) -> None:
         network = SimulatedNetwork(seed=63)
         a, _, _ = start_and_join(network, "a", "b", "c", settle=2, gossip_interval=0)

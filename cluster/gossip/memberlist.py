@@ -603,6 +603,12 @@ class Memberlist:
         self.broadcasts.queue(intent, "serf-leave-intent")
 
     def _leave_finished(self) -> None:
+        # The queue says so while the packet with the last transmission is
+        # still being built: tell the waiters after it has been sent, or a
+        # caller that shuts down at once would drop it.
+        self._timers.later(0, self._leave_sent)
+
+    def _leave_sent(self) -> None:
         self._leave_spread = True
         waiters, self._leave_waiters = self._leave_waiters, []
         for waiter in waiters:
