@@ -44,6 +44,14 @@ ckit does not have:
   push/pull lists everyone's current state and nothing is re-sent.
   C{tests/test_ownership.py} proves both under partitions, one-way loss,
   false deaths and restarts.
+
+Metrics
+=======
+
+As ckit's C{Node.Metrics()}, every node carries its Prometheus collector,
+L{Node.metrics} (a L{cluster.metrics.NodeMetrics} labelled with the
+gossip label as C{cluster_name}); whoever owns the registry registers it:
+C{registry.register(node.metrics)}.
 """
 
 from __future__ import annotations
@@ -68,6 +76,7 @@ from cluster.gossip.interfaces import (
     reactor_or_global,
 )
 from cluster.messages import MessageError, decode_state
+from cluster.metrics import NodeMetrics
 from cluster.peer import Peer, PeerState, StateTransitionError
 from cluster.shard import Sharder
 from cluster.states import PeerStates
@@ -146,7 +155,15 @@ class Node:
     @param reactor: time and sockets (the global reactor when C{None}).
     @param transport: the gossip transport (a real one when C{None}).
     @ivar gossip_events: counters of gossip events, named as the labels of
-        ckit's C{cluster_node_gossip_received_events_total}.
+        ckit's C{cluster_node_gossip_received_events_total}
+        (C{state_change_message}, C{unknown_message}, ...), and a few of
+        our own (see L{PeerStates}).
+    @ivar gossip_broadcasts: counters of the gossip messages this node
+        passed on, named as the labels of ckit's
+        C{cluster_node_gossip_broadcasts_total}.
+    @ivar updating: C{True} while observers are being told of a change.
+    @ivar metrics: our Prometheus collector, for the caller to register
+        on a C{prometheus_client.CollectorRegistry} of its choice.
     """
 
     config: GossipConfig
@@ -157,6 +174,9 @@ class Node:
 
     memberlist: Memberlist = attrs.field(init=False)
     gossip_events: Counter[str] = attrs.field(factory=Counter, init=False)
+    gossip_broadcasts: Counter[str] = attrs.field(factory=Counter, init=False)
+    updating: bool = attrs.field(default=False, init=False)
+    metrics: NodeMetrics = attrs.field(init=False, repr=False)
     states: PeerStates = attrs.field(init=False)
     _peer_cache: list[Peer] = attrs.field(factory=list, init=False)
     _observers: list[Observer] = attrs.field(factory=list, init=False)
@@ -173,7 +193,9 @@ class Node:
             self.gossip_events,
             self._peers_changed,
         )
-        delegate = _NodeDelegate(self.states, self.gossip_events)
+        delegate = _NodeDelegate(
+            self.states, self.gossip_events, self.gossip_broadcasts
+        )
         config = attrs.evolve(
             self.config, delegate=delegate, events=delegate, conflict=delegate
         )
@@ -183,6 +205,8 @@ class Node:
             transport=self.transport,
             rng=self.rng or random.Random(),
         )
+        # As ckit, which labels its metrics with the memberlist label.
+        self.metrics = NodeMetrics(self, self.config.label)
 
     @property
     def name(self) -> str:
@@ -272,6 +296,12 @@ class Node:
         """
         self._observers.append(observer)
 
+    def observer_count(self) -> int:
+        """
+        How many observers are registered.
+        """
+        return len(self._observers)
+
     # --- telling the sharder and the observers ---
 
     def _peers_changed(self, peers: list[Peer]) -> None:
@@ -289,15 +319,23 @@ class Node:
         if peers is None or peers == self._last_notified:
             return
         self._last_notified = peers
+        # Timed on our clock, as everything else here: with a real reactor
+        # that is the wall time the observers took, as ckit measures it.
+        started = self.reactor.seconds()
+        self.updating = True
         keep = []
-        for observer in self._observers:
-            try:
-                stays = observer.notify_peers_changed(list(peers))
-            except Exception:
-                self._log.failure("observer {observer!r} failed", observer=observer)
-                stays = True
-            if stays:
-                keep.append(observer)
+        try:
+            for observer in self._observers:
+                try:
+                    stays = observer.notify_peers_changed(list(peers))
+                except Exception:
+                    self._log.failure("observer {observer!r} failed", observer=observer)
+                    stays = True
+                if stays:
+                    keep.append(observer)
+        finally:
+            self.updating = False
+            self.metrics.observe_update(self.reactor.seconds() - started)
         self._observers = keep
 
 
@@ -311,6 +349,7 @@ class _NodeDelegate:
 
     states: PeerStates
     counters: Counter[str]
+    broadcasts: Counter[str]
     _log = Logger()
 
     def node_meta(self, limit: int) -> bytes:
@@ -324,8 +363,13 @@ class _NodeDelegate:
             self.counters["unknown_message"] += 1
             self._log.debug("ignoring gossip message: {error}", error=e)
             return
-        self.counters["state_change"] += 1
+        self.counters["state_change_message"] += 1
+        stale = self.counters["stale_state"]
         self.states.receive(state)
+        if self.counters["stale_state"] == stale:
+            # Not stale, so it was queued to be gossiped on: the broadcast
+            # ckit counts.
+            self.broadcasts["state_change_message"] += 1
 
     def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
         return self.states.broadcasts.get(overhead, limit)

@@ -259,6 +259,9 @@ class ClusterService(service.Service):
                 transport=self.transport,
                 rng=self.rng,
             )
+            if self.options.metrics is not None:
+                # As Alloy: the node's metrics live on the service's registry.
+                self.options.metrics.register(self.node.metrics)
         else:
             self.sharder.set_peers([self._lone_peer()])
 

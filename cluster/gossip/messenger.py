@@ -3,6 +3,15 @@ The sending side of a member (memberlist's C{sendMsg}, C{rawSendMsgPacket}
 and the stream dialling in C{net.go}): protocol messages go out with as
 many pending broadcasts piggybacked as fit the UDP budget, gossip packs
 broadcasts alone, and request/reply exchanges run over streams.
+
+Everything sent is counted in the member's C{stats} as it goes, a Counter
+increment or two per message (metrics read them when scraped, see
+L{cluster.metrics}): C{packets.out} and C{bytes.out} per datagram,
+C{messages.out.<type>} per message (L{SENT_KEYS}; the type is the message's
+first byte, so piggybacked broadcasts count too), C{gossip.out} per gossip
+send, and for streams we dial C{streams.out}, C{streams.out.failed},
+C{streams.open} (exchanges waiting for their reply), C{streams.replies.in}
+and C{stream_bytes.out} / C{stream_bytes.in}.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from collections.abc import Sequence
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from cluster.gossip.address import Address
 from cluster.gossip.broadcast import BroadcastQueue
@@ -26,9 +36,30 @@ from cluster.gossip.framing import (
     StreamCodec,
 )
 from cluster.gossip.interfaces import IDelegate, ITransport
-from cluster.gossip.wire import Message, User, encode_message
+from cluster.gossip.wire import Message, MessageType, User, encode_message
 
-__all__ = ["Messenger"]
+__all__ = ["RECEIVED_KEYS", "SENT_KEYS", "Messenger"]
+
+
+def _message_keys(direction: str) -> dict[int, str]:
+    return {
+        int(kind): f"messages.{direction}.{kind.name.lower()}" for kind in MessageType
+    }
+
+
+SENT_KEYS = _message_keys("out")
+"""
+The C{stats} key counting messages sent, by message type byte
+(C{messages.out.ping}, ...).  Built once: the hot path only looks it up.
+"""
+
+RECEIVED_KEYS = _message_keys("in")
+"""
+The C{stats} key counting messages received, by message type byte
+(C{messages.in.ping}, ...).
+"""
+
+_UNKNOWN_SENT = "messages.out.unknown"
 
 
 @attrs.define(eq=False)
@@ -36,7 +67,7 @@ class Messenger:
     """
     Everything one member sends.
 
-    @ivar stats: the member's counters (C{packets.out}, C{bytes.out},
+    @ivar stats: the member's counters (those in the module docstring,
         C{send.failed}, and C{dropped.<reason>} for replies we cannot open).
     """
 
@@ -58,6 +89,8 @@ class Messenger:
         """
         if self.stopped:
             return
+        for part in parts:
+            self.stats[SENT_KEYS.get(part[0] if part else -1, _UNKNOWN_SENT)] += 1
         try:
             packets = self.packets.encode(parts, crc)
         except Exception:
@@ -124,6 +157,7 @@ class Messenger:
         messages = self.pending(COMPOUND_PART_OVERHEAD, budget)
         if not messages:
             return False
+        self.stats["gossip.out"] += 1
         self.raw(address, *messages, crc=crc)
         return True
 
@@ -138,19 +172,33 @@ class Messenger:
             on timeout (C{tcp_timeout} by default), or with L{FrameError}
             for a reply we cannot open (counted as dropped).
         """
+        request = self.streams.encode(message, dialler=True)
+        self.stats["streams.out"] += 1
+        self.stats[SENT_KEYS[message.TYPE]] += 1
+        self.stats["stream_bytes.out"] += len(request)
+        self.stats["streams.open"] += 1
         d = self.transport.exchange(
             address,
-            self.streams.encode(message, dialler=True),
+            request,
             lambda buffer: self.streams.frame_length(buffer, accepted=False),
             self.config.tcp_timeout if timeout is None else timeout,
         )
 
+        def lost(failure: Failure) -> Failure:
+            self.stats["streams.open"] -= 1
+            self.stats["streams.out.failed"] += 1
+            return failure
+
         def opened(reply: bytes | None) -> Message | None:
+            self.stats["streams.open"] -= 1
             if reply is None:
                 return None
+            self.stats["streams.replies.in"] += 1
+            self.stats["stream_bytes.in"] += len(reply)
             try:
-                return self.streams.decode(reply, accepted=False)
+                decoded = self.streams.decode(reply, accepted=False)
             except FrameError as e:
+                self.stats["streams.out.failed"] += 1
                 self.stats[f"dropped.{e.reason}"] += 1
                 self._log.debug(
                     "dropped a reply from {source}: {detail}",
@@ -158,5 +206,7 @@ class Messenger:
                     detail=str(e),
                 )
                 raise
+            self.stats[RECEIVED_KEYS[decoded.TYPE]] += 1
+            return decoded
 
-        return d.addCallback(opened)
+        return d.addCallbacks(opened, lost)

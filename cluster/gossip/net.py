@@ -8,6 +8,15 @@ stream requests (ping, push/pull, user) served.
 Nothing raises out of here: input that cannot be opened or decoded, or
 that a handler chokes on, is dropped and counted in C{stats} under
 C{dropped.<reason>}.
+
+What arrives is counted in C{stats} too, a Counter increment or two per
+message (metrics read them when scraped, see L{cluster.metrics}):
+C{packets.in} and C{bytes.in} per datagram, C{packets.in.failed} per
+datagram with a part we dropped, C{messages.in.<type>} per message
+decoded (L{RECEIVED_KEYS}), and for streams we accept C{streams.in},
+C{streams.in.failed} (requests we could not read), C{stream_bytes.in},
+and for our replies C{streams.replies.out}, C{stream_bytes.out} and
+C{messages.out.<type>}.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from cluster.gossip.address import Address
 from cluster.gossip.config import GossipConfig
 from cluster.gossip.framing import FrameError, PacketCodec, StreamCodec
 from cluster.gossip.interfaces import IPacketHandler
-from cluster.gossip.messenger import Messenger
+from cluster.gossip.messenger import RECEIVED_KEYS, SENT_KEYS, Messenger
 from cluster.gossip.state import Changes, MemberTable, ProtocolMismatchError
 from cluster.gossip.wire import (
     Ack,
@@ -101,9 +110,12 @@ class Receiver:
         self.stats["packets.in"] += 1
         self.stats["bytes.in"] += len(data)
         opened = self.packets.decode(data)
+        if opened.errors:
+            self.stats["packets.in.failed"] += 1
         for error in opened.errors:
             self.drop(error.reason, str(error), source)
         for message in opened.messages:
+            self.stats[RECEIVED_KEYS[message.TYPE]] += 1
             try:
                 self._dispatch(message, source)
             except WireError as e:
@@ -178,33 +190,47 @@ class Receiver:
         Serve one request on a stream we accepted: ping, push/pull or user.
         """
         self.stats["streams.in"] += 1
+        self.stats["stream_bytes.in"] += len(data)
         try:
             message = self.streams.decode(data, accepted=True)
         except FrameError as e:
+            self.stats["streams.in.failed"] += 1
             self.drop(e.reason, str(e), source)
             if e.reason == "decrypt":
                 # memberlist answers unreadable encrypted streams with an error.
-                return succeed(self.streams.encode(ErrResp(str(e)), dialler=False))
+                return succeed(self._reply(ErrResp(str(e))))
             return succeed(None)
+        self.stats[RECEIVED_KEYS[message.TYPE]] += 1
         try:
             return succeed(self._serve(message, source))
         except WireError as e:
+            self.stats["streams.in.failed"] += 1
             self.drop("stream", str(e), source)
         except Exception:
             self.stats["dropped.handler"] += 1
             self._log.failure("error serving a stream from {source}", source=source)
         return succeed(None)
 
+    def _reply(self, message: Message) -> bytes:
+        """
+        Encode a reply on a stream we accepted, counting it.
+        """
+        data = self.streams.encode(message, dialler=False)
+        self.stats["streams.replies.out"] += 1
+        self.stats[SENT_KEYS[message.TYPE]] += 1
+        self.stats["stream_bytes.out"] += len(data)
+        return data
+
     def _serve(self, message: Message, source: Address) -> bytes | None:
         if isinstance(message, Ping):
             if message.node and message.node != self.config.name:
                 self.drop("wrong_node", f"stream ping for {message.node!r}", source)
                 return None
-            return self.streams.encode(Ack(message.seq_no), dialler=False)
+            return self._reply(Ack(message.seq_no))
         if isinstance(message, PushPull):
             self.stats["push_pull.in"] += 1
             # Reply with our state first, then merge, as memberlist does.
-            reply = self.streams.encode(self.local_state(message.join), dialler=False)
+            reply = self._reply(self.local_state(message.join))
             try:
                 self.merge(message)
             except ProtocolMismatchError as e:

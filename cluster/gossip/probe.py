@@ -11,10 +11,18 @@ only a failed round runs until its deadline, C{probe_interval} scaled by
 the Lifeguard health score, which the outcome of each round moves.  Of the
 ticks a round overlaps, one waits and starts the next round as soon as it
 ends (a Go ticker's one-slot channel); the others are dropped.
+
+Counted in the member's C{stats}: C{probes} (rounds started),
+C{probes.degraded} (started while our health score stretched the round,
+memberlist's C{degraded.probe}), C{probes.failed} (rounds that ended
+without an ack), C{tcp_ping.failed}, and the duration of every round that
+ended (memberlist's C{probeNode} timing) as a histogram read back with
+L{round_histogram}.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable
 
@@ -36,13 +44,63 @@ from cluster.gossip.wire import (
     ip_to_bytes,
 )
 
-__all__ = ["Prober"]
+__all__ = ["ROUND_BUCKETS", "Prober", "round_histogram"]
+
+ROUND_BUCKETS: tuple[float, ...] = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    25.0,
+    50.0,
+)
+"""
+Upper bounds, in seconds, of the probe round histogram: a healthy round
+lasts one round trip, a failed one its whole deadline (up to
+C{probe_interval} times C{awareness_max_multiplier}: 8 s on a LAN, 40 s on
+a WAN).
+"""
+
+# The histogram lives in the member's stats Counter: recording a round is
+# two Counter increments, and the gossip package needs no metrics library.
+# The keys are built once, here.
+_BUCKET_KEYS = (
+    *(f"probe_rounds.le.{bound}" for bound in ROUND_BUCKETS),
+    "probe_rounds.le.inf",
+)
+_SUM_KEY = "probe_rounds.microseconds"
+
+
+def round_histogram(stats: Counter[str]) -> tuple[list[tuple[float, int]], float]:
+    """
+    The probe round durations recorded in C{stats}.
+
+    @return: cumulative C{(upper bound, count)} pairs, one per
+        L{ROUND_BUCKETS} entry and a last one for C{inf} (the number of
+        rounds), and the sum of the durations in seconds.
+    """
+    buckets = []
+    total = 0
+    for bound, key in zip((*ROUND_BUCKETS, float("inf")), _BUCKET_KEYS, strict=True):
+        total += stats[key]
+        buckets.append((bound, total))
+    return buckets, stats[_SUM_KEY] / 1e6
 
 
 @attrs.define(eq=False)
 class _Round:
     node: NodeState
     incarnation: int
+    started: float
     expected_nacks: int = 0
     nacks: int = 0
     tcp_ok: bool = False
@@ -87,9 +145,9 @@ class Prober:
 
     def _probe(self, node: NodeState) -> None:
         seq = self.acks.next_seq()
-        probe = self._current = _Round(node, node.incarnation)
-        deadline = self.awareness.scale(self.config.probe_interval)
         started = self.clock.seconds()
+        probe = self._current = _Round(node, node.incarnation, started)
+        deadline = self.awareness.scale(self.config.probe_interval)
         self.acks.expect(
             seq,
             lambda payload: self._finished(probe, True),
@@ -108,6 +166,8 @@ class Prober:
                 address, [ping, suspect], crc=node.protocol_max >= 5
             )
         self.stats["probes"] += 1
+        if deadline > self.config.probe_interval:
+            self.stats["probes.degraded"] += 1
         self.call_later(
             self.config.probe_timeout,
             self._indirect,
@@ -159,6 +219,9 @@ class Prober:
         if probe.done or self.stopped:
             return
         probe.done = True
+        took = max(0.0, self.clock.seconds() - probe.started)
+        self.stats[_BUCKET_KEYS[bisect_left(ROUND_BUCKETS, took)]] += 1
+        self.stats[_SUM_KEY] += round(took * 1e6)
         if self._tick_waiting:
             self._tick_waiting = False
             self.call_later(0, self.tick)
