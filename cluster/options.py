@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from cluster.gossip import GossipConfig, Keyring
 from cluster.gossip.advertise import DEFAULT_INTERFACES
 from cluster.gossip.config import GossipSettings, not_negative, port_number
+from cluster.gossip.tls import StreamTLS, load_stream_tls
 
 __all__ = ["DiscoverPeers", "Options"]
 
@@ -66,7 +67,9 @@ class Options:
     name), C{advertise_address} (C{"ip"} or C{"ip:port"}; default: the
     bind address, or when bound to every interface an address of
     C{advertise_interfaces}, Alloy's C{eth0, en0} by default, C{["all"]}
-    for any; see L{cluster.gossip.advertise}), C{enable_tls} and the C{tls_*} paths,
+    for any; see L{cluster.gossip.advertise}), C{enable_tls} and the C{tls_*}
+    paths (mutual TLS on every TCP stream, see L{cluster.gossip.tls}; the
+    files are read here, so a missing or bad one raises at once),
     C{rejoin_interval} (seconds, 0 disables), C{cluster_max_join_peers}
     (0 joins every discovered peer), C{cluster_name} (the gossip label:
     nodes with another name cannot join), C{minimum_cluster_size},
@@ -98,6 +101,7 @@ class Options:
     tls_cert_path: str = ""
     tls_key_path: str = ""
     tls_server_name: str = ""
+    allow_plaintext_udp: bool = False
     rejoin_interval: float = attrs.field(default=60.0, validator=not_negative)
     cluster_max_join_peers: int = attrs.field(default=5, validator=not_negative)
     cluster_name: str = ""
@@ -108,6 +112,7 @@ class Options:
     bind_port: int = attrs.field(default=7946, validator=port_number)
     gossip: GossipConfig | None = None
     keyring: Keyring | None = attrs.field(default=None, eq=False)
+    _tls: StreamTLS | None = attrs.field(default=None, init=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         if not self.node_name:
@@ -127,6 +132,22 @@ class Options:
                     raise ValueError(f"{field} is required when enable_tls is set")
                 if not os.path.exists(path):
                     raise ValueError(f"{field} does not exist: {path}")
+            keyed = self.keyring is not None or (
+                self.gossip is not None and self.gossip.keyring is not None
+            )
+            if not keyed and not self.allow_plaintext_udp:
+                raise ValueError(
+                    "enable_tls: TLS protects the TCP streams only, and gossip "
+                    "over UDP would stay in plaintext; set a gossip key "
+                    "(keyring) or allow_plaintext_udp"
+                )
+            tls = load_stream_tls(
+                self.tls_ca_path,
+                self.tls_cert_path,
+                self.tls_key_path,
+                self.tls_server_name,
+            )
+            object.__setattr__(self, "_tls", tls)
         if self.discover_peers is not None and not callable(self.discover_peers):
             raise ValueError("discover_peers must be callable")
         # Building the gossip configuration validates the rest.
@@ -151,6 +172,8 @@ class Options:
                 settings["advertise_port"] = port
         if self.keyring is not None:
             settings["keyring"] = self.keyring
+        if self._tls is not None:
+            settings["tls"] = self._tls
         try:
             return attrs.evolve(base, **settings)
         except ValueError as e:

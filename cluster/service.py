@@ -241,10 +241,10 @@ class ClusterService(service.Service):
     def __attrs_post_init__(self) -> None:
         self.name = SERVICE_NAME
         self._log = self.options.log or Logger()
-        if self.options.enable_tls:
-            raise ValueError(
-                "enable_tls: TLS needs the TLS transport, which the UDP/TCP "
-                "gossip transport does not offer yet"
+        if self.options.enable_tls and self.options.gossip_config().keyring is None:
+            self._log.warn(
+                "TLS protects the TCP streams only: gossip over UDP is in "
+                "plaintext (allow_plaintext_udp is set)"
             )
         self.sharder = ring(TOKENS_PER_NODE)
         ready_gauge = self._register_gauges()

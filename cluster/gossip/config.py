@@ -17,6 +17,7 @@ import attrs
 
 from cluster.gossip.interfaces import IConflictDelegate, IDelegate, IEventDelegate
 from cluster.gossip.keyring import Keyring
+from cluster.gossip.tls import StreamTLS
 
 __all__ = [
     "META_MAX_SIZE",
@@ -126,6 +127,7 @@ class GossipSettings(TypedDict, total=False):
     serf_leave_intent: bool
     label: str
     keyring: Keyring | None
+    tls: StreamTLS | None
     gossip_verify_incoming: bool
     gossip_verify_outgoing: bool
     delegate: IDelegate | None
@@ -147,6 +149,9 @@ class GossipConfig:
     the bind address, or, when bound to every interface, picked from the
     network interfaces by L{cluster.gossip.advertise} (C{advertise_interfaces}
     first, else memberlist's first private IPv4; never loopback).
+
+    C{tls} makes every TCP stream mutual TLS (L{cluster.gossip.tls}); UDP
+    gossip is protected by C{keyring} alone.
 
     C{serf_leave_intent} makes L{Memberlist.leave} announce a Serf leave
     intent first (sent directly to every live member, and gossiped), so Serf
@@ -193,6 +198,7 @@ class GossipConfig:
     serf_leave_intent: bool = False
     label: str = attrs.field(default="", validator=_label)
     keyring: Keyring | None = attrs.field(default=None, eq=False)
+    tls: StreamTLS | None = attrs.field(default=None, eq=False)
     gossip_verify_incoming: bool = True
     gossip_verify_outgoing: bool = True
 

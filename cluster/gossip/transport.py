@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import cast
 
 import attrs
+from OpenSSL import SSL
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
@@ -32,10 +33,12 @@ from twisted.internet.interfaces import (
 )
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cluster.gossip.interfaces import IPacketHandler, ITransport, StreamTimeout
+from cluster.gossip.tls import StreamTLS
 
 __all__ = ["NetTransport", "free_loopback_port"]
 
@@ -144,6 +147,10 @@ class _FramedStream(protocol.Protocol, TimeoutMixin):
         raise NotImplementedError
 
 
+def _tls_failure(reason: Failure) -> bool:
+    return reason.check(SSL.Error) is not None
+
+
 class _ServerStream(_FramedStream):
     def __init__(self, owner: NetTransport) -> None:
         self.owner = owner
@@ -168,7 +175,8 @@ class _ServerStream(_FramedStream):
         self.owner.stats_failed += 1
 
     def closed_early(self, reason: Failure) -> None:
-        pass
+        if _tls_failure(reason) and self.transport is not None:
+            self.owner.refused(self.transport.getPeer(), reason)
 
     def message_complete(self, message: bytes) -> None:
         handler = self.owner.handler
@@ -206,16 +214,17 @@ class _ServerFactory(protocol.ServerFactory):
 class _ClientStream(_FramedStream):
     def __init__(
         self,
+        owner: NetTransport,
         request: bytes,
         measure: Callable[[bytes], int | None],
         deadline: float,
-        clock: IReactorTime,
         result: Deferred[bytes | None],
     ) -> None:
+        self.owner = owner
+        self.clock = owner.reactor
         self.request = request
         self.measure = measure
         self.deadline = deadline
-        self.clock = clock
         self.result = result
 
     def connectionMade(self) -> None:
@@ -227,10 +236,16 @@ class _ClientStream(_FramedStream):
             self.result.errback(reason)
 
     def closed_early(self, reason: Failure) -> None:
-        if not self.result.called:
-            # A peer that closes without a reply (after a user message,
-            # or after refusing our request) gives None, not an error.
-            self.result.callback(None)
+        if self.result.called:
+            return
+        if _tls_failure(reason):
+            if self.transport is not None:
+                self.owner.refused(self.transport.getPeer(), reason)
+            self.result.errback(reason)
+            return
+        # A peer that closes without a reply (after a user message, or
+        # after refusing our request) gives None, not an error.
+        self.result.callback(None)
 
     def message_complete(self, message: bytes) -> None:
         self.stop_deadline()
@@ -267,14 +282,18 @@ class NetTransport:
     @ivar bind_port: 0 picks a free port (the same number for both).
     @ivar stream_timeout: how long an accepted stream may take to deliver
         its request (memberlist's TCPTimeout).
+    @ivar tls: mutual TLS for every stream, both ways (see
+        L{cluster.gossip.tls}); plain TCP when C{None}.
     """
 
     reactor: IReactorTime
     bind_address: str = "0.0.0.0"
     bind_port: int = 0
     stream_timeout: float = 10.0
+    tls: StreamTLS | None = None
     handler: IPacketHandler | None = attrs.field(default=None, init=False)
     stats_failed: int = attrs.field(default=0, init=False)
+    stats_tls_refused: int = attrs.field(default=0, init=False)
     _udp: IListeningPort | None = attrs.field(default=None, init=False)
     _tcp: IListeningPort | None = attrs.field(default=None, init=False)
     _clients: set[_ClientStream] = attrs.field(factory=set, init=False)
@@ -295,9 +314,13 @@ class NetTransport:
         tcp_reactor = cast(IReactorTCP, self.reactor)
         udp_reactor = cast(IReactorUDP, self.reactor)
         last_error: Exception | None = None
+        server: protocol.ServerFactory = _ServerFactory(self)
+        if self.tls is not None:
+            wrapped = TLSMemoryBIOFactory(self.tls.server_options(), False, server)
+            server = cast(protocol.ServerFactory, wrapped)
         for _ in range(_BIND_ATTEMPTS if self.bind_port == 0 else 1):
             tcp = tcp_reactor.listenTCP(
-                self.bind_port, _ServerFactory(self), interface=self.bind_address
+                self.bind_port, server, interface=self.bind_address
             )
             port = int(getattr(tcp.getHost(), "port", 0))
             try:
@@ -318,6 +341,19 @@ class NetTransport:
         assert last_error is not None
         raise last_error
 
+    def refused(self, peer: IAddress, reason: Failure) -> None:
+        """
+        A TLS handshake (or the name check after it) failed: count and log
+        it, on whichever side we are.
+        """
+        self.stats_failed += 1
+        self.stats_tls_refused += 1
+        self.log.warn(
+            "TLS refused with {peer}: {error}",
+            peer=f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}",
+            error=reason.getErrorMessage(),
+        )
+
     def send_packet(self, data: bytes, address: tuple[str, int]) -> None:
         if self._udp is None:
             return
@@ -335,10 +371,16 @@ class NetTransport:
         timeout: float,
     ) -> Deferred[bytes | None]:
         result: Deferred[bytes | None] = Deferred()
-        stream = _ClientStream(request, reply_length, timeout, self.reactor, result)
+        stream = _ClientStream(self, request, reply_length, timeout, result)
         self._clients.add(stream)
+        client: protocol.ClientFactory = _ClientFactory(stream)
+        if self.tls is not None:
+            options = self.tls.client_options(address[0])
+            client = cast(
+                protocol.ClientFactory, TLSMemoryBIOFactory(options, True, client)
+            )
         cast(IReactorTCP, self.reactor).connectTCP(
-            address[0], address[1], _ClientFactory(stream), timeout=timeout
+            address[0], address[1], client, timeout=timeout
         )
 
         def forget(value: object) -> object:
