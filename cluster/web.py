@@ -1,18 +1,71 @@
 """
-The cluster's HTTP resources (Alloy's C{/api/v0/web/peers}), over any
-L{cluster.interfaces.Cluster}.  The full status site grows here.
+The cluster's HTTP resources.
+
+Two ways to mount them:
+
+  - L{ClusterService.service_handler} returns Alloy's handler for
+    C{/api/v0/web/}: L{ClusterResource} (C{peers}), or L{DisabledResource}
+    (404 C{clustering is disabled}) when clustering is off;
+  - L{status_site} builds a whole site for a node's HTTP endpoint: the
+    JSON API (C{peers}, C{cluster}, C{lookup}), C{/-/ready},
+    C{/-/healthy}, C{/metrics} over the node's own registry, and the HTML
+    status page at C{/}.  It answers with clustering off too, as a
+    one-node cluster (as Alloy's web API does).
+
+Every resource renders synchronously on the reactor thread.
 """
 
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
-from twisted.web.resource import Resource
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from twisted.web.resource import NoResource, Resource
 from twisted.web.server import Request
 
 from cluster.interfaces import Cluster
+from cluster.shard import NotEnoughPeersError, Op, string_key
+from cluster.status import cluster_status
+from cluster.status_page import render_status_page
 
-__all__ = ["ClusterResource", "DisabledResource", "PeersResource"]
+if TYPE_CHECKING:
+    from cluster.service import ClusterService
+
+__all__ = [
+    "ClusterResource",
+    "ClusterStatusResource",
+    "DisabledResource",
+    "HealthyResource",
+    "LookupResource",
+    "MetricsResource",
+    "PeersResource",
+    "ReadyResource",
+    "StatusPageResource",
+    "status_site",
+]
+
+_OPS = {"read": Op.READ, "readwrite": Op.READ_WRITE}
+
+
+def _no_store(request: Request) -> None:
+    # Status answers are stale as soon as they are sent.
+    request.setHeader(b"cache-control", b"no-store")
+    request.setHeader(b"x-content-type-options", b"nosniff")
+
+
+def _json(request: Request, body: object, code: int = 200) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json")
+    _no_store(request)
+    return json.dumps(body).encode("utf-8")
+
+
+def _text(request: Request, body: str, code: int = 200) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    _no_store(request)
+    return f"{body}\n".encode()
 
 
 class PeersResource(Resource):
@@ -28,9 +81,7 @@ class PeersResource(Resource):
         self.cluster = cluster
 
     def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"content-type", b"application/json")
-        body = [peer.to_json() for peer in self.cluster.peers()]
-        return json.dumps(body).encode("utf-8")
+        return _json(request, [peer.to_json() for peer in self.cluster.peers()])
 
 
 class ClusterResource(Resource):
@@ -54,3 +105,229 @@ class DisabledResource(Resource):
         request.setResponseCode(404)
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         return b"clustering is disabled\n"
+
+
+class ClusterStatusResource(Resource):
+    """
+    C{GET} answers the node and every memberlist member (see
+    L{cluster.status.ClusterStatus.to_json})::
+
+        {"clustering": true,
+         "self": {"name", "addr", "state", "lamportTime", "healthScore",
+                  "ready", "clusterName", "protocolVersion"},
+         "members": [{"name", "addr", "port", "state", "incarnation",
+                      "peerState", "isSelf"}, ...]}
+    """
+
+    isLeaf = True
+
+    def __init__(self, service: ClusterService) -> None:
+        super().__init__()
+        self.service = service
+
+    def render_GET(self, request: Request) -> bytes:
+        return _json(request, cluster_status(self.service).to_json())
+
+
+class LookupResource(Resource):
+    """
+    C{GET ?key=K&n=N&op=read|readwrite} answers the C{N} (default 1)
+    owners of the string key C{K} (L{string_key}) for C{op} (default
+    C{readwrite}), primary first, as L{PeersResource} lists peers.
+
+    A missing key, or a bad C{n} or C{op}, is a 400 C{{"error": ...}}; too
+    few eligible peers is a 503 C{{"error": ..., "need": N, "have": M}}
+    with ckit's text: the cluster cannot serve that lookup for now.
+    """
+
+    isLeaf = True
+
+    def __init__(self, cluster: Cluster) -> None:
+        super().__init__()
+        self.cluster = cluster
+
+    def render_GET(self, request: Request) -> bytes:
+        try:
+            key, n, op = self._parse(request.args or {})
+        except ValueError as e:
+            return _json(request, {"error": str(e)}, 400)
+        try:
+            owners = self.cluster.lookup(string_key(key), n, op)
+        except NotEnoughPeersError as e:
+            body = {"error": str(e), "need": e.need, "have": e.have}
+            return _json(request, body, 503)
+        return _json(request, [peer.to_json() for peer in owners])
+
+    @staticmethod
+    def _parse(args: dict[bytes, list[bytes]]) -> tuple[str, int, Op]:
+        """
+        The key, C{n} and L{Op} of a query.
+
+        @raise ValueError: with the message for the client.
+        """
+
+        def arg(name: str) -> str | None:
+            values = args.get(name.encode("ascii"))
+            if not values:
+                return None
+            try:
+                return values[0].decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"{name} must be UTF-8") from None
+
+        key = arg("key")
+        if key is None:
+            raise ValueError("missing query parameter: key")
+        n_text = arg("n") or "1"
+        # Plain digits only: int() would also take "+1", " 1" or "1_0".
+        plain = n_text.isascii() and n_text.isdigit() and len(n_text) <= 9
+        if not plain or int(n_text) < 1:
+            raise ValueError(f"n must be a positive integer, got {n_text[:20]!r}")
+        n = int(n_text)
+        op_text = arg("op") or "readwrite"
+        op = _OPS.get(op_text)
+        if op is None:
+            raise ValueError(f"op must be read or readwrite, got {op_text!r}")
+        return key, n, op
+
+
+class ReadyResource(Resource):
+    """
+    C{GET} answers 200 C{ready} when the cluster admits traffic
+    (L{Cluster.ready}), else 503 C{not ready}.
+    """
+
+    isLeaf = True
+
+    def __init__(self, cluster: Cluster) -> None:
+        super().__init__()
+        self.cluster = cluster
+
+    def render_GET(self, request: Request) -> bytes:
+        if self.cluster.ready():
+            return _text(request, "ready")
+        return _text(request, "not ready", 503)
+
+
+class HealthyResource(Resource):
+    """
+    C{GET} answers 200 C{healthy} while the service runs, else 503
+    C{not running}.
+    """
+
+    isLeaf = True
+
+    def __init__(self, service: ClusterService) -> None:
+        super().__init__()
+        self.service = service
+
+    def render_GET(self, request: Request) -> bytes:
+        if self.service.running:
+            return _text(request, "healthy")
+        return _text(request, "not running", 503)
+
+
+class MetricsResource(Resource):
+    """
+    C{GET} answers C{registry} in Prometheus' text format, rendered on the
+    reactor thread.  (Unlike C{prometheus_client.twisted.MetricsResource},
+    which renders the global registry on a thread pool of the global
+    reactor: two nodes in one process must not share metrics.)
+    """
+
+    isLeaf = True
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__()
+        self.registry = registry
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+        request.setHeader(b"cache-control", b"no-store")
+        body: bytes = generate_latest(self.registry)
+        return body
+
+
+class StatusPageResource(Resource):
+    """
+    C{GET} answers the HTML status page (L{render_status_page}), which
+    reloads itself every C{refresh} seconds.
+    """
+
+    isLeaf = True
+
+    # Inline CSS only: no script, nothing fetched from anywhere.
+    _POLICY = (
+        b"default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        b"base-uri 'none'; frame-ancestors 'none'"
+    )
+
+    def __init__(self, service: ClusterService, refresh: int = 5) -> None:
+        super().__init__()
+        self.service = service
+        self.refresh = refresh
+
+    def render_GET(self, request: Request) -> bytes:
+        page = render_status_page(cluster_status(self.service), self.refresh)
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"content-security-policy", self._POLICY)
+        _no_store(request)
+        return page.encode("utf-8")
+
+
+class _Branch(Resource):
+    """
+    A path that only holds children: itself it is not found (a bare
+    L{Resource} would answer 405).
+    """
+
+    def render(self, request: Request) -> bytes:
+        body: bytes = NoResource().render(request)
+        return body
+
+
+def _branch(parent: Resource, *path: bytes) -> Resource:
+    for segment in path:
+        child = parent.children.get(segment)
+        if child is None:
+            child = _Branch()
+            parent.putChild(segment, child)
+        parent = child
+    return parent
+
+
+def status_site(
+    service: ClusterService, registry: CollectorRegistry, refresh: int = 5
+) -> Resource:
+    """
+    The root resource of a node's HTTP endpoint::
+
+        GET /                    the HTML status page (text/html)
+        GET /api/v0/web/peers    Alloy's peer list (JSON)
+        GET /api/v0/web/cluster  the node and its members (JSON)
+        GET /api/v0/web/lookup   owners of ?key= (JSON; 400, 503)
+        GET /-/ready             200 ready / 503 not ready
+        GET /-/healthy           200 healthy / 503 not running
+        GET /metrics             C{registry}, Prometheus text format
+
+    Serve it with C{twisted.web.server.Site(status_site(...))}.  Unlike
+    L{ClusterService.service_handler}, the API answers with clustering
+    off, as a one-node cluster whose only peer is the local participant.
+
+    @param service: the node to show.
+    @param registry: the node's own metrics registry (never the global
+        one), usually the one in C{service.options.metrics}.
+    @param refresh: seconds between reloads of the status page (0: never).
+    """
+    cluster = service.data()
+    root = Resource()
+    root.putChild(b"", StatusPageResource(service, refresh))
+    api = _branch(root, b"api", b"v0", b"web")
+    api.putChild(b"peers", PeersResource(cluster))
+    api.putChild(b"cluster", ClusterStatusResource(service))
+    api.putChild(b"lookup", LookupResource(cluster))
+    health = _branch(root, b"-")
+    health.putChild(b"ready", ReadyResource(cluster))
+    health.putChild(b"healthy", HealthyResource(service))
+    root.putChild(b"metrics", MetricsResource(registry))
+    return root
