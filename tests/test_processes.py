@@ -1,0 +1,150 @@
+"""
+Real C{twistd clusternode} processes on 127.0.0.1 (L{cluster.demo.LocalNode}):
+a three-node cluster, a crash, a graceful stop, and start-up failures.
+
+Outcomes are asserted within the worst case of the profile they run
+(C{--profile local}: push/pull every 15 s, suspicion at most 18 s with
+three members); the times seen are logged.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import TestCase
+
+from cluster.demo import LocalNode
+from cluster.gossip import GossipConfig
+from cluster.gossip.suspicion import suspicion_timeout
+from tests.helpers import wait_for
+
+LOCAL = GossipConfig.local()
+SPREAD = LOCAL.push_pull_interval + LOCAL.tcp_timeout + 5
+DETECTION = 3 * LOCAL.probe_interval + LOCAL.suspicion_max_timeout_mult * (
+    suspicion_timeout(LOCAL.suspicion_mult, 3, LOCAL.probe_interval)
+)
+STARTUP = 30.0  # a cold interpreter importing Twisted, on a loaded machine
+
+
+class ProcessTestCase(TestCase):
+    timeout = 180
+
+    def node(self, name: str, *args: str) -> LocalNode:
+        node = LocalNode(reactor, name, ["--profile", "local", *args])
+        node.start()
+        self.addCleanup(self.stopped, node)
+        return node
+
+    async def stopped(self, node: LocalNode) -> None:
+        node.signal("KILL")
+        await node.ended
+
+    async def peers(self, node: LocalNode) -> dict[str, str]:
+        try:
+            found = await node.get("/api/v0/web/peers")
+        except Exception:
+            return {}
+        return {peer["name"]: peer["state"] for peer in found}
+
+    async def members(self, node: LocalNode) -> dict[str, str]:
+        cluster = await node.get("/api/v0/web/cluster")
+        return {m["name"]: m["state"] for m in cluster["members"]}
+
+
+class ThreeNodeTests(ProcessTestCase):
+    async def test_join_crash_and_graceful_leave(self) -> None:
+        first = self.node("p-1")
+        # The seed first, as an operator would: a node that finds no seed
+        # bootstraps alone and only merges at its next rejoin (60 s).
+        await wait_for(lambda: self.peers(first), STARTUP, "the seed answers")
+        others = [
+            self.node(f"p-{i}", "--join-addresses", first.gossip_address)
+            for i in (2, 3)
+        ]
+        nodes = [first, *others]
+        everyone = {n.name: "participant" for n in nodes}
+
+        async def all_see(expected: dict[str, str], among: list[LocalNode]) -> bool:
+            return all([await self.peers(n) == expected for n in among])
+
+        await wait_for(
+            lambda: all_see(everyone, nodes),
+            STARTUP + SPREAD,
+            "three processes list each other as participants",
+        )
+
+        # SIGKILL: the others notice the silence and drop it.
+        crashed = nodes[2]
+        crashed.signal("KILL")
+        await crashed.ended
+        survivors = nodes[:2]
+        expected = {n.name: "participant" for n in survivors}
+        await wait_for(
+            lambda: all_see(expected, survivors),
+            DETECTION + 5,
+            "a SIGKILLed node is gone from every survivor",
+        )
+        self.assertEqual((await self.members(first))[crashed.name], "dead")
+
+        # SIGTERM: a graceful leave, recorded as left, not failed.
+        leaver = nodes[1]
+        status = await leaver.stop()
+        self.assertEqual(status, -15, leaver.output[-2000:])  # twistd re-raises it
+        self.assertIn("Server Shut Down", leaver.output)
+
+        async def left() -> bool:
+            return (await self.members(first)).get(leaver.name) == "left"
+
+        await wait_for(left, SPREAD, "the SIGTERMed node is left, not failed")
+
+
+class StartupFailureTests(ProcessTestCase):
+    def assertOneLine(self, node: LocalNode, cause: str) -> None:
+        lines = [line for line in node.output.splitlines() if cause in line]
+        self.assertTrue(lines, node.output[-3000:])
+        self.assertNotIn("Traceback", node.output)
+
+    async def test_port_in_use(self) -> None:
+        taken = LocalNode(reactor, "taken")
+        tcp = socket.socket()
+        tcp.bind(("127.0.0.1", taken.gossip_port))
+        tcp.listen()
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", taken.gossip_port))
+        self.addCleanup(tcp.close)
+        self.addCleanup(udp.close)
+        node = self.node("taken", "--bind", taken.gossip_address)
+        status = await node.ended
+        self.assertEqual(status, 1)
+        self.assertOneLine(
+            node,
+            f"twistd clusternode: cannot bind {taken.gossip_address} (UDP and TCP)",
+        )
+
+    async def test_unreadable_certificate(self) -> None:
+        node = self.node(
+            "nocert",
+            "--enable-tls",
+            "--allow-plaintext-udp",
+            "--tls-ca-path",
+            "/nonexistent/ca.pem",
+            "--tls-cert-path",
+            "/nonexistent/n.pem",
+            "--tls-key-path",
+            "/nonexistent/n-key.pem",
+        )
+        self.assertEqual(await node.ended, 1)
+        self.assertOneLine(node, "--tls-ca-path does not exist: /nonexistent/ca.pem")
+
+    async def test_unresolvable_join_address(self) -> None:
+        # .invalid never resolves (RFC 6761); the hosts file answers first.
+        node = self.node("lost", "--join-addresses", "nowhere.invalid")
+        deadline: Deferred[int] = node.ended
+        self.assertEqual(await deadline, 1)
+        self.assertOneLine(
+            node,
+            "twistd clusternode: --join-addresses: failed to find any valid join "
+            "addresses",
+        )
