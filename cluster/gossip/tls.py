@@ -17,6 +17,9 @@ UDP cannot carry TLS: gossip packets stay protected by the gossip keyring
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import attrs
 from OpenSSL import SSL
 from OpenSSL.crypto import FILETYPE_PEM, X509
@@ -81,6 +84,17 @@ def _read(field: str, path: str) -> bytes:
         raise ValueError(f"{field}: cannot read {path}: {e.strerror}") from None
 
 
+_Loaded = TypeVar("_Loaded")
+
+
+def _parse(field: str, what: str, load: Callable[[], _Loaded]) -> _Loaded:
+    # pyOpenSSL raises several unrelated types for bad PEM: name the field.
+    try:
+        return load()
+    except Exception as e:
+        raise ValueError(f"{field}: {what} ({e})") from None
+
+
 @attrs.frozen(eq=False)
 class StreamTLS:
     """
@@ -136,30 +150,26 @@ def load_stream_tls(
     ca = _read("tls_ca_path", ca_path)
     cert = _read("tls_cert_path", cert_path)
     key = _read("tls_key_path", key_path)
-    try:
-        authority = ssl.Certificate.loadPEM(ca)
-    except Exception as e:
-        raise ValueError(
-            f"tls_ca_path: not a PEM certificate: {ca_path} ({e})"
-        ) from None
-    try:
-        certificate = ssl.Certificate.loadPEM(cert)
-    except Exception as e:
-        raise ValueError(
-            f"tls_cert_path: not a PEM certificate: {cert_path} ({e})"
-        ) from None
-    try:
-        private_key = ssl.KeyPair.load(key, FILETYPE_PEM)
-    except Exception as e:
-        raise ValueError(
-            f"tls_key_path: not a PEM private key: {key_path} ({e})"
-        ) from None
-    try:
-        identity = ssl.PrivateCertificate.fromCertificateAndKeyPair(
+    authority = _parse(
+        "tls_ca_path",
+        f"not a PEM certificate: {ca_path}",
+        lambda: ssl.Certificate.loadPEM(ca),
+    )
+    certificate = _parse(
+        "tls_cert_path",
+        f"not a PEM certificate: {cert_path}",
+        lambda: ssl.Certificate.loadPEM(cert),
+    )
+    private_key = _parse(
+        "tls_key_path",
+        f"not a PEM private key: {key_path}",
+        lambda: ssl.KeyPair.load(key, FILETYPE_PEM),
+    )
+    identity = _parse(
+        "tls_key_path",
+        f"{key_path} is not the key of {cert_path}",
+        lambda: ssl.PrivateCertificate.fromCertificateAndKeyPair(
             certificate, private_key
-        )
-    except Exception as e:
-        raise ValueError(
-            f"tls_key_path: {key_path} is not the key of {cert_path} ({e})"
-        ) from None
+        ),
+    )
     return StreamTLS(authority, identity, server_name)
