@@ -29,7 +29,7 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import IReactorCore, IReactorProcess, IReactorTime
 from twisted.internet.protocol import ProcessProtocol, Protocol, connectionDone
 from twisted.python.failure import Failure
-from twisted.web.client import Agent
+from twisted.web.client import Agent, ResponseDone
 
 from cluster.gossip.transport import free_loopback_port
 
@@ -40,6 +40,8 @@ _PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class _Body(Protocol):
+    # twisted.web.client.readBody warns (DeprecationWarning) on the
+    # transport Agent's responses give their body protocols.
     def __init__(self) -> None:
         self.done: Deferred[bytes] = Deferred()
         self.data = bytearray()
@@ -48,7 +50,10 @@ class _Body(Protocol):
         self.data += data
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.done.callback(bytes(self.data))
+        if reason.check(ResponseDone):
+            self.done.callback(bytes(self.data))
+        else:
+            self.done.errback(reason)
 
 
 class _Exit(ProcessProtocol):
