@@ -10,9 +10,12 @@ three members); the times seen are logged.
 from __future__ import annotations
 
 import socket
+from typing import cast
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 
 from cluster.demo import LocalNode
@@ -26,6 +29,9 @@ DETECTION = 3 * LOCAL.probe_interval + LOCAL.suspicion_max_timeout_mult * (
     suspicion_timeout(LOCAL.suspicion_mult, 3, LOCAL.probe_interval)
 )
 STARTUP = 30.0  # a cold interpreter importing Twisted, on a loaded machine
+
+clock = cast(IReactorTime, reactor)
+_log = Logger()
 
 
 class ProcessTestCase(TestCase):
@@ -90,7 +96,9 @@ class ThreeNodeTests(ProcessTestCase):
 
         # SIGTERM: a graceful leave, recorded as left, not failed.
         leaver = nodes[1]
+        asked = clock.seconds()
         status = await leaver.stop()
+        _log.info("SIGTERM to exit: {took:.2f} s", took=clock.seconds() - asked)
         self.assertEqual(status, -15, leaver.output[-2000:])  # twistd re-raises it
         self.assertIn("Server Shut Down", leaver.output)
 
