@@ -5,6 +5,7 @@ of the mechanisms behind them: broadcast queue, suspicion timer, awareness.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from hypothesis import given, settings
@@ -521,6 +522,85 @@ class BroadcastQueueTests(SynchronousTestCase):
         queue.get(2, 100)
         queue.queue(b"second", "y")
         self.assertEqual(queue.get(2, 9), [b"second"])
+
+
+class _SortedQueueModel:
+    """
+    The broadcast queue spelled as one sort per call (memberlist's order:
+    fewest transmissions, then longest, then newest): the reference the
+    tiered queue must match.
+    """
+
+    def __init__(self, num_nodes: int, mult: int) -> None:
+        self.limit = retransmit_limit(mult, num_nodes)
+        self.items: list[list[Any]] = []  # [transmits, message, serial, name]
+        self.finished: list[str] = []
+        self.serial = 0
+
+    def queue(self, message: bytes, name: str | None) -> None:
+        for item in self.items:
+            if name is not None and item[3] == name:
+                self.items.remove(item)
+                self.finished.append(f"{name}:{item[2]}")
+                break
+        self.items.append([0, message, self.serial, name])
+        self.serial += 1
+
+    def get(self, overhead: int, limit: int) -> list[bytes]:
+        chosen, used, done = [], 0, []
+        for item in sorted(self.items, key=lambda i: (i[0], -len(i[1]), -i[2])):
+            if limit - used <= overhead:
+                break
+            if used + overhead + len(item[1]) > limit:
+                continue
+            used += overhead + len(item[1])
+            chosen.append(item[1])
+            item[0] += 1
+            if item[0] >= self.limit:
+                self.items.remove(item)
+                done.append(f"{item[3]}:{item[2]}")
+        self.finished += done
+        return chosen
+
+
+_queue_operations = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("queue"),
+            st.binary(min_size=1, max_size=40),
+            st.one_of(st.none(), st.sampled_from("abcdef")),
+        ),
+        st.tuples(st.just("get"), st.integers(0, 4), st.integers(0, 120)),
+    ),
+    max_size=60,
+)
+
+
+class BroadcastQueueModelTests(SynchronousTestCase):
+    @settings(max_examples=300)
+    @given(st.integers(1, 200), st.integers(1, 4), _queue_operations)
+    def test_same_as_one_sort_per_call(
+        self, nodes: int, mult: int, operations: list[tuple[Any, ...]]
+    ) -> None:
+        model = _SortedQueueModel(nodes, mult)
+        queue = BroadcastQueue(lambda: nodes, mult)
+        finished: list[str] = []
+        serial = 0
+        for operation in operations:
+            if operation[0] == "queue":
+                _, message, name = operation
+                label = f"{name}:{serial}"
+                queue.queue(message, name, functools.partial(finished.append, label))
+                model.queue(message, name)
+                serial += 1
+            else:
+                _, overhead, limit = operation
+                self.assertEqual(queue.get(overhead, limit), model.get(overhead, limit))
+            self.assertEqual(len(queue), len(model.items))
+            self.assertEqual(finished, model.finished)
+        queue.clear()
+        self.assertEqual(len(queue), 0)
+        self.assertEqual(queue.get(0, 1000), [])
 
 
 class SuspicionTests(SynchronousTestCase):

@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from cluster.gossip import GossipConfig, Member, MemberState
+from cluster.gossip.members import NodeState
 from cluster.gossip.state import (
     Broadcast,
     Changes,
@@ -286,6 +287,27 @@ class OrderTests(TableTestCase):
         self.assertNotIn("me", {n.name for n in picked})
         everyone = self.table.random_nodes(10, lambda n: True)
         self.assertEqual(len(everyone), 5)
+
+    def test_random_nodes_draws_like_k_random_nodes(self) -> None:
+        """
+        memberlist's C{kRandomNodes}: about C{k} draws when most members
+        qualify (not a pass over the table on every gossip tick), at most
+        C{3 n} when few do.
+        """
+        for i in range(500):
+            self.table.alive(alive(f"n{i}"))
+        looked_at: list[str] = []
+
+        def wanted(node: NodeState, only: str | None = None) -> bool:
+            looked_at.append(node.name)
+            return only is None or node.name == only
+
+        picked = self.table.random_nodes(3, wanted)
+        self.assertEqual(len({n.name for n in picked}), 3)
+        self.assertLess(len(looked_at), 10)
+        looked_at.clear()
+        self.table.random_nodes(3, lambda n: wanted(n, only="nobody"))
+        self.assertEqual(len(looked_at), 3 * 501)
 
 
 class ChangesTests(SynchronousTestCase):

@@ -7,6 +7,7 @@ C{shared/WIRE.md} section 9, captured from a real serf agent).
 from __future__ import annotations
 
 import enum
+import ipaddress
 import zlib
 from collections.abc import Sequence
 
@@ -15,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from cluster.gossip.address import ip_text
 from cluster.gossip.codec import (
     DecodeError,
     Kind,
@@ -68,6 +70,9 @@ VSN = bytes([1, 5, 2, 2, 5, 5])
 
 def unhex(text: str) -> bytes:
     return bytes.fromhex(text.replace(" ", ""))
+
+
+_MAPPED = bytes(10) + b"\xff\xff"
 
 
 class VectorTests(SynchronousTestCase):
@@ -224,6 +229,20 @@ class RoundTripTests(SynchronousTestCase):
         self.assertEqual(ip_from_bytes(bytes(12) + LOCALHOST), "::7f00:1")
         self.assertRaises(WireError, ip_from_bytes, b"\x01\x02")
         self.assertRaises(WireError, ip_to_bytes, "not-an-ip")
+
+    @given(
+        st.one_of(
+            st.binary(min_size=4, max_size=4),
+            st.binary(min_size=16, max_size=16),
+            st.binary(min_size=4, max_size=4).map(lambda v4: _MAPPED + v4),
+        )
+    )
+    def test_ip_fast_path_matches_ipaddress(self, raw: bytes) -> None:
+        """
+        The inet_ntop fast paths print what Go's C{net.IP.String()} does,
+        as the ipaddress-based reference.
+        """
+        self.assertEqual(ip_from_bytes(raw), ip_text(ipaddress.ip_address(raw)))
 
     def test_go_accepts_int_array_for_bytes(self) -> None:
         import msgpack

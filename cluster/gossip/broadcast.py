@@ -6,8 +6,10 @@ least-sent first, and a newer message about a member replaces the older.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
+import sys
 from collections.abc import Callable
 
 import attrs
@@ -37,22 +39,37 @@ class _Broadcast:
             callback()
 
 
+_Entry = tuple[int, int, _Broadcast]
+# Sorts before every serial: (-free, _NEWEST) is the first entry of length
+# free or shorter.
+_NEWEST = -sys.maxsize - 1
+
+
 @attrs.define(eq=False)
 class BroadcastQueue:
     """
     Pending broadcasts, handed out within a byte budget.
+
+    As memberlist's btree, the queue is kept in order: one tier per
+    transmit count, each sorted longest then newest first, so that taking
+    a few messages costs about as much as the messages taken, not a sort
+    of the whole queue (which, while a thousand joins are being spread,
+    holds a thousand messages and is asked on every gossip tick).
 
     @ivar num_nodes: estimate of the cluster size, for the retransmit limit.
     """
 
     num_nodes: Callable[[], int]
     retransmit_mult: int
-    _items: dict[int, _Broadcast] = attrs.field(factory=dict, init=False)
+    # Each tier holds (-length, -serial, broadcast): sorted, it is longest
+    # first, then newest, and bisect finds the longest that fits.
+    _tiers: dict[int, list[_Entry]] = attrs.field(factory=dict, init=False)
     _by_name: dict[str, _Broadcast] = attrs.field(factory=dict, init=False)
+    _count: int = attrs.field(default=0, init=False)
     _serials: itertools.count[int] = attrs.field(factory=itertools.count, init=False)
 
     def __len__(self) -> int:
-        return len(self._items)
+        return self._count
 
     def __contains__(self, name: object) -> bool:
         """
@@ -74,12 +91,12 @@ class BroadcastQueue:
             number of times or was superseded.
         """
         if name is not None:
-            old = self._by_name.pop(name, None)
+            old = self._by_name.get(name)
             if old is not None:
-                del self._items[old.serial]
+                self._remove(old)
                 old.finish()
         item = _Broadcast(name, message, on_finished, next(self._serials))
-        self._items[item.serial] = item
+        self._insert(item)
         if name is not None:
             self._by_name[name] = item
 
@@ -87,33 +104,56 @@ class BroadcastQueue:
         """
         Take broadcasts that fit in C{limit} bytes, each costing
         C{overhead} plus its length: fewest transmissions first, then the
-        longest, then the newest.
+        longest, then the newest (memberlist's C{GetBroadcasts}).
         """
-        if not self._items:
+        if not self._count:
             return []
         transmit_limit = retransmit_limit(self.retransmit_mult, self.num_nodes())
         chosen: list[bytes] = []
+        sent: list[_Broadcast] = []
         used = 0
-        ordered = sorted(
-            self._items.values(),
-            key=lambda b: (b.transmits, -len(b.message), -b.serial),
-        )
-        for item in ordered:
-            cost = overhead + len(item.message)
-            if used + cost > limit:
-                continue
-            used += cost
-            chosen.append(item.message)
-            item.transmits += 1
-            if item.transmits >= transmit_limit:
-                self._remove(item)
-                item.finish()
+        for transmits in sorted(self._tiers):
+            tier = self._tiers[transmits]
+            while tier and limit - used > overhead:
+                free = limit - used - overhead
+                index = bisect.bisect_left(tier, (-free, _NEWEST))
+                if index == len(tier):
+                    break  # nothing in this tier fits
+                item = tier.pop(index)[2]
+                used += overhead + len(item.message)
+                chosen.append(item.message)
+                sent.append(item)
+            if not tier:
+                del self._tiers[transmits]
             if limit - used <= overhead:
                 break
+        # As memberlist: moved to their next tier only after the walk, and
+        # told they are finished once nothing else is being changed.
+        finished = []
+        self._count -= len(sent)
+        for item in sent:
+            item.transmits += 1
+            if item.transmits < transmit_limit:
+                self._insert(item)
+                continue
+            if item.name is not None and self._by_name.get(item.name) is item:
+                del self._by_name[item.name]
+            finished.append(item)
+        for item in finished:
+            item.finish()
         return chosen
 
+    def _insert(self, item: _Broadcast) -> None:
+        tier = self._tiers.setdefault(item.transmits, [])
+        bisect.insort(tier, (-len(item.message), -item.serial, item))
+        self._count += 1
+
     def _remove(self, item: _Broadcast) -> None:
-        del self._items[item.serial]
+        tier = self._tiers[item.transmits]
+        del tier[bisect.bisect_left(tier, (-len(item.message), -item.serial))]
+        if not tier:
+            del self._tiers[item.transmits]
+        self._count -= 1
         if item.name is not None and self._by_name.get(item.name) is item:
             del self._by_name[item.name]
 
@@ -121,8 +161,9 @@ class BroadcastQueue:
         """
         Drop everything, telling each waiter it is finished.
         """
-        items = list(self._items.values())
-        self._items.clear()
+        items = [entry[2] for tier in self._tiers.values() for entry in tier]
+        self._tiers.clear()
         self._by_name.clear()
+        self._count = 0
         for item in items:
             item.finish()

@@ -546,13 +546,24 @@ class MemberTable:
         self, k: int, wanted: Callable[[NodeState], bool]
     ) -> list[NodeState]:
         """
-        Up to C{k} distinct members for which C{wanted} holds, at random.
+        Up to C{k} distinct members for which C{wanted} holds, at random:
+        memberlist's C{kRandomNodes}, which draws random members and stops
+        after C{k} hits or C{3 n} draws.  Its cost is O(k), not O(n), on
+        every gossip tick and probe; with few members the 3 n draws make
+        the search all but exhaustive, and a member it misses is found at
+        the next tick, as in memberlist.
         """
-        candidates = [node for node in self._order if wanted(node)]
-        if len(candidates) <= k:
-            self.rng.shuffle(candidates)
-            return candidates
-        return self.rng.sample(candidates, k)
+        order = self._order
+        count = len(order)
+        found: list[NodeState] = []
+        randrange = self.rng.randrange
+        for _ in range(3 * count):
+            if len(found) >= k:
+                break
+            node = order[randrange(count)]
+            if wanted(node) and node not in found:
+                found.append(node)
+        return found
 
     def shutdown(self) -> None:
         """

@@ -13,6 +13,7 @@ encryption) lives in L{cluster.gossip.framing}.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import socket
 from typing import TypeAlias, TypeVar
@@ -111,6 +112,7 @@ def ip_to_bytes(ip: str) -> bytes:
         raise WireError(f"not an IP address: {ip!r}") from None
 
 
+@functools.lru_cache(maxsize=4096)  # one entry per member address
 def ip_from_bytes(raw: bytes) -> str:
     """
     Turn a raw C{Addr} back into an IP literal, as Go prints it.
@@ -121,9 +123,18 @@ def ip_from_bytes(raw: bytes) -> str:
 
     @raise WireError: when C{raw} is not 4 or 16 bytes long.
     """
-    if len(raw) not in (4, 16):
+    # Every gossip message carries an address: the IPv4 forms, by far the
+    # most common, go through inet_ntop (C) rather than ipaddress.
+    if len(raw) == 4:
+        return socket.inet_ntop(socket.AF_INET, raw)
+    if len(raw) != 16:
         raise WireError(f"address must be 4 or 16 bytes, got {len(raw)}")
+    if raw.startswith(_V4_MAPPED):
+        return socket.inet_ntop(socket.AF_INET, raw[12:])
     return ip_text(ipaddress.ip_address(raw))
+
+
+_V4_MAPPED = bytes(10) + b"\xff\xff"
 
 
 # --- message bodies (net.go) ---
@@ -437,6 +448,13 @@ def decode_message(data: bytes) -> Message:
     kind = data[0]
     if kind == MessageType.USER:
         return User(data[1:])
+    if kind in _GOSSIPED:
+        return _decode_gossiped(data)
+    return _decode_body(data)
+
+
+def _decode_body(data: bytes) -> Message:
+    kind = data[0]
     cls = _BODY_TYPES.get(kind)
     if cls is None:
         raise WireError(f"message type {kind} not supported on packets")
@@ -444,6 +462,14 @@ def decode_message(data: bytes) -> Message:
         return decode(cls, unpack(data[1:]))
     except DecodeError as e:
         raise WireError(str(e)) from None
+
+
+# A gossiped message reaches every member several times, from different
+# senders, as the same bytes (retransmit_limit times each, 16 at 1,000
+# members): decode each once.  The values are frozen, so sharing them is
+# safe, and a message that fails to decode is not remembered.
+_GOSSIPED = frozenset({MessageType.ALIVE, MessageType.SUSPECT, MessageType.DEAD})
+_decode_gossiped = functools.lru_cache(maxsize=2048)(_decode_body)
 
 
 def _next_object(unpacker: msgpack.Unpacker) -> object:
