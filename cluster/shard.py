@@ -33,6 +33,13 @@ import xxhash
 
 from cluster.peer import Peer, PeerState
 
+try:  # the "fast" extra: vectorised batch lookups on the ring
+    import numpy as _numpy
+except ImportError:  # pragma: no cover - the tests patch _vectorised instead
+    _numpy = None  # type: ignore[assignment]
+
+_vectorised = _numpy is not None
+
 __all__ = [
     "MAX_KEY",
     "Key",
@@ -390,6 +397,10 @@ def _ring_tokens(name: str, num_tokens: int) -> list[int]:
     return tokens
 
 
+# Below this many keys a batch is cheaper without numpy's fixed costs.
+_VECTOR_BATCH = 16
+
+
 class _RingTable:
     """
     A sorted ring: C{tokens[i]} is held by C{owners[i]}.
@@ -397,14 +408,20 @@ class _RingTable:
     C{owners} has one extra entry, a copy of C{owners[0]}, so that the index
     C{bisect_left(tokens, key)} (which is C{len(tokens)} past the last
     token) wraps to the first token without a modulo in the batch fast path.
+
+    With numpy installed (the C{fast} extra), batches search a C{uint64}
+    copy of the tokens with C{searchsorted}, which finds the same index as
+    C{bisect_left}; the copy is made at the first batch, not at build time,
+    so a node that only calls L{lookup} never pays for it.
     """
 
-    __slots__ = ("names", "owners", "tokens")
+    __slots__ = ("_vectors", "names", "owners", "tokens")
 
     def __init__(self, names: frozenset[str], tokens: list[int], owners: list[str]):
         self.names = names
         self.tokens = tokens
         self.owners = owners
+        self._vectors: _RingVectors | None = None
 
     def lookup(self, key: int, n: int, by_name: dict[str, Peer]) -> list[Peer]:
         i = bisect_left(self.tokens, key)
@@ -415,6 +432,8 @@ class _RingTable:
     def lookup_many(
         self, keys: Sequence[int], n: int, by_name: dict[str, Peer]
     ) -> list[list[Peer]]:
+        if _vectorised and len(keys) >= _VECTOR_BATCH:
+            return self._lookup_vectorised(keys, n, by_name)
         # map() over C callables keeps the per-key search out of the
         # interpreter loop; only wrapping each answer in a list is Python code.
         positions = map(bisect_left, repeat(self.tokens), keys)
@@ -422,6 +441,30 @@ class _RingTable:
             return [[by_name[o]] for o in map(self.owners.__getitem__, positions)]
         walk = self._walk
         return [walk(i, n, by_name) for i in positions]
+
+    def _lookup_vectorised(
+        self, keys: Sequence[int], n: int, by_name: dict[str, Peer]
+    ) -> list[list[Peer]]:
+        vectors = self._vectors
+        if vectors is None:
+            vectors = self._vectors = _RingVectors.of(self)
+        wanted = _numpy.fromiter(keys, dtype=_numpy.uint64, count=len(keys))
+        positions = _numpy.searchsorted(vectors.tokens, wanted, side="left")
+        if n == 1:
+            # One Peer per owner, then one small list per key: the only
+            # per-key Python work left.
+            peers = [by_name[name] for name in vectors.names]
+            return [[peers[r]] for r in vectors.ranks[positions].tolist()]
+        # Keys that land on the same token share a walk (a copy each).
+        walks: dict[int, list[Peer]] = {}
+        walk = self._walk
+        found = []
+        for i in positions.tolist():
+            owners = walks.get(i)
+            if owners is None:
+                owners = walks[i] = walk(i, n, by_name)
+            found.append(owners.copy())
+        return found
 
     def _walk(self, i: int, n: int, by_name: dict[str, Peer]) -> list[Peer]:
         """
@@ -447,6 +490,32 @@ class _RingTable:
                     seen.add(name)
                 found.append(by_name[name])
         return found
+
+
+@attrs.frozen
+class _RingVectors:
+    """
+    A ring as numpy arrays: its tokens, and for each token (plus the
+    wrap-around entry) the rank of its owner among C{names}.
+    """
+
+    tokens: _numpy.ndarray
+    ranks: _numpy.ndarray
+    names: list[str]
+
+    @classmethod
+    def of(cls, table: _RingTable) -> _RingVectors:
+        names = sorted(table.names)
+        rank = {name: i for i, name in enumerate(names)}
+        return cls(
+            _numpy.array(table.tokens, dtype=_numpy.uint64),
+            _numpy.fromiter(
+                map(rank.__getitem__, table.owners),
+                dtype=_numpy.int32,
+                count=len(table.owners),
+            ),
+            names,
+        )
 
 
 class _RingBuilder:

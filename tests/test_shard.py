@@ -11,7 +11,7 @@ import json
 import os
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -144,6 +144,84 @@ class ConformanceTests(SynchronousTestCase):
         self.assertEqual(seen, set(_SHARDERS))
 
 
+def _batch_paths(test: SynchronousTestCase) -> Iterator[str]:
+    """
+    Run the body once per batch path: numpy's (when installed, as with the
+    test extras) and the pure-Python fallback.
+    """
+    if shard._vectorised:
+        yield "numpy"
+    test.patch(shard, "_vectorised", False)
+    yield "pure Python"
+
+
+class BatchPathTests(SynchronousTestCase):
+    """
+    Every shortcut of C{lookup_many} answers exactly as C{lookup}: ckit's
+    vectors asked in batches, and random peer sets with keys on and next to
+    the ring's tokens.
+    """
+
+    def test_numpy_is_installed_with_the_test_extras(self) -> None:
+        self.assertTrue(shard._vectorised)
+
+    def test_conformance_vectors_in_batches(self) -> None:
+        for path in _batch_paths(self):
+            checked = 0
+            for case in _vectors()["lookups"]:
+                sharder = _SHARDERS[case["sharder"]]()
+                sharder.set_peers(
+                    Peer(p["name"], p["addr"], False, PeerState.parse(p["state"]))
+                    for p in case["peers"]
+                )
+                groups: dict[tuple[int, Op], list[tuple[int, list[str]]]] = {}
+                for entry in case["lookups"]:
+                    if "owners" in entry:
+                        key = (entry["n"], _OPS[entry["op"]])
+                        groups.setdefault(key, []).append(
+                            (int(entry["hash"]), entry["owners"])
+                        )
+                for (n, op), entries in groups.items():
+                    # Repeated past the vector threshold, whatever the group.
+                    entries = entries * (1 + 2 * shard._VECTOR_BATCH // len(entries))
+                    got = sharder.lookup_many([k for k, _ in entries], n, op)
+                    self.assertEqual(
+                        [_names(r) for r in got],
+                        [owners for _, owners in entries],
+                        f"{path}: {case['sharder']} n={n} {op}",
+                    )
+                    checked += len(entries)
+            self.assertGreater(checked, 2000, path)
+
+    def test_random_peer_sets(self) -> None:
+        rng = random.Random(7)
+        states = [P, P, P, T, V]
+        for path in _batch_paths(self):
+            for trial in range(40):
+                count = rng.randint(1, 40)
+                peers = [
+                    Peer(f"p{trial}-{i}", f"10.0.0.1:{i}", False, rng.choice(states))
+                    for i in range(count)
+                ]
+                sharder = shard.ring(rng.choice([1, 8, 512]))
+                sharder.set_peers(peers)
+                tokens = [t for p in peers[:3] for t in shard._ring_tokens(p.name, 8)]
+                keys = [0, MAX_KEY, *_random_keys(200)]
+                keys += [k for t in tokens for k in (t - 1, t, t + 1) if 0 <= k]
+                keys = [k for k in keys if k <= MAX_KEY]
+                for op in Op:
+                    eligible = len(sharder.lookup_many([], 0, op)) or sum(
+                        p.state in ((P,) if op is Op.READ_WRITE else (P, T))
+                        for p in peers
+                    )
+                    for n in range(1, min(eligible, 4) + 1):
+                        self.assertEqual(
+                            sharder.lookup_many(keys, n, op),
+                            [sharder.lookup(k, n, op) for k in keys],
+                            f"{path}: trial {trial}, {op}, n={n}",
+                        )
+
+
 class KeyTests(SynchronousTestCase):
     def test_string_key_is_xxh64_of_utf8(self) -> None:
         self.assertEqual(string_key(""), 0xEF46DB3751D8E999)
@@ -257,7 +335,7 @@ class LookupSemanticsTests(SynchronousTestCase):
                     self.assertEqual(batch, single, f"{name} {op} n={n}")
                     for owners in batch:
                         self.assertEqual(len(set(_names(owners))), n)
-            # Big batches take the GC-paused path; same answers.
+            # Big batches take the vectorised path on the ring; same answers.
             big = _random_keys(5000)
             self.assertEqual(
                 sharder.lookup_many(big, 2, Op.READ)[:50],
