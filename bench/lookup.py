@@ -1,33 +1,56 @@
-"""Benchmark the ring sharder: rebuild time after a join and lookup throughput.
+"""
+The ring sharder's costs: building rings and looking keys up, against a
+bare Python C{bisect} loop over the same number of tokens.
 
-Run from the repository root (``python bench/lookup.py``). For 10, 100 and
-1,000 participants with ``ring(512)`` it prints one table:
+    python bench/lookup.py [--keys 1000000] [--json PATH]
 
-* full build: the first ``set_peers`` (every token hashed and sorted);
-* join: ``set_peers`` after one new node joins (median of several joins);
-* lookups/s through the batch API ``lookup_many(keys, n, Op.READ_WRITE)`` for
-  n=1 and n=3 over 1,000,000 random keys, and through single ``lookup`` calls
-  for n=1 (measured on a subset of the keys).
+For 10, 100 and 1,000 participants with C{ring(512)} (Alloy's ring):
+
+  - full build: the first C{set_peers} (every token hashed and sorted),
+    and the longest step of the same build run in steps, as a L{Node}
+    runs it (the longest the reactor is held);
+  - join: C{set_peers} after one more node joins (median of several
+    joins; each node's tokens are cached, so a join splices);
+  - first batch: a batch of 16 keys right after a change, which makes the
+    ring's numpy arrays (the batch rates below are measured after it);
+  - batch: C{lookup_many(keys, n, Op.READ_WRITE)} for n=1 and n=3, with
+    numpy when it is installed (the C{fast} extra) and with the
+    pure-Python fallback;
+  - single: one C{lookup(key, 1, op)} call per key;
+  - the yardstick, in the same run: C{[owners[bisect_left(tokens, key)]
+    for key in keys]} over a sorted list of as many random tokens.
+
+Targets (the README's performance section): batch n=1 at least 3x the
+bisect loop at 100 and 1,000 nodes, single at least 0.6x, no build step
+over 100 ms.  A missed target is printed, not a failure.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import statistics
 import sys
 import time
+from bisect import bisect_left
+from collections.abc import Iterator
 
 # Running the script directly puts bench/ (not the repo root) on sys.path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from cluster import shard
 from cluster.peer import Peer, PeerState
-from cluster.shard import Op, Sharder, ring
+from cluster.shard import Op, Sharder, SteppedSharder, ring
 
 NODE_COUNTS = (10, 100, 1000)
 NUM_TOKENS = 512
 _P = PeerState.PARTICIPANT
+
+BATCH_TARGET = 3.0  # batch n=1 over the bisect loop, at 100 and 1,000 nodes
+SINGLE_TARGET = 0.6
+STEP_TARGET_MS = 100.0
 
 
 def _peers(count: int, prefix: str = "node") -> list[Peer]:
@@ -37,8 +60,27 @@ def _peers(count: int, prefix: str = "node") -> list[Peer]:
     ]
 
 
+def _longest_step(peers: list[Peer]) -> float:
+    """
+    Seconds of the longest step of a full build run in steps.
+    """
+    sharder = ring(NUM_TOKENS)
+    assert isinstance(sharder, SteppedSharder)
+    steps: Iterator[None] = iter(sharder.set_peers_in_steps(peers))
+    longest = 0.0
+    while True:
+        start = time.perf_counter()
+        try:
+            next(steps)
+        except StopIteration:
+            return max(longest, time.perf_counter() - start)
+        longest = max(longest, time.perf_counter() - start)
+
+
 def _time_join(sharder: Sharder, base: list[Peer], repeats: int) -> float:
-    """Median seconds for set_peers after one fresh node joins ``base``."""
+    """
+    Median seconds for set_peers after one fresh node joins C{base}.
+    """
     samples = []
     for r in range(repeats):
         newcomer = Peer(f"joiner-{r}", "10.255.0.1:12345", False, _P)
@@ -49,17 +91,24 @@ def _time_join(sharder: Sharder, base: list[Peer], repeats: int) -> float:
     return statistics.median(samples)
 
 
-def _rate(sharder: Sharder, keys: list[int], n: int) -> float:
-    """Lookups per second through lookup_many."""
+def _batch_rate(sharder: Sharder, keys: list[int], n: int) -> float:
     start = time.perf_counter()
-    result = sharder.lookup_many(keys, n, Op.READ_WRITE)
+    found = sharder.lookup_many(keys, n, Op.READ_WRITE)
     elapsed = time.perf_counter() - start
-    assert len(result) == len(keys)
+    assert len(found) == len(keys)
     return len(keys) / elapsed
 
 
+def _fallback_rate(sharder: Sharder, keys: list[int], n: int) -> float:
+    vectorised = shard._vectorised
+    shard._vectorised = False
+    try:
+        return _batch_rate(sharder, keys, n)
+    finally:
+        shard._vectorised = vectorised
+
+
 def _single_rate(sharder: Sharder, keys: list[int]) -> float:
-    """n=1 lookups per second through one lookup() call per key."""
     lookup = sharder.lookup
     start = time.perf_counter()
     for key in keys:
@@ -67,40 +116,120 @@ def _single_rate(sharder: Sharder, keys: list[int]) -> float:
     return len(keys) / (time.perf_counter() - start)
 
 
+def _bisect_rate(count: int, keys: list[int], rng: random.Random) -> float:
+    """
+    The yardstick: a plain loop finding each key's owner by bisection.
+    """
+    tokens = sorted(rng.getrandbits(64) for _ in range(count * NUM_TOKENS))
+    owners = [f"node-{i % count}" for i in range(len(tokens) + 1)]
+    start = time.perf_counter()
+    found = [owners[bisect_left(tokens, key)] for key in keys]
+    elapsed = time.perf_counter() - start
+    assert len(found) == len(keys)
+    return len(keys) / elapsed
+
+
+def measure(
+    count: int, keys: list[int], single_keys: list[int], joins: int
+) -> dict[str, float]:
+    rng = random.Random(count)
+    base = _peers(count)
+    sharder = ring(NUM_TOKENS)
+    start = time.perf_counter()
+    sharder.set_peers(base)
+    full = time.perf_counter() - start
+    join = _time_join(sharder, base, joins)
+    # The first batch after a change makes the ring's numpy arrays.
+    start = time.perf_counter()
+    sharder.lookup_many(keys[:16], 1, Op.READ_WRITE)
+    arrays = time.perf_counter() - start
+    row = {
+        "nodes": count,
+        "full_build_ms": full * 1e3,
+        "longest_step_ms": _longest_step(base) * 1e3,
+        "join_ms": join * 1e3,
+        "first_batch_ms": arrays * 1e3,
+        "batch_n1_per_s": _batch_rate(sharder, keys, 1),
+        "batch_n3_per_s": _batch_rate(sharder, keys, 3),
+        "fallback_n1_per_s": _fallback_rate(sharder, keys, 1),
+        "single_per_s": _single_rate(sharder, single_keys),
+        "bisect_loop_per_s": _bisect_rate(count, keys, rng),
+    }
+    row["batch_over_bisect"] = row["batch_n1_per_s"] / row["bisect_loop_per_s"]
+    row["single_over_bisect"] = row["single_per_s"] / row["bisect_loop_per_s"]
+    return row
+
+
+def misses(rows: list[dict[str, float]]) -> list[str]:
+    missed = []
+    for row in rows:
+        nodes = int(row["nodes"])
+        if nodes >= 100 and row["batch_over_bisect"] < BATCH_TARGET:
+            missed.append(
+                f"{nodes} nodes: batch {row['batch_over_bisect']:.2f}x the bisect "
+                f"loop (target {BATCH_TARGET}x)"
+            )
+        if nodes >= 100 and row["single_over_bisect"] < SINGLE_TARGET:
+            missed.append(
+                f"{nodes} nodes: single {row['single_over_bisect']:.2f}x the bisect "
+                f"loop (target {SINGLE_TARGET}x)"
+            )
+        if row["longest_step_ms"] > STEP_TARGET_MS:
+            missed.append(
+                f"{nodes} nodes: a build step of {row['longest_step_ms']:.0f} ms "
+                f"(target {STEP_TARGET_MS:.0f} ms)"
+            )
+    return missed
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run the benchmark and print the table."""
-    parser = argparse.ArgumentParser(description="Benchmark ring(512) lookups.")
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--keys", type=int, default=1_000_000)
     parser.add_argument("--single-keys", type=int, default=200_000)
     parser.add_argument("--joins", type=int, default=5)
+    parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
+    for flag in ("keys", "single_keys", "joins"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')}: at least 1")
 
     rng = random.Random(42)
     keys = [rng.getrandbits(64) for _ in range(args.keys)]
     single_keys = keys[: args.single_keys]
+    rows = [measure(count, keys, single_keys, args.joins) for count in NODE_COUNTS]
 
-    header = (
-        f"{'nodes':>6} | {'full build ms':>13} | {'join ms':>8} | "
-        f"{'n=1 batch/s':>12} | {'n=3 batch/s':>12} | {'n=1 single/s':>12}"
-    )
-    print(f"ring({NUM_TOKENS}), {len(keys):,} random keys, Op.READ_WRITE")
-    print("batch = lookup_many(keys, n, op); single = lookup(key, 1, op) per key")
-    print(header)
-    print("-" * len(header))
-    for count in NODE_COUNTS:
-        base = _peers(count)
-        sharder = ring(NUM_TOKENS)
-        start = time.perf_counter()
-        sharder.set_peers(base)
-        full = time.perf_counter() - start
-        join = _time_join(sharder, base, args.joins)
-        n1 = _rate(sharder, keys, 1)
-        n3 = _rate(sharder, keys, 3)
-        single = _single_rate(sharder, single_keys)
+    numpy = "numpy" if shard._vectorised else "no numpy: batch = fallback"
+    print(f"ring({NUM_TOKENS}), {len(keys):,} random keys, Op.READ_WRITE ({numpy})")
+    builds = f"{'nodes':>6} | {'full build ms':>13} | {'longest step ms':>15} | "
+    builds += f"{'join ms':>8} | {'first batch ms':>14}"
+    print(builds)
+    print("-" * len(builds))
+    for row in rows:
         print(
-            f"{count:>6} | {full * 1e3:>13.1f} | {join * 1e3:>8.1f} | "
-            f"{n1:>12,.0f} | {n3:>12,.0f} | {single:>12,.0f}"
+            f"{row['nodes']:>6} | {row['full_build_ms']:>13.1f} | "
+            f"{row['longest_step_ms']:>15.1f} | {row['join_ms']:>8.1f} | "
+            f"{row['first_batch_ms']:>14.1f}"
         )
+    print()
+    lookups = (
+        f"{'nodes':>6} | {'batch n=1/s':>11} | {'batch n=3/s':>11} | "
+        f"{'fallback n=1/s':>14} | {'single/s':>9} | {'bisect loop/s':>13} | "
+        f"{'batch/bisect':>12} | {'single/bisect':>13}"
+    )
+    print(lookups)
+    print("-" * len(lookups))
+    for row in rows:
+        print(
+            f"{row['nodes']:>6} | {row['batch_n1_per_s']:>11,.0f} | "
+            f"{row['batch_n3_per_s']:>11,.0f} | {row['fallback_n1_per_s']:>14,.0f} | "
+            f"{row['single_per_s']:>9,.0f} | {row['bisect_loop_per_s']:>13,.0f} | "
+            f"{row['batch_over_bisect']:>12.2f} | {row['single_over_bisect']:>13.2f}"
+        )
+    for line in misses(rows):
+        print(f"missed: {line}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"vectorised": shard._vectorised, "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

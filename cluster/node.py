@@ -45,6 +45,26 @@ ckit does not have:
   C{tests/test_ownership.py} proves both under partitions, one-way loss,
   false deaths and restarts.
 
+Peer changes, the sharder and observers
+======================================
+
+ckit hands every change of the peer list to the sharder at once, inside
+the memberlist event.  Here the changes of one reactor turn are gathered
+and applied once, at the next turn: a push/pull that brings a thousand
+members brings a thousand events, and sorting the peer list and updating
+the sharder for each one held the reactor for most of a second.  A large
+sharder update (a node joining a 1,000-node cluster builds a ring of
+512,000 tokens) then runs in steps of about ten milliseconds, one per
+reactor turn (L{cluster.shard.SteppedSharder}); lookups answer from the
+previous peer set until the last step, and observers are told after it,
+so they always look up in the peer set they were given.  L{Node.peers}
+is always current, and our own state change (L{Node.change_state}) is
+applied at once, as in ckit.  The cluster's promise does not change: every node
+applies the same peer list to the same sharder, a few turns later at
+most (C{bench/join_block.py} measures the longest block;
+C{tests/test_ownership.py} checks that owners agree after partitions,
+false deaths and restarts).
+
 Metrics
 =======
 
@@ -58,7 +78,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 import attrs
@@ -78,7 +98,7 @@ from cluster.gossip.interfaces import (
 from cluster.messages import MessageError, decode_state
 from cluster.metrics import NodeMetrics
 from cluster.peer import Peer, PeerState, StateTransitionError
-from cluster.shard import Sharder
+from cluster.shard import Sharder, SteppedSharder
 from cluster.states import PeerStates
 
 __all__ = [
@@ -151,7 +171,9 @@ class Node:
 
     @param config: gossip settings; the node installs its own delegate as
         the memberlist's delegate, event and conflict delegate.
-    @param sharder: fed every peer change before observers run.
+    @param sharder: fed the peer list after every change (at the next
+        reactor turn, in steps when it is a L{SteppedSharder}), before
+        observers run.
     @param reactor: time and sockets (the global reactor when C{None}).
     @param transport: the gossip transport (a real one when C{None}).
     @ivar gossip_events: counters of gossip events, named as the labels of
@@ -179,9 +201,17 @@ class Node:
     metrics: NodeMetrics = attrs.field(init=False, repr=False)
     states: PeerStates = attrs.field(init=False)
     _peer_cache: list[Peer] = attrs.field(factory=list, init=False)
+    _peers_stale: bool = attrs.field(default=False, init=False)
     _observers: list[Observer] = attrs.field(factory=list, init=False)
-    _pending: list[Peer] | None = attrs.field(default=None, init=False)
-    _pending_call: IDelayedCall | None = attrs.field(default=None, init=False)
+    # Peer changes counted, and the count the sharder was last updated for.
+    _changes: int = attrs.field(default=0, init=False)
+    _applied_changes: int = attrs.field(default=0, init=False)
+    _update_call: IDelayedCall | None = attrs.field(default=None, init=False)
+    _notify_call: IDelayedCall | None = attrs.field(default=None, init=False)
+    _to_notify: list[Peer] | None = attrs.field(default=None, init=False)
+    _steps: Iterator[None] | None = attrs.field(default=None, init=False)
+    _applying: list[Peer] = attrs.field(factory=list, init=False)
+    _last_applied: list[Peer] | None = attrs.field(default=None, init=False)
     _last_notified: list[Peer] | None = attrs.field(default=None, init=False)
     _stopped: bool = attrs.field(default=False, init=False)
     _log = Logger()
@@ -239,9 +269,11 @@ class Node:
         if self._stopped:
             return succeed(None)
         self._stopped = True
-        if self._pending_call is not None and self._pending_call.active():
-            self._pending_call.cancel()
-        self._pending_call = None
+        for call in (self._update_call, self._notify_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._update_call = self._notify_call = None
+        self._steps = None
         d = self.memberlist.leave(LEAVE_TIMEOUT)
         d.addErrback(lambda f: self._log.failure("leave failed", f))
         return d.addBoth(lambda _: self.memberlist.shutdown())
@@ -280,6 +312,8 @@ class Node:
             self.states.change(target, finished)
         except StateTransitionError:
             return fail()
+        # As in ckit, our own lookups see our new state at once.
+        self._update_now()
         if len(self.states) <= 1:
             finished()
         return waiter
@@ -288,6 +322,9 @@ class Node:
         """
         Every peer we know, viewers included, sorted by name.
         """
+        if self._peers_stale:
+            self._peer_cache = self.states.peers()
+            self._peers_stale = False
         return list(self._peer_cache)
 
     def observe(self, observer: Observer) -> None:
@@ -304,18 +341,69 @@ class Node:
 
     # --- telling the sharder and the observers ---
 
-    def _peers_changed(self, peers: list[Peer]) -> None:
+    def _peers_changed(self) -> None:
+        self._peers_stale = True
+        self._changes += 1
+        # One update per reactor turn, and none while one is in steps (it
+        # looks again when it ends).
+        if self._update_call is None and self._steps is None and not self._stopped:
+            self._update_call = self.reactor.callLater(0, self._update)
+
+    def _update_now(self) -> None:
+        """
+        Apply pending changes now rather than at the next turn (unless an
+        update is in steps: it looks again when it ends).
+        """
+        if self._steps is None and self._update_call is not None:
+            self._update_call.cancel()
+            self._update()
+
+    def _update(self) -> None:
+        self._update_call = None
+        self._applied_changes = self._changes
+        peers = self.peers()
+        if peers == self._last_applied:
+            self._notify_observers(peers)
+            return
+        self._last_applied = self._applying = peers
+        if isinstance(self.sharder, SteppedSharder):
+            self._steps = iter(self.sharder.set_peers_in_steps(peers))
+            self._step()
+            return
         if self.sharder is not None:
             self.sharder.set_peers(peers)
-        self._peer_cache = peers
-        # Coalesce: observers only ever see the latest list.
-        self._pending = peers
-        if self._pending_call is None and not self._stopped:
-            self._pending_call = self.reactor.callLater(0, self._notify_observers)
+        self._notify_observers(peers)
 
-    def _notify_observers(self) -> None:
-        self._pending_call = None
-        peers, self._pending = self._pending, None
+    def _step(self) -> None:
+        self._update_call = None
+        steps = self._steps
+        if steps is None:  # stopped
+            return
+        try:
+            next(steps)
+        except StopIteration:
+            self._steps = None
+            self._notify_observers(self._applying)
+            if self._changes != self._applied_changes and not self._stopped:
+                self._update_call = self.reactor.callLater(0, self._update)
+            return
+        self._update_call = self.reactor.callLater(0, self._step)
+
+    def _notify_observers(self, peers: list[Peer]) -> None:
+        # At the next turn, as ckit queues its notifications; observers
+        # only ever see the latest list.
+        self._to_notify = peers
+        if self._notify_call is None and not self._stopped:
+            self._notify_call = self.reactor.callLater(0, self._notify_now)
+
+    def _notify_now(self) -> None:
+        self._notify_call = None
+        # Changes still waiting for their turn go in first, so observers see
+        # the latest list; an update in steps tells them when it ends.
+        self._update_now()
+        if self._steps is not None:
+            return
+        peers, self._to_notify = self._to_notify, None
         if peers is None or peers == self._last_notified:
             return
         self._last_notified = peers

@@ -39,14 +39,15 @@ class PeerStates:
 
     @ivar counters: the node's gossip event counters (C{stale_state},
         C{unknown_state}, C{state_reannounced} are counted here).
-    @ivar on_change: told the new peer list, sorted by name, after every
-        change.
+    @ivar on_change: called after every change of the peer list (read it
+        with L{peers}); a push/pull can change a thousand peers one after
+        the other, so sorting the list is left to whoever needs it.
     """
 
     name: str
     retransmit_mult: int
     counters: Counter[str]
-    on_change: Callable[[list[Peer]], object]
+    on_change: Callable[[], object]
     clock: LamportClock = attrs.field(factory=LamportClock, init=False)
     broadcasts: BroadcastQueue = attrs.field(init=False)
     local: PeerState = attrs.field(default=PeerState.VIEWER, init=False)
@@ -102,7 +103,7 @@ class PeerStates:
             is_self=member.name == self.name,
             state=state.new_state if state is not None else PeerState.VIEWER,
         )
-        self.on_change(self.peers())
+        self.on_change()
 
     def left(self, name: str) -> None:
         """
@@ -111,7 +112,7 @@ class PeerStates:
         """
         self._peers.pop(name, None)
         self._states.pop(name, None)
-        self.on_change(self.peers())
+        self.on_change()
 
     # --- gossip ---
 
@@ -165,7 +166,7 @@ class PeerStates:
             )
             changed.append(accepted)
         if changed:
-            self.on_change(self.peers())
+            self.on_change()
         for accepted in changed:
             self.broadcasts.queue(encode_state(accepted), accepted.node_name)
         theirs = next((m for m in remote.states if m.node_name == self.name), None)
@@ -182,7 +183,7 @@ class PeerStates:
             self._peers[message.node_name] = attrs.evolve(
                 known, state=message.new_state
             )
-            self.on_change(self.peers())
+            self.on_change()
 
     def _accept(self, message: StateMessage) -> StateMessage | None:
         """

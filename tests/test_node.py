@@ -6,6 +6,7 @@ over the simulated network.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable, Iterator, Sequence
 
 from twisted.internet.defer import CancelledError
 from twisted.trial.unittest import SynchronousTestCase
@@ -29,7 +30,7 @@ from cluster.node import (
     StateTransitionError,
 )
 from cluster.peer import Peer, PeerState
-from cluster.shard import Op, Sharder, ring
+from cluster.shard import Op, Sharder, SteppedSharder, ring
 from cluster.testing import SimulatedNetwork
 
 
@@ -376,3 +377,112 @@ class ObserverTests(SynchronousTestCase):
         a.change_state(PeerState.PARTICIPANT)
         network.run(1)
         self.assertEqual([p.state for p in seen[-1]], [PeerState.PARTICIPANT])
+
+
+class StepLog:
+    """
+    A ring sharder that logs each step of its stepped updates.
+    """
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+        self.inner = ring(512)
+        assert isinstance(self.inner, SteppedSharder)
+
+    def set_peers(self, peers: Iterable[Peer]) -> None:
+        self.inner.set_peers(peers)
+
+    def set_peers_in_steps(self, peers: Iterable[Peer]) -> Iterator[None]:
+        for _ in self.inner.set_peers_in_steps(peers):
+            self.log.append("step")
+            yield
+        self.log.append("done")
+
+    def peers(self) -> list[Peer]:
+        return self.inner.peers()
+
+    def lookup(self, key: int, n: int, op: Op) -> list[Peer]:
+        return self.inner.lookup(key, n, op)
+
+    def lookup_many(self, keys: Sequence[int], n: int, op: Op) -> list[list[Peer]]:
+        return self.inner.lookup_many(keys, n, op)
+
+
+class SteppedUpdateTests(SynchronousTestCase):
+    """
+    A push/pull from a big cluster changes hundreds of peers at once; the
+    node applies them to its sharder in steps, one per reactor turn, and
+    tells observers after the last.
+    """
+
+    def _big_cluster_arrives(self, node: Node, count: int) -> list[str]:
+        names = [f"member-{i:03d}" for i in range(count)]
+        events = events_of(node)
+        for i, name in enumerate(names):
+            events.notify_join(
+                Member(name, "127.0.0.9", 1000 + i, b"", MemberState.ALIVE, 1)
+            )
+        states = [StateMessage(n, PeerState.PARTICIPANT, 1) for n in names]
+        delegate_of(node).merge_remote_state(encode_local_state(1, states), False)
+        return names
+
+    def test_other_work_runs_between_steps(self) -> None:
+        network = SimulatedNetwork(seed=32)
+        log: list[str] = []
+        node = network.node("node-00", sharder=StepLog(log))
+        node.start()
+        network.run(1)
+        log.clear()
+        told: list[tuple[int, int]] = []
+
+        def observer(peers: list[Peer]) -> bool:
+            log.append("observer")
+            told.append((len(peers), len(sharder_of(node).peers())))
+            return True
+
+        node.observe(FuncObserver(observer))
+        self._big_cluster_arrives(node, 300)
+        # The node's own view is current at once; the sharder's is not yet.
+        self.assertEqual(len(node.peers()), 301)
+        self.assertEqual(sharder_of(node).peers(), [])
+        network.clock.callLater(0, log.append, "other")
+        network.run(0)
+        # 153,600 tokens: many steps, and other timers run in between.
+        self.assertGreater(log.count("step"), 5)
+        self.assertLess(log.index("other"), log.index("done"))
+        self.assertLess(log.index("done"), log.index("observer"))
+        self.assertEqual(told, [(301, 300)])
+
+    def test_a_change_during_the_steps_is_applied_after_them(self) -> None:
+        network = SimulatedNetwork(seed=33)
+        log: list[str] = []
+        node = network.node("node-00", sharder=StepLog(log))
+        node.start()
+        network.run(1)
+        log.clear()
+        told: list[list[Peer]] = []
+        node.observe(FuncObserver(lambda peers: record(told, peers, True)))
+        names = self._big_cluster_arrives(node, 300)
+        gone = Member(names[0], "127.0.0.9", 1000, b"", MemberState.DEAD, 1)
+        network.clock.callLater(0, events_of(node).notify_leave, gone)
+        network.run(0)
+        self.assertEqual(log.count("done"), 2)
+        self.assertEqual(len(sharder_of(node).peers()), 299)
+        self.assertNotIn(names[0], {p.name for p in told[-1]})
+        self.assertEqual(told[-1], node.peers())
+        key = random.Random(3).getrandbits(64)
+        owners = {p.name for p in sharder_of(node).lookup(key, 299, Op.READ)}
+        self.assertEqual(owners, set(names[1:]))
+
+    def test_stopping_during_the_steps(self) -> None:
+        network = SimulatedNetwork(seed=34)
+        log: list[str] = []
+        node = network.node("node-00", sharder=StepLog(log))
+        node.start()
+        network.run(1)
+        log.clear()
+        self._big_cluster_arrives(node, 300)
+        self.successResultOf(node.stop())
+        network.run(1)
+        self.assertNotIn("done", log)
+        self.assertEqual(sharder_of(node).peers(), [])

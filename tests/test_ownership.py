@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from cluster import ClusterService, Op, PeerState
+from cluster import ClusterService, Op, PeerState, shard
 from cluster.gossip.framing import PacketCodec
 from cluster.gossip.wire import MessageType
 from cluster.messages import StateMessage, encode_state
@@ -240,6 +240,19 @@ class OwnershipAfterFaultTests(SynchronousTestCase):
                 assert svc.node is not None
                 self.assertGreater(svc.node.gossip_events["stale_state"], 20)
             replay.stop()
+
+
+class OwnershipWithSteppedUpdatesTests(OwnershipAfterFaultTests):
+    """
+    The same faults, with every ring update cut into steps of 128 tokens
+    (a 4-node ring of 512 tokens per node takes about twenty reactor
+    turns), as a node in a very large cluster applies its updates:
+    lookups answer from the previous peers between steps, and changes that
+    arrive during the steps are applied after them (L{cluster.node}).
+    """
+
+    def setUp(self) -> None:
+        self.patch(shard, "_STEP_TOKENS", 128)
 
 
 class StaleReplay:

@@ -7,6 +7,7 @@ Go code (string keys, key builders and lookups for every sharder and op).
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import os
 import random
@@ -221,6 +222,60 @@ class BatchPathTests(SynchronousTestCase):
                             f"{path}: trial {trial}, {op}, n={n}",
                         )
 
+    def test_tokens_on_slot_boundaries(self) -> None:
+        """
+        The numpy path answers most keys from a table of equal slots of the
+        key space; tokens placed on, just before and just after slot
+        boundaries, and keys all around them, still answer as C{lookup}.
+        """
+        bits = (8 * shard._SLOTS_PER_TOKEN).bit_length()  # 8 tokens: 128 slots
+        width = 1 << (64 - bits)
+        layout = {
+            "a": [5 * width, 9 * width - 1],
+            "b": [9 * width, 20 * width + 1],
+            "c": [20 * width, 63 * width],
+            "d": [63 * width + 7, 1],
+        }
+        self.patch(shard, "_ring_tokens", lambda name, num_tokens: layout[name])
+        sharder = shard.ring(2)
+        sharder.set_peers(_peers(sorted(layout)))
+        every = [t for tokens in layout.values() for t in tokens]
+        edges = [s * width for s in (0, 1, 5, 6, 9, 10, 20, 21, 63)]
+        keys = [k for t in every + edges for k in (t - 1, t, t + 1)]
+        keys = [k for k in keys if 0 <= k <= MAX_KEY] + [MAX_KEY]
+        for path in _batch_paths(self):
+            for n in (1, 2, 4):
+                self.assertEqual(
+                    sharder.lookup_many(keys, n, Op.READ),
+                    [sharder.lookup(k, n, Op.READ) for k in keys],
+                    f"{path}, n={n}",
+                )
+        table = sharder._state.tables[Op.READ]  # type: ignore[attr-defined]
+        self.assertEqual(len(table._vectors.slots), 1 << bits)
+
+    def test_bad_keys_in_a_large_batch(self) -> None:
+        sharder = shard.ring(8)
+        sharder.set_peers(_peers(["a", "b"]))
+        for path in _batch_paths(self):
+            for bad in (-1, MAX_KEY + 1):
+                keys = [*_random_keys(40), bad]
+                with self.assertRaises(ValueError, msg=path):
+                    sharder.lookup_many(keys, 1, Op.READ)
+
+    def test_the_collector_is_restored(self) -> None:
+        sharder = shard.ring(8)
+        sharder.set_peers(_peers(["a", "b"]))
+        keys = _random_keys(100)
+        self.addCleanup(gc.enable)
+        for enabled in (True, False):
+            (gc.enable if enabled else gc.disable)()
+            sharder.lookup_many(keys, 1, Op.READ)
+            self.assertEqual(gc.isenabled(), enabled)
+            self.assertRaises(
+                NotEnoughPeersError, sharder.lookup_many, keys, 3, Op.READ
+            )
+            self.assertEqual(gc.isenabled(), enabled)
+
 
 class KeyTests(SynchronousTestCase):
     def test_string_key_is_xxh64_of_utf8(self) -> None:
@@ -418,6 +473,62 @@ class RingBuildTests(SynchronousTestCase):
         self.assertEqual(_names(sharder.lookup(1, 3, Op.READ)), ["n00", "n01", "n02"])
         sharder.set_peers(_peers(names[:5] + names[6:]))
         self._assert_same_as_fresh(sharder, _peers(names[:5] + names[6:]))
+
+
+class SteppedUpdateTests(SynchronousTestCase):
+    """
+    A large ring is built in steps (so a node joining a big cluster never
+    holds its reactor for long) and gives what one plain sort gives.
+    """
+
+    def test_every_sharder_is_stepped(self) -> None:
+        for make in _SHARDERS.values():
+            self.assertIsInstance(make(), shard.SteppedSharder)
+
+    def test_full_build_in_steps_matches_a_plain_sort(self) -> None:
+        names = [f"node-{i:03d}" for i in range(300)]
+        sharder = shard.ring(512)
+        steps = sum(1 for _ in sharder.set_peers_in_steps(_peers(names)))
+        # 153,600 tokens at 32,768 per step: hashing and sorting take more
+        # than one step each.
+        self.assertGreaterEqual(steps, 8)
+        pairs = sorted(
+            (token, name) for name in names for token in shard._ring_tokens(name, 512)
+        )
+        tokens, owners = _ring_internals(sharder, Op.READ)
+        self.assertEqual(tokens, [t for t, _ in pairs])
+        self.assertEqual(owners, [n for _, n in pairs] + [pairs[0][1]])
+
+    def test_lookups_answer_from_the_old_peers_until_the_last_step(self) -> None:
+        sharder = shard.ring(512)
+        old = _peers(["a", "b"])
+        sharder.set_peers(old)
+        key = _random_keys(1)[0]
+        before = sharder.lookup(key, 2, Op.READ)
+        steps = iter(sharder.set_peers_in_steps(_peers(f"n{i}" for i in range(200))))
+        next(steps)
+        next(steps)
+        self.assertEqual(sharder.peers(), old)
+        self.assertEqual(sharder.lookup(key, 2, Op.READ), before)
+        for _ in steps:
+            pass
+        self.assertEqual(len(sharder.peers()), 200)
+        self.assertNotIn(sharder.lookup(key, 1, Op.READ)[0].name, {"a", "b"})
+
+    def test_a_later_update_supersedes_an_unfinished_one(self) -> None:
+        sharder = shard.ring(512)
+        steps = iter(sharder.set_peers_in_steps(_peers(f"n{i}" for i in range(200))))
+        next(steps)
+        latest = _peers(["x", "y", "z"])
+        sharder.set_peers(latest)
+        for _ in steps:
+            pass
+        self.assertEqual(sharder.peers(), latest)
+        fresh = shard.ring(512)
+        fresh.set_peers(latest)
+        self.assertEqual(
+            _ring_internals(sharder, Op.READ), _ring_internals(fresh, Op.READ)
+        )
 
 
 class DistributionTests(SynchronousTestCase):

@@ -1,0 +1,163 @@
+"""
+How long a node joining a large cluster blocks its reactor.
+
+    python bench/join_block.py --members 1000
+
+One process, the real reactor, real sockets on loopback.  A seed L{Node}
+is given the state of a C{--members}-node cluster, as if it had just
+merged a push/pull from one of them: every member alive at an address in
+127.0.0.0/8 where nothing listens, every member a participant.  A fresh
+node (a 512-token ring sharder, as Alloy) then joins the seed: one
+push/pull brings it every member and every peer state, and it builds its
+ring.  A timer firing every millisecond measures how late the reactor
+runs it; the longest delay is the longest block, the seed's answer
+included.  The joiner is done when its sharder owns keys on every member.
+
+Target: no block longer than 100 ms.  Exits 1 when the join fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import sys
+import time
+
+from twisted.internet import reactor, task
+from twisted.internet.defer import Deferred, ensureDeferred
+
+# Running the script directly puts bench/ (not the repo root) on sys.path.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from cluster.gossip import GossipConfig
+from cluster.gossip.wire import PushNodeState, PushPull
+from cluster.messages import StateMessage, encode_local_state
+from cluster.node import Node
+from cluster.peer import PeerState
+from cluster.shard import ring
+
+TARGET_BLOCK_MS = 100.0
+# Synthetic members live where nothing answers: loopback, not our own address.
+SYNTHETIC_NETWORK = ipaddress.IPv4Network("127.77.0.0/16")
+
+
+class BlockMonitor:
+    """
+    Fires every C{interval} seconds and keeps the longest lateness.
+    """
+
+    def __init__(self, interval: float = 0.001) -> None:
+        self.interval = interval
+        self.longest = 0.0
+        self._last = time.perf_counter()
+        self._loop = task.LoopingCall(self._tick)
+
+    def start(self) -> None:
+        self._last = time.perf_counter()
+        self._loop.start(self.interval, now=False)
+
+    def reset(self) -> None:
+        self.longest = 0.0
+
+    def stop(self) -> None:
+        self._loop.stop()
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.longest = max(self.longest, now - self._last - self.interval)
+        self._last = now
+
+
+def synthetic_cluster(seed: Node, members: int) -> PushPull:
+    """
+    A push/pull as one member of a C{members}-node cluster would send it.
+    """
+    vsn = seed.memberlist.table.push_states()[0].vsn
+    hosts = SYNTHETIC_NETWORK.hosts()
+    nodes = []
+    states = []
+    for index in range(members - 1):
+        name = f"member-{index:04d}"
+        address = next(hosts).packed
+        nodes.append(PushNodeState(name, address, 7946, b"", 1, 0, vsn))
+        states.append(StateMessage(name, PeerState.PARTICIPANT, index + 1))
+    return PushPull(False, tuple(nodes), encode_local_state(members, states))
+
+
+def config(name: str) -> GossipConfig:
+    return GossipConfig.lan(name=name, bind_address="127.0.0.1", bind_port=0)
+
+
+async def measure(members: int) -> dict[str, object]:
+    seed = Node(config("seed"), sharder=ring(512), reactor=reactor)
+    await seed.start()
+    await seed.change_state(PeerState.PARTICIPANT)
+    # The seed merges the cluster's state as from a push/pull it received.
+    seed.memberlist._merge_remote(synthetic_cluster(seed, members))
+    if len(seed.peers()) != members:
+        raise SystemExit(f"the seed knows {len(seed.peers())} peers, not {members}")
+
+    joiner = Node(config("joiner"), sharder=ring(512), reactor=reactor)
+    await joiner.start()
+    monitor = BlockMonitor()
+    monitor.start()
+    await task.deferLater(reactor, 0.2, lambda: None)
+    idle_block = monitor.longest
+    monitor.reset()
+    started = time.perf_counter()
+    await joiner.start([seed.memberlist.local_member().full_address()])
+    sharder = joiner.sharder
+    assert sharder is not None
+    while len(sharder.peers()) < members:
+        await task.deferLater(reactor, 0.001, lambda: None)
+    ready = time.perf_counter() - started
+    # A little longer: anything the join scheduled for later.
+    await task.deferLater(reactor, 0.5, lambda: None)
+    monitor.stop()
+    await joiner.stop()
+    await seed.stop()
+    return {
+        "members": members,
+        "longest_block_ms": round(monitor.longest * 1000, 1),
+        "idle_block_ms": round(idle_block * 1000, 1),
+        "ring_ready_s": round(ready, 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--members", type=int, default=1000)
+    parser.add_argument("--json", metavar="PATH")
+    args = parser.parse_args(argv)
+    if args.members < 2:
+        parser.error("--members: at least 2")
+    if args.members > SYNTHETIC_NETWORK.num_addresses - 2:
+        parser.error(f"--members: at most {SYNTHETIC_NETWORK.num_addresses - 2}")
+
+    result: dict[str, object] = {}
+
+    def done(outcome: object) -> None:
+        if isinstance(outcome, dict):
+            result.update(outcome)
+        else:
+            print(outcome, file=sys.stderr)
+        reactor.stop()
+
+    d: Deferred[dict[str, object]] = ensureDeferred(measure(args.members))
+    d.addBoth(done)
+    reactor.run()
+    if not result:
+        raise SystemExit("the join did not complete")
+    for key, value in result.items():
+        print(f"{key:<20} {value}")
+    if float(str(result["longest_block_ms"])) > TARGET_BLOCK_MS:
+        print(f"missed: a block longer than {TARGET_BLOCK_MS:.0f} ms")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
