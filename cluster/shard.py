@@ -26,21 +26,24 @@ import gc
 from bisect import bisect_left
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from importlib.util import find_spec
 from itertools import repeat
 from operator import and_, attrgetter, lshift, or_, rshift
-from typing import Protocol, TypeAlias, TypeVar, runtime_checkable
+from types import ModuleType
+from typing import TYPE_CHECKING, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 import attrs
 import xxhash
 
 from cluster.peer import Peer, PeerState
 
-try:  # the "fast" extra: vectorised batch lookups on the ring
+if TYPE_CHECKING:
     import numpy as _numpy
-except ImportError:  # pragma: no cover - the tests patch _vectorised instead
-    _numpy = None  # type: ignore[assignment]
 
-_vectorised = _numpy is not None
+# The "fast" extra: vectorised batch lookups on the ring.  numpy is imported
+# at the first large batch, not here: it costs every node about 14 MiB of
+# memory, and most nodes never ask a batch.
+_vectorised = find_spec("numpy") is not None
 
 __all__ = [
     "MAX_KEY",
@@ -393,8 +396,9 @@ class _HashSharder:
         table = _table_for(state, op)
         if _vectorised and len(keys) >= _VECTOR_BATCH and isinstance(table, _RingTable):
             # Converting to uint64 is the range check.
+            np = _load_numpy()
             try:
-                wanted = _numpy.fromiter(keys, dtype=_numpy.uint64, count=len(keys))
+                wanted = np.fromiter(keys, dtype=np.uint64, count=len(keys))
             except (OverflowError, TypeError, ValueError):
                 raise ValueError("keys must be uint64 values (0..MAX_KEY)") from None
             if _check_n(n, len(table.names)):
@@ -430,6 +434,12 @@ def _collector_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+def _load_numpy() -> ModuleType:
+    import numpy
+
+    return numpy
 
 
 def _run_steps(steps: Generator[None, None, _T]) -> _T:
@@ -613,24 +623,25 @@ class _RingVectors:
 
     @classmethod
     def of(cls, table: _RingTable) -> _RingVectors:
+        np = _load_numpy()
         names = sorted(table.names)
         rank = {name: i for i, name in enumerate(names)}
-        tokens = _numpy.array(table.tokens, dtype=_numpy.uint64)
+        tokens = np.array(table.tokens, dtype=np.uint64)
         bits = min(_MAX_SLOT_BITS, (len(tokens) * _SLOTS_PER_TOKEN).bit_length())
-        shift = _numpy.uint64(64 - bits)
-        first_keys = _numpy.arange(1 << bits, dtype=_numpy.uint64) << shift
-        last_keys = first_keys | ((_numpy.uint64(1) << shift) - _numpy.uint64(1))
-        first = _numpy.searchsorted(tokens, first_keys, side="left")
-        last = _numpy.searchsorted(tokens, last_keys, side="left")
+        shift = np.uint64(64 - bits)
+        first_keys = np.arange(1 << bits, dtype=np.uint64) << shift
+        last_keys = first_keys | ((np.uint64(1) << shift) - np.uint64(1))
+        first = np.searchsorted(tokens, first_keys, side="left")
+        last = np.searchsorted(tokens, last_keys, side="left")
         return cls(
             tokens,
-            _numpy.fromiter(
+            np.fromiter(
                 map(rank.__getitem__, table.owners),
-                dtype=_numpy.int32,
+                dtype=np.int32,
                 count=len(table.owners),
             ),
             names,
-            _numpy.where(first == last, first, -1).astype(_numpy.int32),
+            np.where(first == last, first, -1).astype(np.int32),
             shift,
         )
 
@@ -638,10 +649,11 @@ class _RingVectors:
         """
         C{bisect_left(tokens, key)} for each of C{keys}.
         """
+        np = _load_numpy()
         found: _numpy.ndarray = self.slots[keys >> self.shift]
-        unsure = _numpy.flatnonzero(found < 0)
+        unsure = np.flatnonzero(found < 0)
         if len(unsure):
-            found[unsure] = _numpy.searchsorted(self.tokens, keys[unsure], side="left")
+            found[unsure] = np.searchsorted(self.tokens, keys[unsure], side="left")
         return found
 
 
