@@ -11,6 +11,8 @@ import gc
 import json
 import os
 import random
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -165,6 +167,23 @@ class BatchPathTests(SynchronousTestCase):
 
     def test_numpy_is_installed_with_the_test_extras(self) -> None:
         self.assertTrue(shard._vectorised)
+
+    def test_numpy_is_imported_only_by_a_batch(self) -> None:
+        # It costs every process about 14 MiB; most nodes never ask a batch.
+        script = (
+            "import sys, cluster, cluster.tap\n"
+            "assert 'numpy' not in sys.modules\n"
+            "from cluster.shard import Op, ring\n"
+            "from cluster.peer import Peer, PeerState\n"
+            "s = ring(8)\n"
+            "s.set_peers([Peer('a', 'x:1', False, PeerState.PARTICIPANT)])\n"
+            "s.lookup_many(list(range(100)), 1, Op.READ)\n"
+            "assert 'numpy' in sys.modules\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=False
+        )
+        self.assertEqual(done.returncode, 0, done.stderr)
 
     def test_conformance_vectors_in_batches(self) -> None:
         for path in _batch_paths(self):
