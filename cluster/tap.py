@@ -32,6 +32,7 @@ from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
+from twisted.web.http import Request
 from twisted.web.server import Site
 
 from cluster.discovery import DiscoverFn, DiscoveryError, peer_discovery
@@ -342,7 +343,7 @@ class ClusterNode(service.MultiService):
         assert registry is not None
         from cluster.web import status_site
 
-        site = Site(status_site(self.cluster, registry))
+        site = _QuietSite(status_site(self.cluster, registry))
         strports.service(self.options["http"], site).setServiceParent(self)
 
     def _watching(self, discover: DiscoverFn) -> DiscoverFn:
@@ -403,3 +404,15 @@ def makeService(options: Options) -> service.IService:
     The C{twistd clusternode} service (see L{ClusterNode}).
     """
     return ClusterNode(options)
+
+
+class _QuietSite(Site):
+    """
+    The status site without an access log: Prometheus scrapes and status
+    pages refresh every few seconds, as in Alloy, which logs no requests.
+    """
+
+    noisy = False
+
+    def log(self, request: Request) -> None:
+        pass

@@ -101,6 +101,10 @@ class ThreeNodeTests(ProcessTestCase):
         _log.info("SIGTERM to exit: {took:.2f} s", took=clock.seconds() - asked)
         self.assertEqual(status, -15, leaver.output[-2000:])  # twistd re-raises it
         self.assertIn("Server Shut Down", leaver.output)
+        # Polled over HTTP throughout, and it pushed/pulled over TCP: neither
+        # an access log line nor a factory's start/stop in its log.
+        self.assertNotIn('"GET /', leaver.output)
+        self.assertNotIn("Starting factory", leaver.output)
 
         async def left() -> bool:
             return (await self.members(first)).get(leaver.name) == "left"

@@ -204,6 +204,8 @@ class _ServerStream(_FramedStream):
 
 
 class _ServerFactory(protocol.ServerFactory):
+    noisy = False
+
     def __init__(self, owner: NetTransport) -> None:
         self.owner = owner
 
@@ -256,6 +258,9 @@ class _ClientStream(_FramedStream):
 
 
 class _ClientFactory(protocol.ClientFactory):
+    # One per push/pull: "Starting factory" twice a minute is noise.
+    noisy = False
+
     def __init__(self, stream: _ClientStream) -> None:
         self.stream = stream
 
