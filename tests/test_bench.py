@@ -1,0 +1,148 @@
+"""
+Smoke tests of the benchmark scripts in C{bench/}: each runs in a quick
+mode and must finish and print its table, so that the scripts cannot rot.
+Nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from types import ModuleType
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_script(name: str, *args: str, timeout: float = 300) -> str:
+    """
+    Run C{bench/name} with C{args}; its standard output.
+    """
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", name), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise AssertionError(f"{name} exited {done.returncode}:\n{done.stderr}")
+    return done.stdout
+
+
+class SimulateTests(SynchronousTestCase):
+    def test_quick_run(self) -> None:
+        out = os.path.abspath(self.mktemp())
+        printed = run_script(
+            "simulate.py",
+            *("--nodes", "200", "--seconds", "20", "--kills", "1"),
+            *("--settle", "5", "--json", out),
+        )
+        with open(out) as f:
+            result = json.load(f)
+        self.assertEqual(result["nodes"], 200)
+        self.assertEqual(result["kills"], 1)
+        self.assertEqual(result["false_deaths"], 0)
+        self.assertIsNotNone(result["detection_p50_s"])
+        self.assertGreater(result["bytes_per_node_per_s"], 0)
+        for key in result:
+            self.assertIn(key, printed)
+
+    def test_bad_flag(self) -> None:
+        done = subprocess.run(
+            [
+                sys.executable,
+                os.path.join(ROOT, "bench", "simulate.py"),
+                "--nodes",
+                "2",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        self.assertEqual(done.returncode, 2)
+        self.assertIn("--nodes", done.stderr.strip().splitlines()[-1])
+
+
+def load_script(name: str) -> ModuleType:
+    """
+    Import C{bench/name} (the directory is not a package).
+    """
+    spec = importlib.util.spec_from_file_location(
+        name.removesuffix(".py"), os.path.join(ROOT, "bench", name)
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class VsSerfTests(SynchronousTestCase):
+    """
+    C{bench/vs_serf.py} in quick mode: 5 of our nodes and 5 serf agents.
+    """
+
+    # 20 s of idle window: serf's byte counters come in whole 10 s
+    # intervals, and a window that short still holds one.
+    NODES, KILLS, IDLE = 5, 1, 20
+
+    def test_quick_run(self) -> None:
+        if shutil.which("serf") is None:
+            raise SkipTest("serf is not on PATH (Debian: apt install serf)")
+        vs_serf = load_script("vs_serf.py")
+        # Every step at the worst case of the LAN configuration, on both
+        # sides: the script fails first, and says why.
+        bounds = vs_serf.Bounds.for_run(self.NODES, self.KILLS)
+        timeout = bounds.whole_run(self.KILLS, self.IDLE) + 60
+        out = os.path.abspath(self.mktemp())
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                os.path.join(ROOT, "bench", "vs_serf.py"),
+                *("--nodes", str(self.NODES), "--kills", str(self.KILLS)),
+                *("--idle-seconds", str(self.IDLE), "--json", out),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            printed, progress = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # SIGTERM: the script kills every process it started.
+            process.terminate()
+            printed, progress = process.communicate(timeout=60)
+        self.assertEqual(process.returncode, 0, progress)
+        with open(out) as f:
+            result = json.load(f)
+        self.assertEqual(result["nodes"], self.NODES)
+        self.assertEqual(result["kills"], self.KILLS)
+        self.assertEqual(set(result["metrics"]), {key for key, _ in vs_serf.METRICS})
+        for key, row in result["metrics"].items():
+            self.assertIsNotNone(row["ours"], key)
+            self.assertIsNotNone(row["serf"], key)
+            self.assertIn(row["label"], printed)
+        self.assertEqual(result["metrics"]["false_deaths"]["ours"], 0, progress)
+        self.assertEqual(result["metrics"]["false_deaths"]["serf"], 0, progress)
+        self.assertEqual(len(result["samples_s"]["detection"]["ours"]), self.KILLS)
+        self.assertEqual(len(result["samples_s"]["join"]["serf"]), self.KILLS + 1)
+        self.assertIn("targets:", printed)
+
+    def test_bad_flag(self) -> None:
+        done = subprocess.run(
+            [
+                sys.executable,
+                os.path.join(ROOT, "bench", "vs_serf.py"),
+                *("--kills", "0"),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        self.assertEqual(done.returncode, 2)
+        self.assertIn("--kills", done.stderr.strip().splitlines()[-1])
