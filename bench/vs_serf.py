@@ -1,38 +1,153 @@
 """
-Our memberlist node against Debian's serf agent (Go memberlist 0.2.2) on
-this machine: N processes of each on loopback, joined through the first.
+Our cluster node against Debian's C{serf} agent (Go memberlist), measured
+in the same run on this machine.
 
-Prints, for each: time until every node lists N alive after the joins
-start, then CPU use (per node, averaged over an idle period) and resident
-memory per node, and the ratio ours / serf.  Run: C{python bench/vs_serf.py
-[N] [IDLE_SECONDS]}.  Needs C{serf} on PATH.
+    python bench/vs_serf.py [--nodes 20] [--kills 5] [--idle-seconds 30]
+        [--observers 5] [--load] [--json out.json] [--plot out.png]
+
+It starts N C{twistd clusternode --profile lan} processes (ours) and N
+C{serf agent} processes (serf, whose default profile is LAN: the same
+memberlist timings) as two separate clusters on 127.0.0.1, each joined
+through its first node, and measures them in turns, so that both see the
+same machine:
+
+  - join convergence: from starting the last node (the Nth, then each
+    replacement of a killed node) until every sampled observer lists it
+    alive; and, to tell interpreter start-up apart, until the new node
+    itself first answers its status API (start-up);
+  - failure detection: SIGKILL a node, then the time until every sampled
+    observer lists it dead (ours) or failed (serf); C{--kills} times;
+  - graceful leave: the time until every sampled observer lists the node
+    I{left}.  Ours gets SIGTERM (twistd stops the service: the node
+    announces I{terminating}, leaves, exits); serf gets SIGINT, the
+    agent's graceful path (it leaves, then exits; on SIGTERM it would
+    just exit, as C{leave_on_terminate} is off by default);
+  - idle CPU per node (percent of one core, over C{--idle-seconds} with
+    no polling, both clusters over the same window) and RSS per node,
+    beside the RSS of a bare Python process that imported Twisted's
+    reactor (the baseline);
+  - gossip bytes sent and received per node per second over the idle
+    window: ours from each node's C{/metrics}
+    (C{cluster_transport_*_bytes_total}, datagrams and streams); serf's
+    from memberlist's counters in the agent's in-memory metrics, which it
+    writes to its log on SIGUSR1 in whole 10 s intervals (so only with
+    C{--idle-seconds} of 20 or more; memberlist counts no stream bytes
+    received, taken as equal to those sent across the cluster);
+  - false deaths: members declared dead or failed that were never killed,
+    from the observers' listings and from every node's log (the member
+    whose suspicion timer runs out logs C{marking X as failed}, ours and
+    memberlist alike, so no declaration escapes).
+
+The sampled observers are the first C{--observers} nodes (never killed):
+polling every node would load the machine more than the gossip does.
+Ours are read over HTTP (C{/api/v0/web/cluster}, one kept-alive
+connection each), serf's over its msgpack RPC (C{members}, one connection
+each; running C{serf members} per poll would cost a Go process start).
+
+Prints one table (metric, ours, serf, ours/serf) and the targets, met or
+missed: detection p50 ratio <= 1.0, join p50 ratio <= 1.0, leave ratio
+<= 1.0, idle CPU ratio <= 0.7, our RSS within 8 MiB of the reactor
+baseline, no false deaths of ours.  A missed target is not a failure; a
+failed run exits 1: a node exits unexpectedly, the clusters never form,
+or a join, kill or leave is not seen within the worst case computed from
+the LAN configuration.  C{--load} keeps one core busy (a C{while 1: pass}
+child) for the whole run.  C{--plot} needs matplotlib.  Needs C{serf} on
+PATH; only loopback is used, and only the processes started here are
+signalled (by PID), all of them killed on the way out.
 """
 
 from __future__ import annotations
 
+import abc
+import argparse
+import http.client
+import importlib.util
 import json
+import math
 import os
+import re
 import shutil
+import signal
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from types import FrameType
+from typing import Any, cast
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
+import attrs
+import msgpack
 
+# Running the script directly puts bench/ (not the repo root) on sys.path.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from twisted.internet import reactor  # noqa: E402
+from twisted.internet.interfaces import IReactorTime  # noqa: E402
+
+from cluster.demo import LocalNode  # noqa: E402
+from cluster.gossip import GossipConfig  # noqa: E402
+from cluster.gossip.memberlist import push_pull_scale  # noqa: E402
+from cluster.gossip.suspicion import suspicion_timeout  # noqa: E402
 from cluster.gossip.transport import free_loopback_port  # noqa: E402
+from cluster.node import LEAVE_TIMEOUT  # noqa: E402
+from cluster.service import TERMINATING_TIMEOUT  # noqa: E402
 
+PROG = "bench/vs_serf.py"
+LAN = GossipConfig.lan()
+POLL_INTERVAL = 0.1  # seconds between polls of the observers
+BUILD_POLL_INTERVAL = 0.5  # polls of every node while the clusters form
+STARTUP = 30.0  # a cold interpreter importing Twisted, on a loaded machine
+START_CPU = 1.0  # CPU seconds one of our nodes takes to start, roughly
+SETTLE = 5.0  # after the joins, before the idle window: broadcasts drain
+EXIT_WAIT = 15.0  # a leaving process gets this long to exit
+RSS_MARGIN_MIB = 8.0
 TICKS = os.sysconf("SC_CLK_TCK")
+# Logged by the member whose suspicion timer runs out, in our memberlist
+# ("marking x as failed") and Go's ("Marking x as failed"): every death
+# declared in a cluster starts with one such line.
+MARKED_FAILED = re.compile(r"[Mm]arking (\S+) as failed")
+ALIVE, LEFT = "alive", "left"
+# serf's agent keeps go-metrics in memory, in 10 s intervals aligned on the
+# clock, and writes the finished ones to its log on SIGUSR1, a line per
+# metric and interval.  memberlist counts the bytes of each datagram sent
+# and received, and of each stream message sent.
+SERF_INTERVAL = 10.0
+SERF_METRIC = re.compile(
+    r"^\[(?P<start>[\d-]+ [\d:]+ [+-]\d{4})[^\]]*\]\[[A-Z]\] "
+    r"(?:'serf-agent\.memberlist\.(?P<counter>udp\.sent|udp\.received|tcp\.sent)'"
+    r": .*? Sum: (?P<sum>[\d.]+))?",
+    re.MULTILINE,
+)
+
+
+class RunFailed(Exception):
+    """
+    The run cannot give a measurement: the message says what went wrong.
+    """
+
+
+# --- processes -----------------------------------------------------------
 
 
 def cpu_seconds(pid: int) -> float:
+    """
+    User plus system CPU time of process C{pid} so far.
+    """
     with open(f"/proc/{pid}/stat") as f:
+        # The command name may hold spaces: the fields follow its ")".
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def rss_mib(pid: int) -> float:
+    """
+    Resident memory of process C{pid}, in MiB.
+    """
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
@@ -40,127 +155,1076 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def measure(procs: list[subprocess.Popen[bytes]], idle: float) -> tuple[float, float]:
-    before = [cpu_seconds(p.pid) for p in procs]
-    time.sleep(idle)
-    after = [cpu_seconds(p.pid) for p in procs]
-    cpu = sum(a - b for a, b in zip(after, before, strict=True)) / len(procs) / idle
-    rss = sum(rss_mib(p.pid) for p in procs) / len(procs)
-    return cpu * 100, rss
-
-
-def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+@attrs.define
+class Children:
     """
-    Kill the processes we started, by PID, and reap them.
+    Every process this run started, to be killed (by PID) on the way out.
     """
-    for p in procs:
-        p.kill()
-        p.wait()
+
+    processes: list[subprocess.Popen[bytes]] = attrs.field(factory=list)
+
+    def start(self, command: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, **kwargs)
+        self.processes.append(process)
+        return process
+
+    def kill_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+        for process in self.processes:
+            process.wait()
 
 
-def run_serf(n: int, idle: float) -> tuple[float, float, float]:
-    serf = shutil.which("serf")
-    assert serf is not None
-    ports = [(free_loopback_port(), free_loopback_port()) for _ in range(n)]
-    procs = [
-        subprocess.Popen(
-            [
-                serf,
-                "agent",
-                f"-node=s{i}",
-                f"-bind=127.0.0.1:{p}",
-                f"-rpc-addr=127.0.0.1:{r}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for i, (p, r) in enumerate(ports)
-    ]
-    try:
-        time.sleep(1.5)
-        start = time.time()
-        # One RPC: the seed agent joins every other agent.
-        subprocess.run(
-            [serf, "join", f"-rpc-addr=127.0.0.1:{ports[0][1]}"]
-            + [f"127.0.0.1:{port}" for port, _ in ports[1:]],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+class Member(abc.ABC):
+    """
+    One member process of either cluster.
 
-        def everyone() -> bool:
-            for _, rpc in ports:
-                out = subprocess.run(
-                    [
-                        serf,
-                        "members",
-                        f"-rpc-addr=127.0.0.1:{rpc}",
-                        "-format=json",
-                        "-status=alive",
-                    ],
-                    capture_output=True,
-                    text=True,
-                ).stdout
-                if len(json.loads(out)["members"]) != n:
-                    return False
+    @ivar name: its node name.
+    @ivar log_path: where its output (its log) goes.
+    """
+
+    def __init__(self, name: str, log_path: str) -> None:
+        self.name = name
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    @abc.abstractmethod
+    def gossip_address(self) -> str:
+        """
+        C{127.0.0.1:port} it gossips on.
+        """
+
+    @abc.abstractmethod
+    def command(self, seed: Member | None) -> list[str]:
+        """
+        The command line that starts it, joining C{seed} if given.
+        """
+
+    @abc.abstractmethod
+    def members(self) -> dict[str, str] | None:
+        """
+        Member name to state, as this member lists them; C{None} when it
+        does not answer.
+        """
+
+    @abc.abstractmethod
+    def leave(self) -> None:
+        """
+        Ask the process to leave the cluster gracefully, then exit.
+        """
+
+    def environment(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def start(self, children: Children, seed: Member | None) -> None:
+        with open(self.log_path, "wb") as log:
+            self.process = children.start(
+                self.command(seed),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.environment(),
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, f"{self.name} was never started"
+        return self.process.pid
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, number: signal.Signals) -> None:
+        """
+        Send a signal to this process only, by its PID.
+        """
+        if self.running():
+            os.kill(self.pid, number)
+
+    def wait_exit(self, timeout: float) -> bool:
+        """
+        Wait for the process to exit; SIGKILL it when it takes longer.
+
+        @return: whether it exited by itself.
+        """
+        assert self.process is not None
+        try:
+            self.process.wait(timeout)
             return True
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            return False
 
-        while not everyone():
-            time.sleep(0.01)
-        converged = time.time() - start
-        cpu, rss = measure(procs, idle)
-        return converged, cpu, rss
-    finally:
-        stop(procs)
-
-
-def run_ours(n: int, idle: float) -> tuple[float, float, float]:
-    ports = [free_loopback_port() for _ in range(n)]
-    script = os.path.join(HERE, "gossip_node.py")
-    go_file = os.path.join(tempfile.mkdtemp(), "go")
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        for i, port in enumerate(ports):
-            seed = [str(ports[0])] if i else []
-            command = [sys.executable, script, f"n{i}", str(port), str(n), go_file]
-            procs.append(subprocess.Popen(command + seed, stdout=subprocess.PIPE))
-        for p in procs:
-            assert p.stdout is not None
-            p.stdout.readline()  # "ready": started and bound
-        start = time.time()
-        open(go_file, "w").close()
-        # Each prints the wall time it first saw everyone alive.
-        times = []
-        for p in procs:
-            assert p.stdout is not None
-            times.append(float(p.stdout.readline().split()[1]))
-        converged = max(times) - start
-        cpu, rss = measure(procs, idle)
-        return converged, cpu, rss
-    finally:
-        stop(procs)
+    def log(self) -> str:
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
 
 
-def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    idle = float(sys.argv[2]) if len(sys.argv) > 2 else 15.0
-    serf = run_serf(n, idle)
-    ours = run_ours(n, idle)
-    print(f"{n} nodes on loopback, LAN profile, idle period {idle:.0f} s")
-    print(f"{'':24} {'serf (Go)':>12} {'ours':>12} {'ours/serf':>10}")
-    rows = [
-        ("join to all-alive, s", 0),
-        ("CPU per node, %", 1),
-        ("RSS per node, MiB", 2),
-    ]
-    for label, index in rows:
-        ratio = ours[index] / serf[index] if serf[index] else float("inf")
-        print(f"{label:24} {serf[index]:12.3f} {ours[index]:12.3f} {ratio:10.2f}")
-    print(
-        "(serf: one `serf join` RPC on the seed, observed by polling `serf "
-        "members`, whose RPC round trips count against it; ours: every node "
-        "joins the seed and reports the moment it lists everyone.)"
+class OurNode(Member):
+    """
+    A C{twistd clusternode --profile lan} process (the command line of
+    L{cluster.demo.LocalNode}), read over its HTTP status API.
+    """
+
+    def __init__(self, name: str, log_path: str) -> None:
+        super().__init__(name, log_path)
+        # Only LocalNode's ports and command line are used: the reactor it
+        # wants is never run here.
+        self.local = LocalNode(cast(IReactorTime, reactor), name)
+        self._connection: http.client.HTTPConnection | None = None
+
+    @property
+    def gossip_address(self) -> str:
+        return self.local.gossip_address
+
+    def command(self, seed: Member | None) -> list[str]:
+        self.local.args = ["--profile", "lan"]
+        if seed is not None:
+            self.local.args += ["--join-addresses", seed.gossip_address]
+        return self.local.command()
+
+    def environment(self) -> dict[str, str]:
+        # As LocalNode.start: the plugin is found from a source checkout
+        # too.
+        env = super().environment()
+        env["PYTHONPATH"] = os.pathsep.join(
+            [ROOT, *filter(None, [env.get("PYTHONPATH")])]
+        )
+        return env
+
+    def get(self, path: str) -> bytes | None:
+        """
+        C{GET path} on one kept-alive connection; C{None} on any failure.
+        """
+        try:
+            if self._connection is None:
+                self._connection = http.client.HTTPConnection(
+                    "127.0.0.1", self.local.http_port, timeout=5
+                )
+            self._connection.request("GET", path)
+            response = self._connection.getresponse()
+            body = response.read()
+            return body if response.status == 200 else None
+        except (OSError, http.client.HTTPException):
+            self.close()
+            return None
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def members(self) -> dict[str, str] | None:
+        body = self.get("/api/v0/web/cluster")
+        if body is None:
+            return None
+        return {m["name"]: m["state"] for m in json.loads(body)["members"]}
+
+    def leave(self) -> None:
+        self.signal(signal.SIGTERM)
+
+    def gossip_bytes(self) -> tuple[float, float] | None:
+        """
+        Gossip bytes (datagrams and streams) sent and received so far.
+        """
+        body = self.get("/metrics")
+        if body is None:
+            return None
+        totals = parse_metrics(body.decode("utf-8"))
+        sent = totals.get("cluster_transport_tx_bytes_total", 0.0) + totals.get(
+            "cluster_transport_stream_tx_bytes_total", 0.0
+        )
+        received = totals.get("cluster_transport_rx_bytes_total", 0.0) + totals.get(
+            "cluster_transport_stream_rx_bytes_total", 0.0
+        )
+        return sent, received
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """
+    Prometheus text: each metric name to the sum of its samples.
+    """
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        series, _, value = line.rpartition(" ")
+        name = series.split("{", 1)[0]
+        totals[name] = totals.get(name, 0.0) + float(value)
+    return totals
+
+
+class SerfRPC:
+    """
+    A client of one serf agent's msgpack RPC, on one kept-open connection.
+    """
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.address = address
+        self._socket: socket.socket | None = None
+        self._unpacker = msgpack.Unpacker(raw=False, unicode_errors="replace")
+        self._seq = 0
+
+    def _send(self, command: str, body: object = None) -> int:
+        assert self._socket is not None
+        self._seq += 1
+        data = msgpack.packb({"Command": command, "Seq": self._seq})
+        if body is not None:
+            data += msgpack.packb(body)
+        self._socket.sendall(data)
+        return self._seq
+
+    def _receive(self) -> Any:
+        assert self._socket is not None
+        while True:
+            try:
+                return next(self._unpacker)
+            except StopIteration:
+                data = self._socket.recv(65536)
+                if not data:
+                    raise ConnectionError("serf closed the RPC connection") from None
+                self._unpacker.feed(data)
+
+    def _header(self, seq: int) -> None:
+        header = self._receive()
+        if header.get("Seq") != seq or header.get("Error"):
+            raise ConnectionError(f"serf RPC answered {header!r}")
+
+    def _connect(self) -> None:
+        self._socket = socket.create_connection(self.address, timeout=5)
+        self._unpacker = msgpack.Unpacker(raw=False, unicode_errors="replace")
+        self._header(self._send("handshake", {"Version": 1}))
+
+    def members(self) -> dict[str, str] | None:
+        """
+        Member name to serf status (alive, leaving, left, failed), or
+        C{None} when the agent does not answer.
+        """
+        try:
+            if self._socket is None:
+                self._connect()
+            self._header(self._send("members"))
+            body = self._receive()
+            return {m["Name"]: m["Status"] for m in body["Members"]}
+        except (OSError, ValueError, KeyError, AttributeError):
+            self.close()
+            return None
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+
+class SerfAgent(Member):
+    """
+    A C{serf agent} process (LAN profile, the default), read over its RPC.
+    """
+
+    def __init__(self, name: str, log_path: str, serf: str) -> None:
+        super().__init__(name, log_path)
+        self.serf = serf
+        self.port = free_loopback_port()
+        self.rpc = SerfRPC(("127.0.0.1", free_loopback_port()))
+
+    @property
+    def gossip_address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def command(self, seed: Member | None) -> list[str]:
+        host, port = self.rpc.address
+        return [
+            self.serf,
+            "agent",
+            f"-node={self.name}",
+            f"-bind={self.gossip_address}",
+            f"-rpc-addr={host}:{port}",
+            *([f"-join={seed.gossip_address}"] if seed is not None else []),
+        ]
+
+    def members(self) -> dict[str, str] | None:
+        return self.rpc.members()
+
+    def leave(self) -> None:
+        self.signal(signal.SIGINT)
+
+    def dump_metrics(self) -> int:
+        """
+        Ask the agent to write its in-memory metrics to its log (SIGUSR1).
+
+        @return: the size of the log before, where the dump will start.
+        """
+        offset = os.path.getsize(self.log_path)
+        self.signal(signal.SIGUSR1)
+        return offset
+
+    def read_metrics(
+        self, offset: int, timeout: float = 5.0
+    ) -> dict[float, dict[str, float]] | None:
+        """
+        The memberlist byte counters in the dump written after C{offset}:
+        the start of each whole interval (Unix time) to counter name
+        (C{udp.sent}, C{udp.received}, C{tcp.sent}) to bytes; C{None} when
+        no dump came within C{timeout} seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                text = f.read().decode("utf-8", "replace")
+            # Every interval has runtime gauges, and the dump is one write.
+            if "][G] " in text:
+                break
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.05)
+        intervals: dict[float, dict[str, float]] = {}
+        for match in SERF_METRIC.finditer(text):
+            start = datetime.strptime(match["start"], "%Y-%m-%d %H:%M:%S %z")
+            counters = intervals.setdefault(start.timestamp(), {})
+            if match["counter"] is not None:
+                counters[match["counter"]] = float(match["sum"])
+        return intervals
+
+
+# --- one cluster ---------------------------------------------------------
+
+
+@attrs.define
+class Samples:
+    """
+    What was measured on one side.
+    """
+
+    join: list[float] = attrs.field(factory=list)
+    startup: list[float] = attrs.field(factory=list)
+    detection: list[float] = attrs.field(factory=list)
+    leave: list[float] = attrs.field(factory=list)
+    idle_cpu_percent: float | None = None
+    rss_mib: float | None = None
+    bytes_sent_per_node_per_s: float | None = None
+    bytes_received_per_node_per_s: float | None = None
+    false_deaths: set[str] = attrs.field(factory=set)
+
+
+@attrs.define
+class Cluster:
+    """
+    One side: its member processes and what is known of them.
+
+    @ivar label: C{ours} or C{serf}.
+    @ivar new_member: makes the member process with this name (unstarted).
+    @ivar dead_state: how a member lists a dead one (dead, failed).
+    @ivar observer_count: how many of the first members are polled.
+    """
+
+    label: str
+    new_member: Callable[[str], Member]
+    dead_state: str
+    observer_count: int
+    children: Children
+    members: list[Member] = attrs.field(factory=list)
+    killed: set[str] = attrs.field(factory=set)
+    stopped: set[str] = attrs.field(factory=set)
+    samples: Samples = attrs.field(factory=Samples)
+
+    def add(self) -> Member:
+        """
+        Start one more member, joining the first.
+        """
+        member = self.new_member(f"{self.label}-{len(self.members):02d}")
+        member.start(self.children, self.members[0] if self.members else None)
+        self.members.append(member)
+        return member
+
+    def survivors(self) -> list[Member]:
+        return [m for m in self.members if m.name not in self.stopped]
+
+    def observers(self) -> list[Member]:
+        # The first members: never chosen to die (see next_victim).
+        return self.members[: self.observer_count]
+
+    def next_victim(self) -> Member:
+        """
+        The longest-running survivor that is not an observer.
+        """
+        observers = {m.name for m in self.observers()}
+        for member in self.survivors():
+            if member.name not in observers:
+                return member
+        raise RunFailed(f"{self.label}: no member left to stop")
+
+    def listing(self, member: Member) -> dict[str, str] | None:
+        """
+        C{member}'s list of members, noting any it calls dead that was
+        never killed.
+        """
+        listed = member.members()
+        for name, state in (listed or {}).items():
+            if state == self.dead_state and name not in self.killed:
+                self.false_death(name, f"{member.name} lists it {state}")
+        return listed
+
+    def false_death(self, name: str, evidence: str) -> None:
+        if name not in self.samples.false_deaths:
+            self.samples.false_deaths.add(name)
+            progress(f"{self.label}: false death of {name}: {evidence}")
+
+    def check_survivors(self) -> None:
+        for member in self.survivors():
+            if not member.running():
+                tail = "\n".join(member.log().splitlines()[-15:])
+                raise RunFailed(
+                    f"{self.label}: {member.name} exited unexpectedly:\n{tail}"
+                )
+
+    def poll_until(
+        self,
+        watchers: Sequence[Member],
+        done: Callable[[Mapping[str, str]], bool],
+        started: float,
+        bound: float,
+        what: str,
+    ) -> dict[str, float]:
+        """
+        Poll each of C{watchers} until its listing is C{done}.
+
+        @return: each watcher's name to the seconds from C{started} at
+            which its listing was first seen done.
+        @raise RunFailed: when that takes more than C{bound} seconds.
+        """
+        seen: dict[str, float] = {}
+        while True:
+            for watcher in watchers:
+                if watcher.name not in seen:
+                    listed = self.listing(watcher)
+                    if listed is not None and done(listed):
+                        seen[watcher.name] = time.monotonic() - started
+            if len(seen) == len(watchers):
+                return seen
+            self.check_survivors()
+            if time.monotonic() - started > bound:
+                late = ", ".join(w.name for w in watchers if w.name not in seen)
+                raise RunFailed(
+                    f"{self.label}: {what}: not seen by {late} within {bound:.0f} s"
+                )
+            time.sleep(POLL_INTERVAL)
+
+    def start(self, size: int, bound: float) -> None:
+        """
+        Start C{size} members, the first alone and the rest joining it, and
+        wait until every one lists every other alive.
+        """
+        started = time.monotonic()
+        seed = self.add()
+        # The seed answering first: a node that finds no seed to join
+        # bootstraps alone (ours) or exits (serf's -join).
+        self.poll_until([seed], lambda _: True, started, bound, "the seed starts")
+        for _ in range(size - 1):
+            self.add()
+        names = {m.name for m in self.members}
+
+        def everyone_alive(listed: Mapping[str, str]) -> bool:
+            return all(listed.get(name) == ALIVE for name in names)
+
+        # Every member, not only the observers: the clusters start whole.
+        while True:
+            self.check_survivors()
+            if all(everyone_alive(self.listing(m) or {}) for m in self.members):
+                break
+            if time.monotonic() - started > bound:
+                raise RunFailed(
+                    f"{self.label}: the first {size} members did not all list "
+                    f"each other alive within {bound:.0f} s"
+                )
+            time.sleep(BUILD_POLL_INTERVAL)
+        progress(f"{self.label}: {size} members formed a cluster")
+
+    def measure_join(self, bound: float) -> None:
+        """
+        Start one more member: how long until it answers (start-up) and
+        until every observer lists it alive.
+        """
+        started = time.monotonic()
+        joiner = self.add()
+        seen = self.poll_until(
+            [*self.observers(), joiner],
+            lambda listed: listed.get(joiner.name) == ALIVE,
+            started,
+            bound,
+            f"{joiner.name} joining",
+        )
+        startup = seen.pop(joiner.name)
+        self.samples.startup.append(startup)
+        self.samples.join.append(max(seen.values()))
+        progress(
+            f"{self.label}: {joiner.name} answered after {startup:.2f} s, "
+            f"alive at every observer after {max(seen.values()):.2f} s"
+        )
+
+    def measure_kill(self, bound: float) -> None:
+        """
+        SIGKILL a member: how long until every observer lists it dead.
+        """
+        victim = self.next_victim()
+        self.killed.add(victim.name)
+        self.stopped.add(victim.name)
+        started = time.monotonic()
+        victim.signal(signal.SIGKILL)
+        seen = self.poll_until(
+            self.observers(),
+            lambda listed: listed.get(victim.name) == self.dead_state,
+            started,
+            bound,
+            f"{victim.name} killed",
+        )
+        self.samples.detection.append(max(seen.values()))
+        victim.wait_exit(EXIT_WAIT)
+        progress(
+            f"{self.label}: {victim.name} killed, {self.dead_state} at every "
+            f"observer after {max(seen.values()):.2f} s"
+        )
+
+    def measure_leave(self, bound: float) -> None:
+        """
+        Ask a member to leave: how long until every observer lists it left.
+        """
+        leaver = self.next_victim()
+        # Every member must know it first: one that hears of it only after
+        # its leave takes stale gossip of it for news, then finds it gone
+        # and declares it failed (likely when it joined seconds ago).
+        self.poll_until(
+            self.survivors(),
+            lambda listed: listed.get(leaver.name) == ALIVE,
+            time.monotonic(),
+            bound,
+            f"{leaver.name} known to every member before it leaves",
+        )
+        self.stopped.add(leaver.name)
+        started = time.monotonic()
+        leaver.leave()
+        seen = self.poll_until(
+            self.observers(),
+            lambda listed: listed.get(leaver.name) == LEFT,
+            started,
+            bound,
+            f"{leaver.name} leaving",
+        )
+        self.samples.leave.append(max(seen.values()))
+        exited = leaver.wait_exit(EXIT_WAIT)
+        progress(
+            f"{self.label}: {leaver.name} left, listed left at every observer "
+            f"after {max(seen.values()):.2f} s"
+            + ("" if exited else f" (it did not exit within {EXIT_WAIT:.0f} s)")
+        )
+
+    def count_false_deaths(self) -> None:
+        """
+        Add every member any log says was marked failed and was never
+        killed (a false death that was refuted shows only there).
+        """
+        for member in self.members:
+            for name in MARKED_FAILED.findall(member.log()):
+                if name not in self.killed:
+                    self.false_death(name, f"{member.name} marked it failed")
+
+    def close(self) -> None:
+        for member in self.members:
+            if isinstance(member, OurNode):
+                member.close()
+            elif isinstance(member, SerfAgent):
+                member.rpc.close()
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- the run -------------------------------------------------------------
+
+
+@attrs.frozen
+class Bounds:
+    """
+    Worst cases, in seconds, from the LAN configuration: past one, the run
+    fails.
+
+    @ivar build: the first N members start and list each other alive.
+    @ivar join: a new member starts and every observer lists it alive.
+    @ivar detection: a killed member is listed dead by every observer.
+    @ivar leave: a leaving member is listed left by every observer.
+    """
+
+    build: float
+    join: float
+    detection: float
+    leave: float
+
+    @classmethod
+    def for_run(cls, nodes: int, kills: int) -> Bounds:
+        # Killed members stay listed until reaped, and count in the
+        # suspicion timeout's log10 scaling: up to nodes + kills of them.
+        members = nodes + kills
+        # A change that gossip missed arrives with the next push/pull.
+        spread = push_pull_scale(LAN.push_pull_interval, members) + LAN.tcp_timeout
+        longest_suspicion = LAN.suspicion_max_timeout_mult * suspicion_timeout(
+            LAN.suspicion_mult, members, LAN.probe_interval
+        )
+        return cls(
+            # Cold starts share the cores: about START_CPU each.
+            build=STARTUP + nodes * START_CPU + spread,
+            join=STARTUP + spread,
+            # Round-robin probing reaches the victim within one pass over
+            # the members; then the suspicion runs out unconfirmed.
+            detection=members * LAN.probe_interval + longest_suspicion + spread,
+            # Ours announces terminating, then leaves, each bounded.
+            leave=TERMINATING_TIMEOUT + LEAVE_TIMEOUT + spread,
+        )
+
+    def whole_run(self, kills: int, idle_seconds: float) -> float:
+        """
+        The longest a run can take before it fails: every step at its
+        bound, on both sides.
+        """
+        per_side = (
+            self.build
+            + (kills + 1) * self.join
+            + kills * (self.detection + EXIT_WAIT)
+            + self.leave
+            + EXIT_WAIT
+        )
+        return 2 * per_side + SETTLE + idle_seconds
+
+
+def measure_idle(clusters: Sequence[Cluster], seconds: float, baseline: int) -> float:
+    """
+    CPU and RSS per member of each cluster over the same quiet window
+    (nothing polls them), and gossip bytes per member over it.
+
+    @return: the RSS of the C{baseline} process, in MiB.
+    """
+    time.sleep(SETTLE)
+    members = [m for c in clusters for m in c.survivors()]
+    ours = [m for m in members if isinstance(m, OurNode)]
+    agents = [m for m in members if isinstance(m, SerfAgent)]
+    # Scraping costs CPU: before and after the CPU window, not in it.
+    ours_before = {m.name: m.gossip_bytes() for m in ours}
+    ours_started = time.monotonic()
+    window_start = time.time()
+    cpu_before = {m.name: cpu_seconds(m.pid) for m in members}
+    time.sleep(seconds)
+    cpu_after = {m.name: cpu_seconds(m.pid) for m in members}
+    window_end = time.time()
+    rss = {m.name: rss_mib(m.pid) for m in members}
+    baseline_rss = rss_mib(baseline)
+    ours_after = {m.name: m.gossip_bytes() for m in ours}
+    ours_seconds = time.monotonic() - ours_started
+    # Member name to (sent, received) gossip bytes per second.
+    rates: dict[str, tuple[float, float]] = {}
+    for name, before in ours_before.items():
+        after = ours_after[name]
+        if before is not None and after is not None:
+            rates[name] = (
+                (after[0] - before[0]) / ours_seconds,
+                (after[1] - before[1]) / ours_seconds,
+            )
+    rates.update(serf_byte_rates(agents, window_start, window_end))
+    for cluster in clusters:
+        names = [m.name for m in cluster.survivors()]
+        used = sum(cpu_after[name] - cpu_before[name] for name in names)
+        cluster.samples.idle_cpu_percent = 100 * used / len(names) / seconds
+        cluster.samples.rss_mib = sum(rss[name] for name in names) / len(names)
+        counted = [rates[name] for name in names if name in rates]
+        if counted:
+            cluster.samples.bytes_sent_per_node_per_s = sum(
+                sent for sent, _ in counted
+            ) / len(counted)
+            cluster.samples.bytes_received_per_node_per_s = sum(
+                received for _, received in counted
+            ) / len(counted)
+    progress(f"idle window of {seconds:g} s measured")
+    return baseline_rss
+
+
+def serf_byte_rates(
+    agents: Sequence[SerfAgent], window_start: float, window_end: float
+) -> dict[str, tuple[float, float]]:
+    """
+    Each agent's gossip bytes (sent, received) per second over the whole
+    metrics intervals that lie inside the window (Unix times); none when
+    the window holds no whole interval (it needs 2 * SERF_INTERVAL).
+    """
+    offsets = {agent.name: agent.dump_metrics() for agent in agents}
+    rates = {}
+    for agent in agents:
+        intervals = agent.read_metrics(offsets[agent.name])
+        inside = [
+            counters
+            for start, counters in (intervals or {}).items()
+            if start >= window_start and start + SERF_INTERVAL <= window_end
+        ]
+        if not inside:
+            continue
+        seconds = len(inside) * SERF_INTERVAL
+        tcp_sent = sum(c.get("tcp.sent", 0.0) for c in inside)
+        udp_sent = sum(c.get("udp.sent", 0.0) for c in inside)
+        udp_received = sum(c.get("udp.received", 0.0) for c in inside)
+        # memberlist counts no stream bytes received; but every stream
+        # runs between two members of the cluster, so across it as many
+        # stream bytes are received as sent, and the mean per member is
+        # right.
+        rates[agent.name] = (
+            (udp_sent + tcp_sent) / seconds,
+            (udp_received + tcp_sent) / seconds,
+        )
+    return rates
+
+
+def start_baseline(children: Children) -> subprocess.Popen[bytes]:
+    """
+    A bare interpreter that imported Twisted's reactor, and sleeps.
+    """
+    process = children.start(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, twisted.internet.reactor\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(86400)",
+        ],
+        stdout=subprocess.PIPE,
     )
+    assert process.stdout is not None
+    process.stdout.readline()
+    return process
+
+
+def in_turns(clusters: Sequence[Cluster], turn: int) -> list[Cluster]:
+    """
+    The clusters, the first going first on even turns, last on odd ones.
+    """
+    return list(clusters) if turn % 2 == 0 else list(reversed(clusters))
+
+
+def run(args: argparse.Namespace, serf: str, workdir: str) -> dict[str, Any]:
+    bounds = Bounds.for_run(args.nodes, args.kills)
+    observers = min(args.observers, args.nodes - 1)
+    children = Children()
+    clusters: list[Cluster] = []
+    try:
+        if args.load:
+            children.start([sys.executable, "-c", "while 1: pass"])
+        baseline = start_baseline(children)
+        clusters = [
+            Cluster(
+                "ours",
+                lambda name: OurNode(name, os.path.join(workdir, f"{name}.log")),
+                "dead",
+                observers,
+                children,
+            ),
+            Cluster(
+                "serf",
+                lambda name: SerfAgent(
+                    name, os.path.join(workdir, f"{name}.log"), serf
+                ),
+                "failed",
+                observers,
+                children,
+            ),
+        ]
+        for cluster in clusters:
+            cluster.start(args.nodes - 1, bounds.build)
+        # The Nth member is the first join measured.
+        for cluster in clusters:
+            cluster.measure_join(bounds.join)
+        baseline_rss = measure_idle(clusters, args.idle_seconds, baseline.pid)
+        for kill in range(args.kills):
+            for cluster in in_turns(clusters, kill):
+                cluster.measure_kill(bounds.detection)
+            # Each victim's replacement is one more join measured, and
+            # keeps the clusters at N members for the next kill.
+            for cluster in in_turns(clusters, kill):
+                cluster.measure_join(bounds.join)
+        for cluster in in_turns(clusters, args.kills):
+            cluster.measure_leave(bounds.leave)
+        for cluster in clusters:
+            cluster.count_false_deaths()
+    finally:
+        for cluster in clusters:
+            cluster.close()
+        children.kill_all()
+    return result(args, observers, bounds, clusters, baseline_rss)
+
+
+# --- the report ----------------------------------------------------------
+
+# (key, label): every metric, in table order.
+METRICS = (
+    ("join_p50_s", "join convergence p50, s"),
+    ("join_max_s", "join convergence max, s"),
+    ("startup_p50_s", "start-up to first answer p50, s"),
+    ("detection_p50_s", "failure detection p50, s"),
+    ("detection_max_s", "failure detection max, s"),
+    ("leave_s", "graceful leave, s"),
+    ("idle_cpu_percent", "idle CPU per node, % of a core"),
+    ("rss_mib", "RSS per node, MiB"),
+    ("bytes_sent_per_node_per_s", "gossip bytes sent per node per s"),
+    ("bytes_received_per_node_per_s", "gossip bytes received per node per s"),
+    ("false_deaths", "false deaths"),
+)
+
+
+def side_metrics(samples: Samples) -> dict[str, float | None]:
+    return {
+        "join_p50_s": statistics.median(samples.join),
+        "join_max_s": max(samples.join),
+        "startup_p50_s": statistics.median(samples.startup),
+        "detection_p50_s": statistics.median(samples.detection),
+        "detection_max_s": max(samples.detection),
+        "leave_s": statistics.median(samples.leave),
+        "idle_cpu_percent": samples.idle_cpu_percent,
+        "rss_mib": samples.rss_mib,
+        "bytes_sent_per_node_per_s": samples.bytes_sent_per_node_per_s,
+        "bytes_received_per_node_per_s": samples.bytes_received_per_node_per_s,
+        "false_deaths": len(samples.false_deaths),
+    }
+
+
+def rounded(value: float | None) -> float | None:
+    # Polls are 0.1 s apart and CPU ticks 10 ms: more digits are noise.
+    return None if value is None else round(value, 4)
+
+
+def ratio(ours: float | None, serf: float | None) -> float | None:
+    if ours is None or serf is None or serf == 0:
+        return None
+    return ours / serf
+
+
+def targets(
+    metrics: Mapping[str, Mapping[str, float | None]], baseline_rss: float
+) -> list[dict[str, Any]]:
+    """
+    The issue's targets, each with the value it was judged on and whether
+    it was met (C{None}: the ratio does not exist).
+    """
+
+    def at_most(key: str, limit: float, text: str) -> dict[str, Any]:
+        value = metrics[key]["ratio"]
+        met = None if value is None else value <= limit
+        return {"target": text, "value": value, "met": met}
+
+    rss = metrics["rss_mib"]["ours"]
+    assert rss is not None
+    false_deaths = metrics["false_deaths"]["ours"]
+    return [
+        at_most("detection_p50_s", 1.0, "failure detection p50 ratio <= 1.0"),
+        at_most("join_p50_s", 1.0, "join convergence p50 ratio <= 1.0"),
+        at_most("leave_s", 1.0, "graceful leave ratio <= 1.0"),
+        at_most("idle_cpu_percent", 0.7, "idle CPU ratio <= 0.7"),
+        {
+            "target": f"our RSS within {RSS_MARGIN_MIB:.0f} MiB of the reactor "
+            "baseline",
+            "value": rss - baseline_rss,
+            "met": rss - baseline_rss <= RSS_MARGIN_MIB,
+        },
+        {
+            "target": "no false deaths of ours",
+            "value": false_deaths,
+            "met": not false_deaths,
+        },
+    ]
+
+
+def result(
+    args: argparse.Namespace,
+    observers: int,
+    bounds: Bounds,
+    clusters: Sequence[Cluster],
+    baseline_rss: float,
+) -> dict[str, Any]:
+    ours, serf = (c.samples for c in clusters)
+    sides = side_metrics(ours), side_metrics(serf)
+    metrics: dict[str, dict[str, Any]] = {}
+    for key, label in METRICS:
+        o, s = (side[key] for side in sides)
+        metrics[key] = {
+            "label": label,
+            "ours": rounded(o),
+            "serf": rounded(s),
+            "ratio": rounded(ratio(o, s)),
+        }
+    return {
+        "nodes": args.nodes,
+        "kills": args.kills,
+        "observers": observers,
+        "idle_seconds": args.idle_seconds,
+        "load": args.load,
+        "profile": "lan",
+        "bounds_s": attrs.asdict(bounds),
+        "metrics": metrics,
+        "reactor_baseline_rss_mib": rounded(baseline_rss),
+        "samples_s": {
+            kind: {
+                c.label: [rounded(t) for t in getattr(c.samples, kind)]
+                for c in clusters
+            }
+            for kind in ("join", "startup", "detection", "leave")
+        },
+        "false_death_names": {
+            c.label: sorted(c.samples.false_deaths) for c in clusters
+        },
+        "targets": targets(metrics, baseline_rss),
+    }
+
+
+def number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int) or value >= 1000:
+        return f"{value:.0f}"
+    return f"{value:.3f}" if value < 10 else f"{value:.2f}"
+
+
+def table(result: Mapping[str, Any]) -> str:
+    host = "loaded (one core kept busy)" if result["load"] else "idle"
+    lines = [
+        f"{result['nodes']} nodes per side on 127.0.0.1, LAN profile; "
+        f"kills: {result['kills']}, observers: {result['observers']}, "
+        f"idle window: {result['idle_seconds']:g} s, host: {host}",
+        f"{'metric':<38} {'ours':>10} {'serf':>10} {'ours/serf':>10}",
+    ]
+    for key, label in METRICS:
+        row = result["metrics"][key]
+        cells = (number(row[side]) for side in ("ours", "serf", "ratio"))
+        lines.append(f"{label:<38} " + " ".join(f"{c:>10}" for c in cells))
+    lines.append(
+        f"{'RSS of a bare Python + reactor, MiB':<38} "
+        f"{number(result['reactor_baseline_rss_mib']):>10}"
+    )
+    if result["metrics"]["bytes_sent_per_node_per_s"]["serf"] is None:
+        lines.append(
+            "(serf's bytes need an idle window holding a whole 10 s metrics "
+            "interval: --idle-seconds 20 or more)"
+        )
+    for side, names in result["false_death_names"].items():
+        if names:
+            lines.append(f"false deaths ({side}): {', '.join(names)}")
+    lines.append("targets:")
+    for target in result["targets"]:
+        verdict = {True: "met", False: "MISSED", None: "n/a"}[target["met"]]
+        lines.append(f"  {verdict:<6} {target['target']} ({number(target['value'])})")
+    return "\n".join(lines)
+
+
+def plot(result: Mapping[str, Any], path: str) -> None:
+    """
+    Detection and join convergence times of both sides, side by side.
+    """
+    import matplotlib  # type: ignore[import-not-found, unused-ignore]
+
+    matplotlib.use("Agg")  # no display needed
+    from matplotlib import pyplot  # type: ignore[import-not-found, unused-ignore]
+
+    samples = result["samples_s"]
+    figure, axes = pyplot.subplots(1, 2, figsize=(10, 4), sharey=False)
+    for axis, kind, title in zip(
+        axes,
+        ("detection", "join"),
+        ("failure detection (SIGKILL)", "join convergence"),
+        strict=True,
+    ):
+        sides = ["ours", "serf"]
+        data = [samples[kind][side] for side in sides]
+        axis.boxplot(data)
+        axis.set_xticks([1, 2], sides)
+        for position, values in enumerate(data, start=1):
+            axis.plot([position] * len(values), values, "o", alpha=0.6)
+        axis.set_title(title)
+        axis.set_ylabel("seconds until every observer agrees")
+    figure.suptitle(f"{result['nodes']} nodes each on 127.0.0.1, LAN profile")
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+# --- the command line ----------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--nodes", type=int, default=20, help="per side (default 20)")
+    parser.add_argument("--kills", type=int, default=5, help="per side (default 5)")
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=30.0,
+        help="the idle CPU window (default 30)",
+    )
+    parser.add_argument(
+        "--observers",
+        type=int,
+        default=5,
+        help="members polled per side, the first ones (default 5)",
+    )
+    parser.add_argument(
+        "--load", action="store_true", help="keep one core busy during the run"
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write the result here")
+    parser.add_argument(
+        "--plot", metavar="PATH", help="draw the distributions (needs matplotlib)"
+    )
+    args = parser.parse_args(argv)
+    if args.nodes < 3:
+        parser.error("--nodes: at least 3")
+    if args.kills < 1:
+        parser.error("--kills: at least 1")
+    if not (math.isfinite(args.idle_seconds) and args.idle_seconds > 0):
+        parser.error("--idle-seconds: a positive number of seconds")
+    if args.observers < 1:
+        parser.error("--observers: at least 1")
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path is not None and not os.path.isdir(os.path.dirname(path) or "."):
+            parser.error(f"{flag}: no such directory: {os.path.dirname(path)}")
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        parser.error("--plot: needs matplotlib (pip install matplotlib)")
+    return args
+
+
+def _exit_on_sigterm(number: int, frame: FrameType | None) -> None:
+    # Unwind through run()'s cleanup, which kills every child.
+    raise SystemExit(128 + number)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    serf = shutil.which("serf")
+    if serf is None:
+        print(
+            f"{PROG}: serf is not on PATH (Debian: apt install serf)", file=sys.stderr
+        )
+        return 1
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    with tempfile.TemporaryDirectory(prefix="vs-serf-") as workdir:
+        try:
+            measured = run(args, serf, workdir)
+        except RunFailed as e:
+            print(f"{PROG}: the run failed: {e}", file=sys.stderr)
+            return 1
+    print(table(measured))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(measured, f, indent=2)
+    if args.plot:
+        plot(measured, args.plot)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
