@@ -89,6 +89,7 @@ from zope.interface import implementer
 
 from cluster.gossip import GossipConfig, Member, Memberlist
 from cluster.gossip.interfaces import (
+    IBroadcastWaker,
     IConflictDelegate,
     IDelegate,
     IEventDelegate,
@@ -427,7 +428,7 @@ class Node:
         self._observers = keep
 
 
-@implementer(IDelegate, IEventDelegate, IConflictDelegate)
+@implementer(IDelegate, IBroadcastWaker, IEventDelegate, IConflictDelegate)
 @attrs.define(eq=False)
 class _NodeDelegate:
     """
@@ -461,6 +462,9 @@ class _NodeDelegate:
 
     def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
         return self.states.broadcasts.get(overhead, limit)
+
+    def watch_broadcasts(self, wake: Callable[[], object]) -> None:
+        self.states.broadcasts.on_queued = wake
 
     def local_state(self, join: bool) -> bytes:
         self.counters["get_local_state"] += 1

@@ -414,5 +414,11 @@ class _QuietSite(Site):
 
     noisy = False
 
+    def startFactory(self) -> None:
+        # No request log: no need for the base class's once-a-second timer
+        # that keeps the log's timestamp current (an idle node would wake
+        # for nothing else).
+        pass
+
     def log(self, request: Request) -> None:
         pass

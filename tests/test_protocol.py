@@ -37,6 +37,7 @@ from cluster.gossip.suspicion import (
     remaining_suspicion_time,
     suspicion_timeout,
 )
+from cluster.gossip.timers import Ticker, Timers
 from cluster.gossip.wire import (
     Ack,
     Alive,
@@ -646,3 +647,163 @@ class AwarenessTests(SynchronousTestCase):
         off = Awareness(1)
         off.apply_delta(5)
         self.assertEqual(off.scale(1.0), 1.0)
+
+
+class TickerTests(SynchronousTestCase):
+    """
+    L{Ticker}: a fixed ticker that sleeps while its function has nothing
+    to do and, woken, resumes on the same grid.  (Times are binary
+    fractions, so the expected ones are exact.)
+    """
+
+    def ticker(self, answers: list[bool]) -> tuple[Clock, Ticker, list[float]]:
+        clock = Clock()
+        clock.advance(0.125)  # the grid starts at 0.125, not at 0
+        ran: list[float] = []
+
+        def f() -> bool:
+            ran.append(clock.seconds())
+            return answers.pop(0) if answers else True
+
+        return clock, Timers(clock).ticker(0.25, f), ran
+
+    def test_sleeps_and_wakes_on_the_same_grid(self) -> None:
+        clock, ticker, ran = self.ticker([True, False])
+        clock.pump([0.0625] * 16)  # one second
+        self.assertEqual(ran, [0.125, 0.375])
+        self.assertTrue(ticker.asleep)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        ticker.wake()
+        ticker.wake()  # once is enough
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        clock.pump([0.0625] * 8)
+        # Woken at 1.125, a point of the grid: the next one is 1.375.
+        self.assertEqual(ran, [0.125, 0.375, 1.375, 1.625])
+        self.assertFalse(ticker.asleep)
+
+    def test_waking_an_awake_ticker_changes_nothing(self) -> None:
+        clock, ticker, ran = self.ticker([])
+        ticker.wake()
+        clock.pump([0.25] * 3)
+        self.assertEqual(ran, [0.125, 0.375, 0.625, 0.875])
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+
+    def test_a_late_tick_skips_what_it_missed(self) -> None:
+        clock, _, ran = self.ticker([])
+        clock.advance(0.75)  # the tick due at 0.375 runs late, at 0.875
+        clock.advance(0.125)  # the next point after 0.875 is 1.125
+        self.assertEqual(ran, [0.125, 0.875])
+        clock.advance(0.125)
+        self.assertEqual(ran, [0.125, 0.875, 1.125])
+
+    def test_errors_are_logged_and_it_goes_on(self) -> None:
+        clock = Clock()
+        calls: list[float] = []
+
+        def broken() -> bool:
+            calls.append(clock.seconds())
+            raise ZeroDivisionError()
+
+        Timers(clock).ticker(1.0, broken)
+        clock.pump([1.0, 1.0])
+        self.assertEqual(calls, [0.0, 1.0, 2.0])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 3)
+
+    def test_stopped_with_the_timers(self) -> None:
+        clock = Clock()
+        timers = Timers(clock)
+        ticker = timers.ticker(1.0, lambda: False)
+        timers.stop()
+        ticker.wake()
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_rounding_never_ticks_twice_at_one_time(self) -> None:
+        clock = Clock()
+        clock.advance(1.3)
+        ran: list[float] = []
+
+        def f() -> bool:
+            ran.append(clock.seconds())
+            return len(ran) < 3 or len(ran) % 2 == 1
+
+        ticker = Timers(clock).ticker(0.1, f)
+        for _ in range(200):
+            clock.advance(0.1)
+            ticker.wake()
+        self.assertEqual(len(ran), len(set(ran)))
+
+
+class TimersTests(SynchronousTestCase):
+    def test_cancelled_calls_do_not_pile_up(self) -> None:
+        clock = Clock()
+        timers = Timers(clock)
+        for _ in range(10_000):
+            timers.later(1.0, lambda: None).cancel()
+        live = timers.later(1.0, lambda: None)
+        self.assertLess(len(timers._calls), 200)
+        timers.stop()
+        self.assertFalse(live.active())
+
+    def test_an_acked_probe_leaves_no_timer_behind(self) -> None:
+        network = SimulatedNetwork(seed=14)
+        a, _ = start_and_join(network, "a", "b", settle=5)
+        rounds = []
+        for _ in range(20):
+            network.run(0.25)
+            current = a._prober._current
+            if current is not None and current.done:
+                rounds.append(current)
+                assert current.indirect is not None
+                self.assertFalse(current.indirect.active())
+        self.assertGreater(len(rounds), 5)
+
+
+class IdleGossipTests(SynchronousTestCase):
+    """
+    Memberlist gossips on a ticker even with nothing queued; ours lets the
+    ticker sleep while both queues are empty and wakes it at the next tick
+    when something is queued.
+    """
+
+    def test_an_idle_member_stops_waking_to_gossip(self) -> None:
+        network = SimulatedNetwork(seed=11)
+        a, b, c = start_and_join(network, "a", "b", "c", settle=30)
+        tickers = [n._gossip_ticker for n in (a, b, c)]
+        self.assertTrue(all(t is not None and t.asleep for t in tickers))
+        # Something to say: the ticker wakes on its grid and it spreads.
+        a.shutdown()
+        network.crash(a)
+        network.run(30)
+        self.assertEqual(known(b, "a").state, MemberState.DEAD)
+        self.assertEqual(known(c, "a").state, MemberState.DEAD)
+        self.assertTrue(all(n._gossip_ticker.asleep for n in (b, c)))  # type: ignore[union-attr]
+
+    def test_wakes_on_the_grid_of_its_start(self) -> None:
+        network = SimulatedNetwork(seed=12)
+        a, _ = start_and_join(network, "a", "b", settle=20)
+        ticker = a._gossip_ticker
+        assert ticker is not None and ticker.asleep
+        network.run(0.033)
+        a.broadcasts.queue(b"x", "x")
+        self.assertFalse(ticker.asleep)
+        (call,) = [c for c in network.clock.getDelayedCalls() if c is ticker._call]
+        now = network.clock.seconds()
+        steps = (call.getTime() - ticker._origin) / ticker.interval
+        self.assertAlmostEqual(steps, round(steps))
+        self.assertGreater(call.getTime(), now)
+        self.assertLessEqual(call.getTime(), now + ticker.interval)
+
+    def test_a_delegate_that_cannot_say_keeps_the_ticker_running(self) -> None:
+        network = SimulatedNetwork(seed=13)
+        delegate = AppDelegate()
+        received = AppDelegate()
+        a, _ = start_and_join(
+            network, "a", "b", each=[{"delegate": delegate}, {"delegate": received}]
+        )
+        network.run(20)
+        ticker = a._gossip_ticker
+        assert ticker is not None
+        self.assertFalse(ticker.asleep)
+        delegate.outgoing = [b"hello"]
+        network.run(1)
+        self.assertIn(b"hello", received.messages)

@@ -11,12 +11,14 @@ import json
 import os
 
 from twisted.application.service import IServiceMaker
+from twisted.internet.task import Clock
 from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
 
 from cluster.gossip import Keyring
-from cluster.tap import ClusterNode, Options, makeService, parse_duration
+from cluster.tap import ClusterNode, Options, _QuietSite, makeService, parse_duration
 from cluster.tls import issue_certificate, make_authority
 
 KEY16 = base64.b64encode(bytes(range(16))).decode()
@@ -236,3 +238,15 @@ class FlagTests(SynchronousTestCase):
 
     def test_unknown_flag(self) -> None:
         self.assertBad("--frobnicate", "--frobnicate")
+
+
+class QuietSiteTests(SynchronousTestCase):
+    def test_no_request_log_and_no_timer_for_it(self) -> None:
+        clock = Clock()
+        site = _QuietSite(Resource(), reactor=clock)
+        site.startFactory()
+        # Twisted's Site refreshes its log timestamp every second: an idle
+        # node would wake the reactor for nothing else.
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertFalse(site.noisy)
+        site.stopFactory()

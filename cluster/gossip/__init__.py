@@ -14,6 +14,7 @@ L{net} (receiving), and L{memberlist}, the API that wires them.
 from cluster.gossip.config import GossipConfig
 from cluster.gossip.errors import BindError, JoinError, RemoteError
 from cluster.gossip.interfaces import (
+    IBroadcastWaker,
     IConflictDelegate,
     IDelegate,
     IEventDelegate,
@@ -27,6 +28,7 @@ from cluster.gossip.members import Member, MemberState
 __all__ = [
     "BindError",
     "GossipConfig",
+    "IBroadcastWaker",
     "IConflictDelegate",
     "IDelegate",
     "IEventDelegate",

@@ -61,6 +61,8 @@ class BroadcastQueue:
 
     num_nodes: Callable[[], int]
     retransmit_mult: int
+    # Told after every queue(): the gossip ticker sleeps until then.
+    on_queued: Callable[[], object] | None = attrs.field(default=None, kw_only=True)
     # Each tier holds (-length, -serial, broadcast): sorted, it is longest
     # first, then newest, and bisect finds the longest that fits.
     _tiers: dict[int, list[_Entry]] = attrs.field(factory=dict, init=False)
@@ -99,6 +101,8 @@ class BroadcastQueue:
         self._insert(item)
         if name is not None:
             self._by_name[name] = item
+        if self.on_queued is not None:
+            self.on_queued()
 
     def get(self, overhead: int, limit: int) -> list[bytes]:
         """

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from cluster.gossip.members import Member
 
 __all__ = [
+    "IBroadcastWaker",
     "IConflictDelegate",
     "IDelegate",
     "IEventDelegate",
@@ -79,6 +80,23 @@ class IDelegate(Interface):
         """
         The peer's application state from a push/pull exchange (only called
         when it is not empty).
+        """
+
+
+class IBroadcastWaker(Interface):
+    """
+    Optional, for an L{IDelegate}: it says when it queues a broadcast.
+
+    Memberlist gossips on a 200 ms ticker even when nothing is queued; a
+    member whose delegate provides this (or has no delegate) lets its
+    ticker sleep while neither queue holds anything, and wakes it at the
+    next tick when something is queued: the same gossip, fewer wake-ups.
+    """
+
+    def watch_broadcasts(wake: Callable[[], object]) -> None:
+        """
+        Call C{wake} whenever a broadcast is queued from now on (calling
+        it when nothing was queued is harmless).
         """
 
 

@@ -46,7 +46,7 @@ from cluster.gossip.broadcast import BroadcastQueue
 from cluster.gossip.config import META_MAX_SIZE, GossipConfig
 from cluster.gossip.errors import BindError, JoinError, RemoteError
 from cluster.gossip.framing import PacketCodec, StreamCodec, codecs_for
-from cluster.gossip.interfaces import ITransport, reactor_or_global
+from cluster.gossip.interfaces import IBroadcastWaker, ITransport, reactor_or_global
 from cluster.gossip.members import Member, MemberState, NodeState
 from cluster.gossip.messenger import Messenger
 from cluster.gossip.net import Receiver
@@ -57,7 +57,7 @@ from cluster.gossip.state import (
     EventKind,
     MemberTable,
 )
-from cluster.gossip.timers import Timers
+from cluster.gossip.timers import Ticker, Timers
 from cluster.gossip.wire import (
     ErrResp,
     Message,
@@ -132,6 +132,7 @@ class Memberlist:
     _shutdown: bool = attrs.field(default=False, init=False)
     _leave_waiters: list[Deferred[bool]] = attrs.field(factory=list, init=False)
     _leave_spread: bool = attrs.field(default=False, init=False)
+    _gossip_ticker: Ticker | None = attrs.field(default=None, init=False)
 
     _log = Logger()
 
@@ -159,8 +160,13 @@ class Memberlist:
             self._timers.guard(self._apply),
         )
         self.broadcasts = BroadcastQueue(
-            lambda: len(self.table), self.config.retransmit_mult
+            lambda: len(self.table),
+            self.config.retransmit_mult,
+            on_queued=self._wake_gossip,
         )
+        delegate = self.config.delegate
+        if IBroadcastWaker.providedBy(delegate):
+            delegate.watch_broadcasts(self._wake_gossip)
         self._acks = AckTable(self.reactor, self._timers.guard)
         self._packets, self._streams = codecs_for(self.config)
         self._send = Messenger(
@@ -493,9 +499,7 @@ class Memberlist:
         )
         if self.config.gossip_interval > 0:
             stagger = self.rng.random() * self.config.gossip_interval
-            self._timers.later(
-                stagger, self._timers.every, self.config.gossip_interval, self._gossip
-            )
+            self._timers.later(stagger, self._start_gossip)
         if self.config.push_pull_interval > 0:
             stagger = self.rng.random() * self.config.push_pull_interval
             self._timers.later(stagger, self._push_pull_tick)
@@ -517,7 +521,32 @@ class Memberlist:
                 self._push_pull_failed, node.name
             )
 
-    def _gossip(self) -> None:
+    def _start_gossip(self) -> None:
+        # Idle gossip ticks may sleep only when every queue says when it
+        # is filled: ours, and the delegate's if it has one.
+        delegate = self.config.delegate
+        if delegate is None or IBroadcastWaker.providedBy(delegate):
+            tick = self._gossip
+        else:
+
+            def tick() -> bool:
+                self._gossip()
+                return True
+
+        self._gossip_ticker = self._timers.ticker(self.config.gossip_interval, tick)
+
+    def _wake_gossip(self) -> None:
+        if self._gossip_ticker is not None:
+            self._gossip_ticker.wake()
+
+    def _gossip(self) -> bool:
+        """
+        One gossip round (memberlist's C{gossip}).
+
+        @return: C{False} when there was nothing to send to a target: both
+            queues are empty and the ticker may sleep.  With no target at
+            all the queues were not asked (as in memberlist), so C{True}.
+        """
         now = self.reactor.seconds()
 
         def wanted(node: NodeState) -> bool:
@@ -533,7 +562,8 @@ class Memberlist:
         for node in self.table.random_nodes(self.config.gossip_nodes, wanted):
             address = (node.address, node.port)
             if not self._send.gossip(address, crc=node.protocol_max >= 5):
-                return
+                return False
+        return True
 
     def _ping(self, seq: int, node: str) -> Ping:
         return Ping(

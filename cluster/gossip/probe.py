@@ -105,6 +105,7 @@ class _Round:
     nacks: int = 0
     tcp_ok: bool = False
     done: bool = False
+    indirect: IDelayedCall | None = None
 
 
 @attrs.define(eq=False)
@@ -168,7 +169,7 @@ class Prober:
         self.stats["probes"] += 1
         if deadline > self.config.probe_interval:
             self.stats["probes.degraded"] += 1
-        self.call_later(
+        probe.indirect = self.call_later(
             self.config.probe_timeout,
             self._indirect,
             probe,
@@ -219,6 +220,9 @@ class Prober:
         if probe.done or self.stopped:
             return
         probe.done = True
+        if probe.indirect is not None and probe.indirect.active():
+            # Acked in time: no need to wake the reactor for nothing.
+            probe.indirect.cancel()
         took = max(0.0, self.clock.seconds() - probe.started)
         self.stats[_BUCKET_KEYS[bisect_left(ROUND_BUCKETS, took)]] += 1
         self.stats[_SUM_KEY] += round(took * 1e6)

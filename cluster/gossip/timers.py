@@ -5,6 +5,7 @@ that they can all be stopped at once, and none can raise into the reactor.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import attrs
@@ -12,7 +13,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-__all__ = ["Timers"]
+__all__ = ["Ticker", "Timers"]
 
 
 @attrs.define(eq=False)
@@ -25,7 +26,9 @@ class Timers:
     clock: IReactorTime
     log: Logger = attrs.field(factory=Logger)
     _calls: set[IDelayedCall] = attrs.field(factory=set, init=False)
+    _prune_at: int = attrs.field(default=64, init=False)
     _loops: list[LoopingCall] = attrs.field(factory=list, init=False)
+    _tickers: list[Ticker] = attrs.field(factory=list, init=False)
 
     def guard(self, f: Callable[..., object]) -> Callable[..., None]:
         """
@@ -56,6 +59,11 @@ class Timers:
             guarded(*args)
 
         call = self.clock.callLater(delay, run)
+        if len(self._calls) >= self._prune_at:
+            # Calls cancelled by their owners are only dropped here: keep
+            # the set at most twice the live ones.
+            self._calls = {c for c in self._calls if c.active()}
+            self._prune_at = max(64, 2 * len(self._calls))
         self._calls.add(call)
         return call
 
@@ -69,15 +77,102 @@ class Timers:
         self._loops.append(loop)
         loop.start(interval, now=now)
 
+    def ticker(self, interval: float, f: Callable[[], bool]) -> Ticker:
+        """
+        Call C{f} now and then every C{interval} seconds, until it returns
+        C{False}; then wait for L{Ticker.wake} (see L{Ticker}).
+        """
+        ticker = Ticker(self, interval, f)
+        self._tickers.append(ticker)
+        ticker.start()
+        return ticker
+
     def stop(self) -> None:
         """
-        Cancel every pending call and stop every loop.
+        Cancel every pending call and stop every loop and ticker.
         """
         for loop in self._loops:
             if loop.running:
                 loop.stop()
         self._loops.clear()
+        for ticker in self._tickers:
+            ticker.stop()
+        self._tickers.clear()
         for call in self._calls:
             if call.active():
                 call.cancel()
         self._calls.clear()
+
+
+@attrs.define(eq=False)
+class Ticker:
+    """
+    A fixed ticker that sleeps while it has nothing to do.
+
+    It calls C{f} at C{start + k * interval}, as a C{LoopingCall} would
+    (a late call skips the ticks it missed).  When C{f} returns C{False}
+    (nothing to do) the ticker stops waking the reactor; L{wake} brings it
+    back at the next point of the same grid, so C{f} runs exactly when an
+    always-running ticker would first have found work.  An idle process
+    wakes only for what it has to do: each wake-up of a Python reactor
+    costs about 0.1 ms of CPU, five gossip ticks a second a third of an
+    idle node's CPU.
+    """
+
+    timers: Timers
+    interval: float
+    f: Callable[[], bool]
+    _origin: float = attrs.field(default=0.0, init=False)
+    _call: IDelayedCall | None = attrs.field(default=None, init=False)
+    _asleep: bool = attrs.field(default=False, init=False)
+    _stopped: bool = attrs.field(default=False, init=False)
+
+    @property
+    def asleep(self) -> bool:
+        """
+        Whether the ticker waits for L{wake}.
+        """
+        return self._asleep
+
+    def start(self) -> None:
+        self._origin = self.timers.clock.seconds()
+        self._tick()
+
+    def wake(self) -> None:
+        """
+        There may be work again: tick at the next point of the grid.
+        """
+        if self._asleep and not self._stopped:
+            self._asleep = False
+            self._schedule()
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def _tick(self) -> None:
+        self._call = None
+        busy = True
+        try:
+            busy = self.f()
+        except Exception:
+            self.timers.log.failure(
+                "unhandled error in {name}", name=getattr(self.f, "__name__", self.f)
+            )
+        if self._stopped:
+            return
+        if busy:
+            self._schedule()
+        else:
+            self._asleep = True
+
+    def _schedule(self) -> None:
+        now = self.timers.clock.seconds()
+        ticks = math.floor((now - self._origin) / self.interval) + 1
+        when = self._origin + ticks * self.interval
+        while when <= now:  # rounding put the next point at (or before) now
+            ticks += 1
+            when = self._origin + ticks * self.interval
+        self._call = self.timers.clock.callLater(when - now, self._tick)
