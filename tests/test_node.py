@@ -415,6 +415,18 @@ class SteppedUpdateTests(SynchronousTestCase):
     tells observers after the last.
     """
 
+    def _stepping_node(self, seed: int) -> tuple[SimulatedNetwork, Node, list[str]]:
+        """
+        A started node whose sharder logs its steps (the log starts empty).
+        """
+        network = SimulatedNetwork(seed=seed)
+        log: list[str] = []
+        node = network.node("node-00", sharder=StepLog(log))
+        node.start()
+        network.run(1)
+        log.clear()
+        return network, node, log
+
     def _big_cluster_arrives(self, node: Node, count: int) -> list[str]:
         names = [f"member-{i:03d}" for i in range(count)]
         events = events_of(node)
@@ -427,12 +439,7 @@ class SteppedUpdateTests(SynchronousTestCase):
         return names
 
     def test_other_work_runs_between_steps(self) -> None:
-        network = SimulatedNetwork(seed=32)
-        log: list[str] = []
-        node = network.node("node-00", sharder=StepLog(log))
-        node.start()
-        network.run(1)
-        log.clear()
+        network, node, log = self._stepping_node(seed=32)
         told: list[tuple[int, int]] = []
 
         def observer(peers: list[Peer]) -> bool:
@@ -454,12 +461,7 @@ class SteppedUpdateTests(SynchronousTestCase):
         self.assertEqual(told, [(301, 300)])
 
     def test_a_change_during_the_steps_is_applied_after_them(self) -> None:
-        network = SimulatedNetwork(seed=33)
-        log: list[str] = []
-        node = network.node("node-00", sharder=StepLog(log))
-        node.start()
-        network.run(1)
-        log.clear()
+        network, node, log = self._stepping_node(seed=33)
         told: list[list[Peer]] = []
         node.observe(FuncObserver(lambda peers: record(told, peers, True)))
         names = self._big_cluster_arrives(node, 300)
@@ -475,12 +477,7 @@ class SteppedUpdateTests(SynchronousTestCase):
         self.assertEqual(owners, set(names[1:]))
 
     def test_stopping_during_the_steps(self) -> None:
-        network = SimulatedNetwork(seed=34)
-        log: list[str] = []
-        node = network.node("node-00", sharder=StepLog(log))
-        node.start()
-        network.run(1)
-        log.clear()
+        network, node, log = self._stepping_node(seed=34)
         self._big_cluster_arrives(node, 300)
         self.successResultOf(node.stop())
         network.run(1)
