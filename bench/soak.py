@@ -367,7 +367,6 @@ class Soak:
         self.seeds: int = args.seeds
         self.kill_count: int = args.kills
         self.nodes: list[LocalNode] = []  # in the order they were spawned
-        self._ports_taken: set[int] = set()
         self.started_at: dict[str, float] = {}
         self.killed: set[str] = set()
         self.kills: list[Kill] = []
@@ -397,14 +396,6 @@ class Soak:
 
     # --- plumbing ---
 
-    def _free_port(self) -> int:
-        # free_loopback_port alone may hand out a port twice: the kernel
-        # picks bind(0) ports at random, so 200 picks likely repeat one.
-        while (port := free_loopback_port()) in self._ports_taken:
-            pass
-        self._ports_taken.add(port)
-        return port
-
     def _spawn(self, number: int) -> LocalNode:
         """
         Start node C{number}: the seeds join the seeds spawned before them,
@@ -418,8 +409,8 @@ class Soak:
             self.reactor,
             name,
             ["--profile", PROFILE, *join],
-            gossip_port=self._free_port(),
-            http_port=self._free_port(),
+            gossip_port=free_loopback_port(),
+            http_port=free_loopback_port(),
             log_path=os.path.join(self.log_dir, f"{name}.log"),
         )
         node.start()

@@ -14,14 +14,14 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTCP
 from twisted.internet.protocol import ClientFactory, Protocol
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from cluster.gossip import GossipConfig, ITransport, Memberlist, MemberState
 from cluster.gossip.config import GossipSettings
 from cluster.gossip.framing import PacketCodec
 from cluster.gossip.interfaces import IPacketHandler
-from cluster.gossip.transport import NetTransport
+from cluster.gossip.transport import NetTransport, _ephemeral_floor, free_loopback_port
 from cluster.gossip.wire import Ack, Ping, decode_message, encode_message
 from tests.helpers import known, wait_for
 
@@ -185,3 +185,19 @@ class BadInputTests(TestCase):
             self.assertEqual(await send_stream(node.port, b"\x03\x80"), b"")
         finally:
             await node.shutdown()
+
+
+class FreePortTests(SynchronousTestCase):
+    def test_distinct_bindable_and_never_ephemeral(self) -> None:
+        """
+        Processes started on these ports must not race the kernel's
+        outgoing connections (ephemeral ports) or each other.
+        """
+        ports = [free_loopback_port() for _ in range(300)]
+        self.assertEqual(len(set(ports)), len(ports))
+        self.assertTrue(all(p < _ephemeral_floor() for p in ports))
+        for port in ports[:20]:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                udp.bind(("127.0.0.1", port))
+            with socket.socket() as tcp:
+                tcp.bind(("127.0.0.1", port))

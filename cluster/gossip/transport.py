@@ -11,6 +11,7 @@ incoming bytes: a peer that trickles one byte a second is cut off too).
 
 from __future__ import annotations
 
+import random
 import socket
 from collections.abc import Callable
 from typing import cast
@@ -47,26 +48,53 @@ MAX_STREAM_BYTES = 64 * 1024 * 1024
 _BIND_ATTEMPTS = 10
 
 
+def _ephemeral_floor() -> int:
+    """
+    The lowest port the kernel hands out for outgoing connections.
+    """
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+_FREE_PORTS_FROM = 20000
+_handed_out: set[int] = set()
+_port_choice = random.Random()
+
+
 def free_loopback_port() -> int:
     """
     A port number free for both TCP and UDP on 127.0.0.1, for tests and
     benchmarks that start real processes (memberlist uses one number for
     both).
+
+    It comes from below the kernel's ephemeral range and is never handed
+    out twice by one process: a port from C{bind(0)} would be ephemeral,
+    and between the check and the child's own bind an outgoing connection
+    (a benchmark polling a hundred nodes makes many) or a second pick
+    could take it.
     """
+    ceiling = _ephemeral_floor()
+    if ceiling - _FREE_PORTS_FROM < 1000:
+        ceiling = 65536  # an unusual range: any unprivileged port
     while True:
+        port = _port_choice.randrange(_FREE_PORTS_FROM, ceiling)
+        if port in _handed_out:
+            continue
         tcp = socket.socket()
-        tcp.bind(("127.0.0.1", 0))
-        port = int(tcp.getsockname()[1])
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
+            tcp.bind(("127.0.0.1", port))
             udp.bind(("127.0.0.1", port))
         except OSError:
             continue
-        else:
-            return port
         finally:
             tcp.close()
             udp.close()
+        _handed_out.add(port)
+        return port
 
 
 def _abort(transport: object) -> None:
