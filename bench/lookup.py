@@ -182,6 +182,27 @@ def misses(rows: list[dict[str, float]]) -> list[str]:
     return missed
 
 
+def print_table(
+    rows: list[dict[str, float]], columns: list[tuple[str, str, str]]
+) -> None:
+    """
+    C{rows} as a table: one column per C{(title, key, format)}.
+    """
+    widths = [max(len(title), 11) for title, _, _ in columns]
+    header = " | ".join(
+        f"{title:>{width}}"
+        for (title, _, _), width in zip(columns, widths, strict=True)
+    )
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        cells = (
+            f"{(int(row[key]) if spec == 'd' else row[key]):>{width}{spec}}"
+            for (_, key, spec), width in zip(columns, widths, strict=True)
+        )
+        print(" | ".join(cells))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--keys", type=int, default=1_000_000)
@@ -200,31 +221,30 @@ def main(argv: list[str] | None = None) -> None:
 
     numpy = "numpy" if shard._vectorised else "no numpy: batch = fallback"
     print(f"ring({NUM_TOKENS}), {len(keys):,} random keys, Op.READ_WRITE ({numpy})")
-    builds = f"{'nodes':>6} | {'full build ms':>13} | {'longest step ms':>15} | "
-    builds += f"{'join ms':>8} | {'first batch ms':>14}"
-    print(builds)
-    print("-" * len(builds))
-    for row in rows:
-        print(
-            f"{row['nodes']:>6} | {row['full_build_ms']:>13.1f} | "
-            f"{row['longest_step_ms']:>15.1f} | {row['join_ms']:>8.1f} | "
-            f"{row['first_batch_ms']:>14.1f}"
-        )
-    print()
-    lookups = (
-        f"{'nodes':>6} | {'batch n=1/s':>11} | {'batch n=3/s':>11} | "
-        f"{'fallback n=1/s':>14} | {'single/s':>9} | {'bisect loop/s':>13} | "
-        f"{'batch/bisect':>12} | {'single/bisect':>13}"
+    print_table(
+        rows,
+        [
+            ("nodes", "nodes", "d"),
+            ("full build ms", "full_build_ms", ".1f"),
+            ("longest step ms", "longest_step_ms", ".1f"),
+            ("join ms", "join_ms", ".1f"),
+            ("first batch ms", "first_batch_ms", ".1f"),
+        ],
     )
-    print(lookups)
-    print("-" * len(lookups))
-    for row in rows:
-        print(
-            f"{row['nodes']:>6} | {row['batch_n1_per_s']:>11,.0f} | "
-            f"{row['batch_n3_per_s']:>11,.0f} | {row['fallback_n1_per_s']:>14,.0f} | "
-            f"{row['single_per_s']:>9,.0f} | {row['bisect_loop_per_s']:>13,.0f} | "
-            f"{row['batch_over_bisect']:>12.2f} | {row['single_over_bisect']:>13.2f}"
-        )
+    print()
+    print_table(
+        rows,
+        [
+            ("nodes", "nodes", "d"),
+            ("batch n=1/s", "batch_n1_per_s", ",.0f"),
+            ("batch n=3/s", "batch_n3_per_s", ",.0f"),
+            ("fallback n=1/s", "fallback_n1_per_s", ",.0f"),
+            ("single/s", "single_per_s", ",.0f"),
+            ("bisect loop/s", "bisect_loop_per_s", ",.0f"),
+            ("batch/bisect", "batch_over_bisect", ".2f"),
+            ("single/bisect", "single_over_bisect", ".2f"),
+        ],
+    )
     for line in misses(rows):
         print(f"missed: {line}")
     if args.json:

@@ -146,3 +146,35 @@ class VsSerfTests(SynchronousTestCase):
         )
         self.assertEqual(done.returncode, 2)
         self.assertIn("--kills", done.stderr.strip().splitlines()[-1])
+
+
+class LookupAndJoinBlockTests(SynchronousTestCase):
+    def test_lookup_quick_run(self) -> None:
+        out = os.path.abspath(self.mktemp())
+        printed = run_script(
+            "lookup.py",
+            "--keys",
+            "2000",
+            "--single-keys",
+            "500",
+            "--joins",
+            "1",
+            "--json",
+            out,
+        )
+        with open(out) as f:
+            rows = json.load(f)["rows"]
+        self.assertEqual([row["nodes"] for row in rows], [10, 100, 1000])
+        for row in rows:
+            self.assertGreater(row["batch_n1_per_s"], 0)
+            self.assertGreater(row["bisect_loop_per_s"], 0)
+        self.assertIn("bisect loop/s", printed)
+
+    def test_join_block_quick_run(self) -> None:
+        out = os.path.abspath(self.mktemp())
+        printed = run_script("join_block.py", "--members", "50", "--json", out)
+        with open(out) as f:
+            result = json.load(f)
+        self.assertEqual(result["members"], 50)
+        self.assertGreaterEqual(result["longest_block_ms"], 0)
+        self.assertIn("longest_block_ms", printed)
