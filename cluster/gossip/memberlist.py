@@ -559,7 +559,14 @@ class Memberlist:
                 and now - node.state_change <= self.config.gossip_to_the_dead_time
             )
 
-        for node in self.table.random_nodes(self.config.gossip_nodes, wanted):
+        targets = self.table.random_nodes(self.config.gossip_nodes, wanted)
+        # The recently dead last (memberlist keeps kRandomNodes' order): when
+        # a broadcast's last transmission comes up in this round, a live
+        # member gets it.  A leave with two transmissions at three members
+        # otherwise went to a crashed member now and then, and the others
+        # recorded the leaver as failed.
+        targets.sort(key=lambda node: node.state == MemberState.DEAD)
+        for node in targets:
             address = (node.address, node.port)
             if not self._send.gossip(address, crc=node.protocol_max >= 5):
                 return False
