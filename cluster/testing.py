@@ -44,7 +44,12 @@ from twisted.internet.task import Clock
 from zope.interface import implementer
 
 from cluster.gossip.config import GossipConfig, GossipSettings
-from cluster.gossip.interfaces import IPacketHandler, ITransport, StreamTimeout
+from cluster.gossip.interfaces import (
+    IFrameMeasure,
+    IPacketHandler,
+    ITransport,
+    StreamTimeout,
+)
 from cluster.gossip.memberlist import Memberlist
 from cluster.interfaces import ServiceHost
 from cluster.node import Node
@@ -185,11 +190,11 @@ class SimulatedTransport:
         self,
         address: Address,
         request: bytes,
-        reply_length: Callable[[bytes], int | None],
+        reply_measure: IFrameMeasure,
         timeout: float,
     ) -> Deferred[bytes | None]:
         return self.network._exchange(
-            (self.host, self.port), address, request, reply_length, timeout
+            (self.host, self.port), address, request, reply_measure, timeout
         )
 
     def stop(self) -> Deferred[None]:
@@ -462,7 +467,7 @@ class SimulatedNetwork:
         source: Address,
         destination: Address,
         request: bytes,
-        reply_length: Callable[[bytes], int | None],
+        reply_measure: IFrameMeasure,
         timeout: float,
     ) -> Deferred[bytes | None]:
         result: Deferred[bytes | None] = Deferred()
@@ -492,7 +497,7 @@ class SimulatedNetwork:
                 return  # lost in a partition: the dialler times out
             handler = target.handler
             try:
-                complete = handler.stream_frame_length(request) == len(request)
+                complete = handler.stream_measure().feed(request) == len(request)
             except ValueError:
                 complete = False
             if not complete:
@@ -503,8 +508,12 @@ class SimulatedNetwork:
         def respond(reply: bytes | None) -> None:
             if not self._reachable(destination[0], source[0]):
                 return
-            if reply is not None and reply_length(reply) != len(reply):
-                reply = None
+            if reply is not None:
+                try:
+                    if reply_measure.feed(reply) != len(reply):
+                        reply = None
+                except ValueError:
+                    reply = None
             self.clock.callLater(self._delay(destination[0], source[0]), settle, reply)
 
         if not self._reachable(source[0], destination[0]):

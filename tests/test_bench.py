@@ -181,3 +181,13 @@ class LookupAndJoinBlockTests(SynchronousTestCase):
         self.assertEqual(result["members"], 50)
         self.assertGreaterEqual(result["longest_block_ms"], 0)
         self.assertIn("longest_block_ms", printed)
+
+
+class StreamBufferTests(SynchronousTestCase):
+    def test_quick_run(self) -> None:
+        printed = run_script("stream_buffer.py", "--sizes", "0.2,0.4", "--budget", "30")
+        rows = [line.split() for line in printed.splitlines()[2:]]
+        self.assertEqual(len(rows), 2)
+        for row in rows:
+            self.assertGreater(float(row[0]), 0)
+            self.assertGreaterEqual(float(row[1]), 0)

@@ -34,6 +34,7 @@ __all__ = [
     "DecodeError",
     "GoField",
     "Kind",
+    "OutOfRangeError",
     "UnknownValueError",
     "WireValue",
     "decode",
@@ -68,6 +69,12 @@ class DecodeError(ValueError):
     """
     A msgpack value that is not the struct it should be.  Each protocol
     module turns it into its own error (C{WireError}, C{MessageError}).
+    """
+
+
+class OutOfRangeError(DecodeError):
+    """
+    An integer over its field's maximum (or negative).
     """
 
 
@@ -202,7 +209,7 @@ def _read_int(field: GoField, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise DecodeError(f"{field.name} must be an integer")
     if not 0 <= value <= field.maximum:
-        raise DecodeError(f"{field.name} out of range: {value}")
+        raise OutOfRangeError(f"{field.name} out of range: {value}")
     return value
 
 
@@ -376,11 +383,12 @@ def unpack(data: bytes) -> object:
         raise DecodeError(f"bad msgpack: {e}") from None
 
 
-def stream_unpacker(data: bytes) -> msgpack.Unpacker:
+def stream_unpacker(data: bytes = b"") -> msgpack.Unpacker:
     """
     An unpacker over C{data} for reading several values in turn, with
     C{tell()} giving the offset reached (a push/pull is values followed by
-    raw bytes).  It raises C{msgpack.OutOfData} when C{data} stops short.
+    raw bytes).  It raises C{msgpack.OutOfData} when C{data} stops short;
+    more bytes can be C{feed()}-ed and reading resumes where it stopped.
     """
     unpacker = msgpack.Unpacker(
         raw=True,

@@ -16,10 +16,12 @@ from collections.abc import Iterator, Sequence
 
 import attrs
 import msgpack
+from zope.interface import implementer
 
 from cluster.gossip import lzw
 from cluster.gossip.codec import DecodeError, pack, stream_unpacker, unpack
 from cluster.gossip.config import GossipConfig
+from cluster.gossip.interfaces import IFrameMeasure
 from cluster.gossip.keyring import (
     DecryptError,
     Keyring,
@@ -27,17 +29,21 @@ from cluster.gossip.keyring import (
     encryption_version,
 )
 from cluster.gossip.wire import (
+    MAX_USER_BYTES,
+    LimitError,
     Message,
     MessageType,
+    StreamMeasure,
     WireError,
     decode_message,
     decode_stream_message,
     encode_stream_message,
-    stream_message_length,
 )
 
 __all__ = [
+    "MAX_STREAM_BYTES",
     "FrameError",
+    "FrameMeasure",
     "Opened",
     "PacketCodec",
     "StreamCodec",
@@ -59,6 +65,10 @@ USER_MESSAGE_OVERHEAD = 1
 MAX_COMPOUND_PARTS = 255
 MAX_ENCRYPTED_STREAM = 20 * 1024 * 1024
 MAX_DECOMPRESSED = 40 * 1024 * 1024
+# The longest stream frame we buffer: user state (at most MAX_USER_BYTES)
+# plus an equal budget for the node states, memberlist's own bound on
+# what it decompresses.
+MAX_STREAM_BYTES = 2 * MAX_USER_BYTES
 # Compound and compress may nest; senders never do, so a shallow limit is
 # plenty and stops a crafted packet from recursing without end.
 MAX_NESTING = 4
@@ -381,6 +391,110 @@ def codecs_for(config: GossipConfig) -> tuple[PacketCodec, StreamCodec]:
 # --- streams ---
 
 
+@implementer(IFrameMeasure)
+@attrs.define(eq=False)
+class FrameMeasure:
+    """
+    Find where the one frame of a stream ends, as its bytes arrive, in
+    time linear in them (each chunk is looked at once).
+
+    The first few bytes say how: a label header to skip (on the accepting
+    side), then an encrypted frame's own length, or a compressed frame's
+    msgpack body, or a plain message measured by L{StreamMeasure}.  A frame
+    may be at most L{MAX_STREAM_BYTES} long (L{MAX_ENCRYPTED_STREAM}
+    encrypted); a longer one is refused as soon as its header or its
+    bytes say so, before it is buffered.
+    """
+
+    accepted: bool
+    _head: bytes = attrs.field(default=b"", init=False)
+    _offset: int | None = attrs.field(default=None, init=False)
+    _inner: StreamMeasure | None = attrs.field(default=None, init=False)
+    _compressed: msgpack.Unpacker | None = attrs.field(default=None, init=False)
+    _received: int = attrs.field(default=0, init=False)
+    _length: int | None = attrs.field(default=None, init=False)
+
+    def feed(self, data: bytes) -> int | None:
+        """
+        Take the next bytes of the stream.
+
+        @return: the frame's length once all of it has arrived, else
+            C{None}.
+        @raise FrameError: when the bytes cannot be a valid frame, or make
+            one over the size limit.
+        """
+        self._received += len(data)
+        if self._length is None:
+            self._length = self._measure(data)
+            if self._length is None and self._received > MAX_STREAM_BYTES:
+                raise FrameError("size", "stream message too large")
+            if self._length is not None and self._length > MAX_STREAM_BYTES:
+                raise FrameError("size", f"stream message of {self._length} bytes")
+        if self._length is not None and self._received >= self._length:
+            return self._length
+        return None
+
+    def _measure(self, data: bytes) -> int | None:
+        if self._offset is None:
+            # Collect the label header and the first message bytes (a few
+            # hundred at most) until they say what kind of frame this is.
+            self._head += data
+            data = self._start()
+            if self._offset is None:
+                return None
+        if self._inner is not None:
+            try:
+                self._inner.feed(data)
+            except LimitError as e:
+                raise FrameError("size", str(e)) from None
+            except WireError as e:
+                raise FrameError("decode", str(e)) from None
+            length = self._inner.length
+            return None if length is None else self._offset + length
+        if self._compressed is not None:
+            self._compressed.feed(data)
+            try:
+                self._compressed.skip()
+            except msgpack.OutOfData:
+                return None
+            except Exception as e:
+                raise FrameError("compress", f"bad compress body: {e}") from None
+            return self._offset + 1 + int(self._compressed.tell())
+        return self._length
+
+    def _start(self) -> bytes:
+        """
+        Read the frame's kind from L{_head} if enough of it is there.
+
+        @return: the bytes after the ones this consumed, for the measure
+            of the frame's kind.
+        """
+        head = self._head
+        offset = 0
+        if self.accepted and head and head[0] == MessageType.HAS_LABEL:
+            if len(head) < 2:
+                return b""
+            offset = 2 + head[1]
+        if len(head) <= offset:
+            return b""
+        kind = head[offset]
+        if kind == MessageType.ENCRYPT:
+            if len(head) < offset + 5:
+                return b""
+            (length,) = struct.unpack_from(">I", head, offset + 1)
+            if length > MAX_ENCRYPTED_STREAM:
+                raise FrameError("size", f"encrypted stream of {length} bytes")
+            self._length = offset + 5 + length
+            self._offset, self._head = offset, b""
+            return b""
+        self._offset, self._head = offset, b""
+        if kind == MessageType.COMPRESS:
+            self._compressed = stream_unpacker()
+            return head[offset + 1 :]
+        self._inner = StreamMeasure()
+        return head[offset:]
+
+
 @attrs.define(eq=False)
 class StreamCodec(_Wrapping):
     """
@@ -412,47 +526,23 @@ class StreamCodec(_Wrapping):
             data = add_label(self.label, data)
         return data
 
-    def frame_length(self, data: bytes, accepted: bool) -> int | None:
+    def measure(self, accepted: bool) -> FrameMeasure:
         """
-        How many bytes of C{data} make one complete frame, or C{None} while
-        more are needed.
+        A fresh L{FrameMeasure} for the frame one stream carries.
 
         @param accepted: C{True} on the accepting side, where a label
             header comes first.
+        """
+        return FrameMeasure(accepted)
+
+    def frame_length(self, data: bytes, accepted: bool) -> int | None:
+        """
+        How many bytes of C{data} make one complete frame, or C{None} while
+        more are needed (L{measure} over bytes that are all there).
+
         @raise FrameError: when the bytes cannot be a valid frame.
         """
-        offset = 0
-        if accepted and data and data[0] == MessageType.HAS_LABEL:
-            if len(data) < 2:
-                return None
-            offset = 2 + data[1]
-        if len(data) <= offset:
-            return None
-        kind = data[offset]
-        if kind == MessageType.ENCRYPT:
-            if len(data) < offset + 5:
-                return None
-            (length,) = struct.unpack_from(">I", data, offset + 1)
-            if length > MAX_ENCRYPTED_STREAM:
-                raise FrameError("size", f"encrypted stream of {length} bytes")
-            end = offset + 5 + length
-            return end if end <= len(data) else None
-        if kind == MessageType.COMPRESS:
-            unpacker = stream_unpacker(data[offset + 1 :])
-            try:
-                unpacker.skip()
-            except msgpack.OutOfData:
-                return None
-            except Exception as e:
-                raise FrameError("compress", f"bad compress body: {e}") from None
-            return offset + 1 + int(unpacker.tell())
-        try:
-            length = stream_message_length(data, offset)
-        except FrameError:
-            raise
-        except WireError as e:
-            raise FrameError("decode", str(e)) from None
-        return None if length is None else offset + length
+        return self.measure(accepted).feed(data)
 
     def decode(self, frame: bytes, accepted: bool) -> Message:
         """

@@ -23,6 +23,7 @@ __all__ = [
     "IConflictDelegate",
     "IDelegate",
     "IEventDelegate",
+    "IFrameMeasure",
     "IPacketHandler",
     "ITransport",
     "StreamTimeout",
@@ -132,6 +133,20 @@ class IConflictDelegate(Interface):
         """
 
 
+class IFrameMeasure(Interface):
+    """
+    Finds where the one message of a stream ends, as its bytes arrive.
+    """
+
+    def feed(data: bytes) -> int | None:
+        """
+        Take the next bytes of the stream; return the message's length
+        (counted from the stream's first byte) once all of it has arrived,
+        else C{None}.  Raises C{ValueError} for a malformed or oversized
+        stream.
+        """
+
+
 class IPacketHandler(Interface):
     """
     What a transport delivers incoming traffic to (the membership layer).
@@ -142,10 +157,9 @@ class IPacketHandler(Interface):
         A UDP datagram arrived from C{source}.
         """
 
-    def stream_frame_length(data: bytes) -> int | None:
+    def stream_measure() -> IFrameMeasure:
         """
-        How many bytes of an accepted stream form one request, or C{None}
-        while more are needed.  Raises C{ValueError} for a malformed stream.
+        A fresh measure for the request on a stream just accepted.
         """
 
     def stream_received(data: bytes, source: tuple[str, int]) -> Deferred[bytes | None]:
@@ -178,12 +192,12 @@ class ITransport(Interface):
     def exchange(
         address: tuple[str, int],
         request: bytes,
-        reply_length: Callable[[bytes], int | None],
+        reply_measure: IFrameMeasure,
         timeout: float,
     ) -> Deferred[bytes | None]:
         """
         Open a stream to C{address}, write C{request}, and read one reply
-        whose extent is measured by C{reply_length(buffer) -> int | None}.
+        whose extent C{reply_measure} finds.
         Fires with the reply, or C{None} when the peer closed without one;
         fails on connection errors or after C{timeout} seconds.
         """

@@ -148,6 +148,7 @@ class Memberlist:
                 self.config.bind_port,
                 stream_timeout=self.config.tcp_timeout,
                 tls=self.config.tls,
+                stats=self.stats,
             )
         self._timers = Timers(self.reactor, self._log)
         self.awareness = Awareness(self.config.awareness_max_multiplier)

@@ -180,7 +180,7 @@ class Messenger:
         d = self.transport.exchange(
             address,
             request,
-            lambda buffer: self.streams.frame_length(buffer, accepted=False),
+            self.streams.measure(accepted=False),
             self.config.tcp_timeout if timeout is None else timeout,
         )
 

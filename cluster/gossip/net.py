@@ -32,7 +32,7 @@ from zope.interface import implementer
 from cluster.gossip.acks import AckTable
 from cluster.gossip.address import Address
 from cluster.gossip.config import GossipConfig
-from cluster.gossip.framing import FrameError, PacketCodec, StreamCodec
+from cluster.gossip.framing import FrameError, FrameMeasure, PacketCodec, StreamCodec
 from cluster.gossip.interfaces import IPacketHandler
 from cluster.gossip.messenger import RECEIVED_KEYS, SENT_KEYS, Messenger
 from cluster.gossip.state import Changes, MemberTable, ProtocolMismatchError
@@ -177,11 +177,11 @@ class Receiver:
 
     # --- streams ---
 
-    def stream_frame_length(self, data: bytes) -> int | None:
+    def stream_measure(self) -> FrameMeasure:
         """
-        Measure one request on a stream we accepted.
+        Measure the request on a stream we accepted.
         """
-        return self.streams.frame_length(data, accepted=True)
+        return self.streams.measure(accepted=True)
 
     def stream_received(
         self, data: bytes, source: tuple[str, int]

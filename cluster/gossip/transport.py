@@ -7,12 +7,24 @@ Each TCP connection carries one request and at most one reply; both sides
 measure messages by their own lengths, never by waiting for EOF, and the
 whole exchange runs under a deadline (L{TimeoutMixin}, never reset by
 incoming bytes: a peer that trickles one byte a second is cut off too).
+
+What a peer can make us hold is bounded: a datagram is read whole up to
+64 KiB (memberlist's UDP buffer), a stream's message is measured as it
+arrives and refused once it says it is over
+L{cluster.gossip.framing.MAX_STREAM_BYTES}, and at most
+C{max_inbound_streams} accepted streams (128, memberlist's
+C{maxPushPullRequests}) are open at once.  memberlist counts only
+push/pulls against that limit; we count every accepted stream, since we
+only learn a stream's kind from its bytes, and pings and user messages
+on streams are short.  What is refused is counted in C{stats} as
+C{dropped.<reason>} and logged.
 """
 
 from __future__ import annotations
 
 import random
 import socket
+from collections import Counter
 from collections.abc import Callable
 from typing import cast
 
@@ -38,13 +50,24 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from cluster.gossip.interfaces import IPacketHandler, ITransport, StreamTimeout
+from cluster.gossip.interfaces import (
+    IFrameMeasure,
+    IPacketHandler,
+    ITransport,
+    StreamTimeout,
+)
 from cluster.gossip.tls import StreamTLS
 
 __all__ = ["NetTransport", "free_loopback_port"]
 
 UDP_READ_BUFFER = 65536
-MAX_STREAM_BYTES = 64 * 1024 * 1024
+MAX_INBOUND_STREAMS = 128
+# Twisted's default backlog is 50; Go listens with the system's maximum.  A
+# burst of push/pulls (nodes starting together) beyond the backlog waits
+# for the kernel's SYN-ACK retries, a second or more each.
+LISTEN_BACKLOG = 1024
+# Refusals under a flood are counted each, logged at most this often.
+_REFUSAL_LOG_INTERVAL = 10.0
 _BIND_ATTEMPTS = 10
 
 
@@ -113,15 +136,20 @@ class _Datagrams(protocol.DatagramProtocol):
 
 class _FramedStream(protocol.Protocol, TimeoutMixin):
     """
-    Buffer bytes until one complete message is there, measured by a
-    length function, within a deadline on the owner's clock.
+    Buffer bytes until one complete message is there, as its measure
+    says, within a deadline on the owner's clock.
+
+    Chunks are kept as they come and joined once: buffering and measuring
+    cost time linear in the bytes received.
     """
 
-    measure: Callable[[bytes], int | None]
+    measure: IFrameMeasure
     deadline: float
     clock: IReactorTime
-    _buffer: bytes = b""
     _done: bool = False
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
 
     def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
         # TimeoutMixin would use the global reactor.
@@ -143,13 +171,12 @@ class _FramedStream(protocol.Protocol, TimeoutMixin):
     def dataReceived(self, data: bytes) -> None:
         if self._done:
             return
-        self._buffer += data
+        self._chunks.append(data)
         try:
-            length = self.measure(self._buffer)
-            if length is None and len(self._buffer) > MAX_STREAM_BYTES:
-                raise ValueError("stream message too large")
+            length = self.measure.feed(data)
         except ValueError as e:
             self._done = True
+            self._chunks = []
             self.stop_deadline()
             self.failed(Failure(e))
             if self.transport is not None:
@@ -157,7 +184,9 @@ class _FramedStream(protocol.Protocol, TimeoutMixin):
             return
         if length is not None:
             self._done = True
-            self.message_complete(self._buffer[:length])
+            message = b"".join(self._chunks)[:length]
+            self._chunks = []
+            self.message_complete(message)
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self.stop_deadline()
@@ -181,26 +210,43 @@ def _tls_failure(reason: Failure) -> bool:
 
 class _ServerStream(_FramedStream):
     def __init__(self, owner: NetTransport) -> None:
+        super().__init__()
         self.owner = owner
         self.deadline = owner.stream_timeout
         self.clock = owner.reactor
 
     def connectionMade(self) -> None:
+        assert self.transport is not None
         handler = self.owner.handler
         if handler is None:
-            assert self.transport is not None
+            self._done = True
+            _abort(self.transport)
+            return
+        if len(self.owner._servers) >= self.owner.max_inbound_streams:
+            self._done = True
+            self.owner.refuse_stream(self.transport.getPeer())
             _abort(self.transport)
             return
         self.owner._servers.add(self)
         self.start_deadline()
-        self.measure = handler.stream_frame_length
+        self.measure = handler.stream_measure()
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self.owner._servers.discard(self)
         super().connectionLost(reason)
 
+    def timeoutConnection(self) -> None:
+        if not self._done:
+            self.owner.stream_dropped("stream_timeout", self.transport, "timed out")
+        super().timeoutConnection()
+
     def failed(self, reason: Failure) -> None:
-        self.owner.stats_failed += 1
+        if reason.check(StreamTimeout):
+            return  # counted in timeoutConnection
+        cause = reason.value
+        self.owner.stream_dropped(
+            getattr(cause, "reason", "stream"), self.transport, str(cause)
+        )
 
     def closed_early(self, reason: Failure) -> None:
         if _tls_failure(reason) and self.transport is not None:
@@ -246,10 +292,11 @@ class _ClientStream(_FramedStream):
         self,
         owner: NetTransport,
         request: bytes,
-        measure: Callable[[bytes], int | None],
+        measure: IFrameMeasure,
         deadline: float,
         result: Deferred[bytes | None],
     ) -> None:
+        super().__init__()
         self.owner = owner
         self.clock = owner.reactor
         self.request = request
@@ -317,6 +364,10 @@ class NetTransport:
         its request (memberlist's TCPTimeout).
     @ivar tls: mutual TLS for every stream, both ways (see
         L{cluster.gossip.tls}); plain TCP when C{None}.
+    @ivar stats: where refused streams are counted, C{dropped.<reason>}
+        and C{streams.in.failed} (the member's counters, for metrics).
+    @ivar max_inbound_streams: accepted streams open at once; more are
+        cut at once (C{dropped.too_many_streams}).
     """
 
     reactor: IReactorTime
@@ -324,6 +375,8 @@ class NetTransport:
     bind_port: int = 0
     stream_timeout: float = 10.0
     tls: StreamTLS | None = None
+    stats: Counter[str] = attrs.field(factory=Counter)
+    max_inbound_streams: int = MAX_INBOUND_STREAMS
     handler: IPacketHandler | None = attrs.field(default=None, init=False)
     stats_failed: int = attrs.field(default=0, init=False)
     stats_tls_refused: int = attrs.field(default=0, init=False)
@@ -331,6 +384,7 @@ class NetTransport:
     _tcp: IListeningPort | None = attrs.field(default=None, init=False)
     _clients: set[_ClientStream] = attrs.field(factory=set, init=False)
     _servers: set[_ServerStream] = attrs.field(factory=set, init=False)
+    _last_refusal_log: float | None = attrs.field(default=None, init=False)
     log = Logger()
 
     @property
@@ -353,7 +407,10 @@ class NetTransport:
             server = cast(protocol.ServerFactory, wrapped)
         for _ in range(_BIND_ATTEMPTS if self.bind_port == 0 else 1):
             tcp = tcp_reactor.listenTCP(
-                self.bind_port, server, interface=self.bind_address
+                self.bind_port,
+                server,
+                backlog=LISTEN_BACKLOG,
+                interface=self.bind_address,
             )
             port = int(getattr(tcp.getHost(), "port", 0))
             try:
@@ -381,11 +438,46 @@ class NetTransport:
         """
         self.stats_failed += 1
         self.stats_tls_refused += 1
+        self.stats["dropped.tls"] += 1
         self.log.warn(
             "TLS refused with {peer}: {error}",
             peer=f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}",
             error=reason.getErrorMessage(),
         )
+
+    def stream_dropped(self, reason: str, transport: object, detail: str) -> None:
+        """
+        An accepted stream is cut before its request was read: count it
+        and say why at debug level.
+        """
+        self.stats_failed += 1
+        self.stats["streams.in.failed"] += 1
+        self.stats[f"dropped.{reason}"] += 1
+        peer = cast(ITCPTransport, transport).getPeer() if transport else None
+        self.log.debug(
+            "dropped a stream from {peer}: {detail}",
+            peer=f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}",
+            detail=detail,
+        )
+
+    def refuse_stream(self, peer: IAddress) -> None:
+        """
+        Too many accepted streams are open: count the one cut, and warn
+        (at most every few seconds, however many come).
+        """
+        self.stats_failed += 1
+        self.stats["dropped.too_many_streams"] += 1
+        now = self.reactor.seconds()
+        last = self._last_refusal_log
+        if last is None or now - last >= _REFUSAL_LOG_INTERVAL:
+            self._last_refusal_log = now
+            self.log.warn(
+                "too many inbound streams ({limit} open): refusing {peer} "
+                "({count} refused so far)",
+                limit=self.max_inbound_streams,
+                peer=f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}",
+                count=self.stats["dropped.too_many_streams"],
+            )
 
     def send_packet(self, data: bytes, address: tuple[str, int]) -> None:
         if self._udp is None:
@@ -400,11 +492,11 @@ class NetTransport:
         self,
         address: tuple[str, int],
         request: bytes,
-        reply_length: Callable[[bytes], int | None],
+        reply_measure: IFrameMeasure,
         timeout: float,
     ) -> Deferred[bytes | None]:
         result: Deferred[bytes | None] = Deferred()
-        stream = _ClientStream(self, request, reply_length, timeout, result)
+        stream = _ClientStream(self, request, reply_measure, timeout, result)
         self._clients.add(stream)
         client: protocol.ClientFactory = _ClientFactory(stream)
         if self.tls is not None:

@@ -25,6 +25,7 @@ from cluster.gossip.address import ip_text
 from cluster.gossip.codec import (
     DecodeError,
     Kind,
+    OutOfRangeError,
     decode,
     encode,
     go,
@@ -40,12 +41,14 @@ __all__ = [
     "Dead",
     "ErrResp",
     "IndirectPingReq",
+    "LimitError",
     "Message",
     "MessageType",
     "Nack",
     "Ping",
     "PushNodeState",
     "PushPull",
+    "StreamMeasure",
     "Suspect",
     "User",
     "WireError",
@@ -62,6 +65,13 @@ __all__ = [
 class WireError(ValueError):
     """
     Bytes that do not form a valid memberlist message.
+    """
+
+
+class LimitError(WireError):
+    """
+    A stream message that says it is longer than we accept (more node
+    states or user state bytes than the limits).
     """
 
 
@@ -520,36 +530,96 @@ def decode_stream_message(data: bytes) -> Message:
     raise WireError(f"message type {kind} not supported on streams")
 
 
+@attrs.define(eq=False)
+class StreamMeasure:
+    """
+    Find where one plain (unencrypted, uncompressed) stream message ends,
+    as its bytes arrive.
+
+    Each chunk is fed once to one msgpack unpacker, which resumes a value
+    cut short where it stopped: measuring costs time linear in the bytes
+    received, however they are cut.  A push/pull's length is only known by
+    walking every node state, so re-reading the whole buffer per chunk
+    would be quadratic in a large state.
+    """
+
+    _unpacker: msgpack.Unpacker = attrs.field(factory=stream_unpacker, init=False)
+    _kind: int | None = attrs.field(default=None, init=False)
+    _body_read: bool = attrs.field(default=False, init=False)
+    _nodes_left: int = attrs.field(default=0, init=False)
+    _tail: int = attrs.field(default=0, init=False)
+    _received: int = attrs.field(default=0, init=False)
+    _length: int | None = attrs.field(default=None, init=False)
+
+    @property
+    def length(self) -> int | None:
+        """
+        The message's whole length, as soon as the bytes so far tell it
+        (possibly before the raw tail of a push/pull or user message is in).
+        """
+        return self._length
+
+    def feed(self, data: bytes) -> int | None:
+        """
+        Take the next bytes of the stream.
+
+        @return: the message's length once all of it has arrived (later
+            bytes belong to no message), else C{None}.
+        @raise WireError: when the bytes cannot be a valid stream message.
+        """
+        self._received += len(data)
+        if self._length is None and data:
+            if self._kind is None:
+                self._kind = data[0]
+                if self._kind not in _STREAM_TYPES:
+                    raise WireError(
+                        f"message type {self._kind} not supported on streams"
+                    )
+                data = data[1:]
+            self._unpacker.feed(data)
+            self._length = self._advance()
+        if self._length is not None and self._received >= self._length:
+            return self._length
+        return None
+
+    def _advance(self) -> int | None:
+        try:
+            if not self._body_read:
+                body = self._unpacker.unpack()
+                self._body_read = True
+                if self._kind == MessageType.PUSH_PULL:
+                    lengths = _decode_lengths(_PushPullLengths, body)
+                    self._nodes_left = lengths.nodes
+                    self._tail = lengths.user_state_len
+                elif self._kind == MessageType.USER:
+                    self._tail = _decode_lengths(_UserMsgHeader, body).user_msg_len
+            while self._nodes_left:
+                self._unpacker.skip()
+                self._nodes_left -= 1
+        except msgpack.OutOfData:
+            return None
+        except WireError:
+            raise
+        except Exception as e:  # msgpack raises many unrelated types
+            raise WireError(f"bad msgpack in stream: {e}") from None
+        return 1 + int(self._unpacker.tell()) + self._tail
+
+
+def _decode_lengths(cls: type[_Body], body: object) -> _Body:
+    try:
+        return decode(cls, body)
+    except OutOfRangeError as e:
+        raise LimitError(str(e)) from None
+    except DecodeError as e:
+        raise WireError(str(e)) from None
+
+
 def stream_message_length(data: bytes, offset: int = 0) -> int | None:
     """
     How many bytes from C{offset} make up one plain (unencrypted,
-    uncompressed) stream message, or C{None} when more bytes are needed.
+    uncompressed) stream message, or C{None} when more bytes are needed
+    (L{StreamMeasure} over bytes that are all there).
 
     @raise WireError: when the bytes cannot start a valid stream message.
     """
-    if len(data) <= offset:
-        return None
-    kind = data[offset]
-    if kind not in _STREAM_TYPES:
-        raise WireError(f"message type {kind} not supported on streams")
-    unpacker = stream_unpacker(data[offset + 1 :])
-    try:
-        body = unpacker.unpack()
-        extra = 0
-        if kind == MessageType.PUSH_PULL:
-            lengths = _decode(_PushPullLengths, body)
-            for _ in range(lengths.nodes):
-                unpacker.skip()
-            extra = lengths.user_state_len
-        elif kind == MessageType.USER:
-            extra = _decode(_UserMsgHeader, body).user_msg_len
-    except msgpack.OutOfData:
-        return None
-    except WireError:
-        raise
-    except Exception as e:  # msgpack raises many unrelated types
-        raise WireError(f"bad msgpack in stream: {e}") from None
-    length = 1 + int(unpacker.tell()) + extra
-    if offset + length > len(data):
-        return None
-    return length
+    return StreamMeasure().feed(data[offset:])
