@@ -90,8 +90,12 @@ go-metrics (its name in brackets); seconds, not milliseconds:
     type (C{ping}, C{ack}, C{alive}, C{suspect}, C{dead}, C{push_pull},
     C{user}, ...), in datagrams and on streams, piggybacked broadcasts
     included (C{memberlist.msg.*}, C{memberlist.udp.*}, C{memberlist.tcp.*}).
-  - C{cluster_node_gossip_dropped_total{reason}}: input dropped (C{label},
-    C{decrypt}, C{crc}, C{decode}, C{protocol}, ...).
+  - C{cluster_node_gossip_dropped_total{reason}}: input dropped: in the
+    wrappers (C{label}, C{decrypt}, C{crc}, C{compound}, C{compress}),
+    undecodable (C{decode}, C{type}, C{version}), over a limit (C{size},
+    C{meta}, C{name}), refused streams (C{stream_timeout},
+    C{too_many_streams}, C{tls}), and C{wrong_node}, C{protocol},
+    C{handler} (see L{cluster.gossip.net} and L{cluster.gossip.transport}).
   - C{cluster_node_gossip_members{state}}: members in our table by state,
     C{alive}, C{suspect}, C{dead}, C{left} (C{memberlist.node.instances}).
   - C{cluster_node_gossip_member_events_total{event}}: C{suspected},
@@ -99,6 +103,8 @@ go-metrics (its name in brackets); seconds, not milliseconds:
   - C{cluster_node_gossip_queued_broadcasts{queue}}: broadcasts waiting,
     memberlist's own (C{membership}, C{memberlist.queue.broadcasts}) and
     the node's peer states (C{state}).
+  - C{cluster_node_gossip_dropped_broadcasts_total{queue}}: broadcasts
+    dropped from a full queue (see L{cluster.gossip.broadcast}).
   - C{cluster_node_gossip_state_events_total{event}}: what the peer state
     table counts beyond ckit: C{stale_state} (a state message no newer than
     the one stored), C{unknown_state} (push/pull entries in a state we do
@@ -547,5 +553,15 @@ class NodeMetrics:
             [
                 ("membership", len(memberlist.broadcasts)),
                 ("state", len(self.node.states.broadcasts)),
+            ],
+        )
+        yield self._family(
+            CounterMetricFamily,
+            "cluster_node_gossip_dropped_broadcasts_total",
+            "Total number of broadcasts dropped because their queue was full.",
+            "queue",
+            [
+                ("membership", memberlist.broadcasts.dropped),
+                ("state", self.node.states.broadcasts.dropped),
             ],
         )

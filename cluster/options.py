@@ -17,7 +17,12 @@ from twisted.logger import Logger
 
 from cluster.gossip import GossipConfig, Keyring
 from cluster.gossip.advertise import DEFAULT_INTERFACES
-from cluster.gossip.config import GossipSettings, not_negative, port_number
+from cluster.gossip.config import (
+    NAME_MAX_SIZE,
+    GossipSettings,
+    not_negative,
+    port_number,
+)
 from cluster.gossip.tls import StreamTLS, load_stream_tls
 
 __all__ = ["DiscoverPeers", "Options"]
@@ -117,6 +122,8 @@ class Options:
     def __attrs_post_init__(self) -> None:
         if not self.node_name:
             raise ValueError("node_name must not be empty")
+        if len(self.node_name.encode("utf-8")) > NAME_MAX_SIZE:
+            raise ValueError(f"node_name must be at most {NAME_MAX_SIZE} bytes")
         if self.advertise_address:
             split_advertise_address(self.advertise_address)
         try:

@@ -14,7 +14,10 @@ from collections.abc import Callable
 
 import attrs
 
-__all__ = ["BroadcastQueue", "retransmit_limit"]
+__all__ = ["MIN_QUEUE_DEPTH", "BroadcastQueue", "retransmit_limit"]
+
+# Serf's MinQueueDepth: a queue holds at most max(this, 2 * members).
+MIN_QUEUE_DEPTH = 4096
 
 
 def retransmit_limit(retransmit_mult: int, n: int) -> int:
@@ -56,13 +59,23 @@ class BroadcastQueue:
     of the whole queue (which, while a thousand joins are being spread,
     holds a thousand messages and is asked on every gossip tick).
 
+    It is bounded as Serf bounds its queues (C{MinQueueDepth}): past
+    C{max(min_depth, 2 * num_nodes())} broadcasts, the most-sent are
+    dropped (then the shortest, then the oldest: the end of memberlist's
+    btree, what its C{Prune} drops), each told it is finished and counted
+    in C{dropped}.  Named broadcasts replace each other, so only unnamed
+    ones (user broadcasts) can pile up that far.
+
     @ivar num_nodes: estimate of the cluster size, for the retransmit limit.
+    @ivar dropped: broadcasts dropped because the queue was full.
     """
 
     num_nodes: Callable[[], int]
     retransmit_mult: int
     # Told after every queue(): the gossip ticker sleeps until then.
     on_queued: Callable[[], object] | None = attrs.field(default=None, kw_only=True)
+    min_depth: int = attrs.field(default=MIN_QUEUE_DEPTH, kw_only=True)
+    dropped: int = attrs.field(default=0, init=False)
     # Each tier holds (-length, -serial, broadcast): sorted, it is longest
     # first, then newest, and bisect finds the longest that fits.
     _tiers: dict[int, list[_Entry]] = attrs.field(factory=dict, init=False)
@@ -101,6 +114,8 @@ class BroadcastQueue:
         self._insert(item)
         if name is not None:
             self._by_name[name] = item
+        if self._count > self.min_depth:
+            self._prune(max(self.min_depth, 2 * self.num_nodes()))
         if self.on_queued is not None:
             self.on_queued()
 
@@ -146,6 +161,14 @@ class BroadcastQueue:
         for item in finished:
             item.finish()
         return chosen
+
+    def _prune(self, depth: int) -> None:
+        while self._count > depth:
+            tier = self._tiers[max(self._tiers)]
+            item = tier[-1][2]
+            self._remove(item)
+            self.dropped += 1
+            item.finish()
 
     def _insert(self, item: _Broadcast) -> None:
         tier = self._tiers.setdefault(item.transmits, [])

@@ -21,6 +21,7 @@ from cluster.gossip.tls import StreamTLS
 
 __all__ = [
     "META_MAX_SIZE",
+    "NAME_MAX_SIZE",
     "PROTOCOL_VERSION_MAX",
     "PROTOCOL_VERSION_MIN",
     "GossipConfig",
@@ -29,6 +30,10 @@ __all__ = [
 PROTOCOL_VERSION_MIN = 1
 PROTOCOL_VERSION_MAX = 5
 META_MAX_SIZE = 512
+# memberlist sets no bound on names; ours keeps every member entry small
+# (a host name is at most 253 bytes, a Kubernetes pod name too).  Longer
+# names in what peers send are dropped, counted as dropped.name.
+NAME_MAX_SIZE = 256
 
 
 class _Named(Protocol):
@@ -91,6 +96,8 @@ def _interface_names(names: Iterable[str] | None) -> tuple[str, ...] | None:
 def _name(instance: object, attribute: _Named, value: str) -> None:
     if not value:
         raise ValueError("name must not be empty")
+    if len(value.encode("utf-8")) > NAME_MAX_SIZE:
+        raise ValueError(f"name must be at most {NAME_MAX_SIZE} bytes")
 
 
 class GossipSettings(TypedDict, total=False):

@@ -23,7 +23,7 @@ import attrs
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from cluster.gossip.config import GossipConfig
+from cluster.gossip.config import META_MAX_SIZE, NAME_MAX_SIZE, GossipConfig
 from cluster.gossip.members import Member, MemberState, NodeState
 from cluster.gossip.suspicion import Suspicion, suspicion_timeout
 from cluster.gossip.wire import (
@@ -260,6 +260,14 @@ class MemberTable:
             return changes
         if not alive.node:
             self.stats["dropped.decode"] += 1
+            return changes
+        # memberlist peers never send more (they refuse it at home); more
+        # is garbage or an attempt to grow our table.
+        if len(alive.meta) > META_MAX_SIZE:
+            self.stats["dropped.meta"] += 1
+            return changes
+        if len(alive.node.encode("utf-8")) > NAME_MAX_SIZE:
+            self.stats["dropped.name"] += 1
             return changes
         address = ip_from_bytes(alive.addr)
         now = self.clock.seconds()
