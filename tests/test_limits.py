@@ -22,7 +22,13 @@ from twisted.internet.interfaces import IReactorTCP
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+from twisted.logger import (
+    ILogObserver,
+    LogEvent,
+    LogLevel,
+    formatEvent,
+    globalLogPublisher,
+)
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -36,10 +42,12 @@ from cluster.gossip.framing import (
     MAX_STREAM_BYTES,
     FrameError,
     FrameMeasure,
+    PacketCodec,
     StreamCodec,
 )
 from cluster.gossip.interfaces import IFrameMeasure, IPacketHandler
 from cluster.gossip.keyring import Keyring
+from cluster.gossip.net import DROP_REPORT_INTERVAL
 from cluster.gossip.state import MemberTable
 from cluster.gossip.transport import MAX_INBOUND_STREAMS, NetTransport
 from cluster.gossip.wire import (
@@ -56,6 +64,7 @@ from cluster.gossip.wire import (
     encode_message,
     ip_to_bytes,
 )
+from cluster.testing import SimulatedNetwork
 from tests.helpers import wait_for
 from tests.test_loopback import local_node, send_stream
 from tests.test_protocol import AppDelegate
@@ -434,3 +443,42 @@ class RealSocketLimitTests(TestCase):
             self.assertEqual(len(node.members()), 1)
         finally:
             await node.shutdown()
+
+
+class DropReportTests(SynchronousTestCase):
+    def test_drops_summed_up_in_a_paced_warning(self) -> None:
+        """
+        Every drop is counted; the log gets one warning at the first, then
+        at most one per L{DROP_REPORT_INTERVAL} summing up the reasons.
+        """
+        network = SimulatedNetwork(seed=3)
+        node = network.memberlist("watched", label="ours")
+        node.start()
+        warnings: list[str] = []
+
+        def observe(event: LogEvent) -> None:
+            if event.get("log_level") == LogLevel.warn and "dropped" in (
+                event.get("log_format") or ""
+            ):
+                warnings.append(formatEvent(event))
+
+        observer = cast(ILogObserver, observe)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        stranger = PacketCodec(label=b"theirs").seal(
+            encode_message(Ping(1, "watched")), crc=False
+        )
+        # Ours, but a compound whose length table is cut short.
+        truncated = b"\xf4\x04ours\x07\x05"
+        for _ in range(5):
+            node.receiver.packet_received(stranger, ("127.0.0.9", 7946))
+            node.receiver.packet_received(truncated, ("127.0.0.9", 7946))
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("label=1", warnings[0])
+        network.run(DROP_REPORT_INTERVAL)
+        node.receiver.packet_received(truncated, ("127.0.0.9", 7946))
+        self.assertEqual(len(warnings), 2)
+        self.assertIn("10 input(s)", warnings[1])
+        self.assertIn("(compound=6, label=4)", warnings[1])
+        self.assertEqual(node.stats["dropped.label"], 5)
+        self.assertEqual(node.stats["dropped.compound"], 6)

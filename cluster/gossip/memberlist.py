@@ -203,6 +203,7 @@ class Memberlist:
             self._ping,
             self._local_state,
             self._merge_remote,
+            clock=self.reactor,
         )
 
     # --- public API ---

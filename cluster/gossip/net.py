@@ -7,7 +7,10 @@ stream requests (ping, push/pull, user) served.
 
 Nothing raises out of here: input that cannot be opened or decoded, or
 that a handler chokes on, is dropped and counted in C{stats} under
-C{dropped.<reason>}.
+C{dropped.<reason>}.  Each drop is logged at debug level; a warning sums
+them up at most once every L{DROP_REPORT_INTERVAL} seconds, so that a
+peer with the wrong cluster name or key is visible in the log without a
+flood of garbage flooding it too.
 
 What arrives is counted in C{stats} too, a Counter increment or two per
 message (metrics read them when scraped, see L{cluster.metrics}):
@@ -26,6 +29,7 @@ from collections.abc import Callable
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -52,7 +56,9 @@ from cluster.gossip.wire import (
     ip_from_bytes,
 )
 
-__all__ = ["Receiver"]
+__all__ = ["DROP_REPORT_INTERVAL", "Receiver"]
+
+DROP_REPORT_INTERVAL = 60.0
 
 
 @implementer(IPacketHandler)
@@ -67,6 +73,7 @@ class Receiver:
     @ivar merge: merges a peer's push/pull state (raising
         L{ProtocolMismatchError} when its versions do not fit).
     @ivar stopped: set once the member shut down: packets are ignored.
+    @ivar clock: paces the drop warnings (none without it).
     """
 
     config: GossipConfig
@@ -81,6 +88,9 @@ class Receiver:
     local_state: Callable[[bool], PushPull]
     merge: Callable[[PushPull], object]
     stopped: bool = False
+    clock: IReactorTime | None = attrs.field(default=None, kw_only=True)
+    _unreported: Counter[str] = attrs.field(factory=Counter, init=False)
+    _last_report: float | None = attrs.field(default=None, init=False)
     _log = Logger()
 
     def drop(self, reason: str, detail: str, source: object) -> None:
@@ -90,6 +100,23 @@ class Receiver:
         self.stats[f"dropped.{reason}"] += 1
         self._log.debug(
             "dropped input from {source}: {detail}", source=source, detail=detail
+        )
+        if self.clock is None:
+            return
+        self._unreported[reason] += 1
+        now = self.clock.seconds()
+        last = self._last_report
+        if last is not None and now - last < DROP_REPORT_INTERVAL:
+            return
+        self._last_report = now
+        counts, self._unreported = self._unreported, Counter()
+        self._log.warn(
+            "dropped {count} input(s) since the last report ({reasons}); the "
+            "latest from {source}: {detail}",
+            count=sum(counts.values()),
+            reasons=", ".join(f"{k}={v}" for k, v in sorted(counts.items())),
+            source=source,
+            detail=detail,
         )
 
     def deliver(self, message: User) -> None:
