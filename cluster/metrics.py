@@ -181,7 +181,7 @@ _TRANSPORT_COUNTERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "cluster_transport_rx_packets_failed_total",
         "Total number of gossip transport packets read with a part that "
-        "could not be opened or decoded",
+        "was dropped (see cluster_node_gossip_dropped_total)",
         ("packets.in.failed",),
     ),
     (

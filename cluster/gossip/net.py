@@ -9,8 +9,8 @@ Nothing raises out of here: input that cannot be opened or decoded, or
 that a handler chokes on, is dropped and counted in C{stats} under
 C{dropped.<reason>}.  Each drop is logged at debug level; a warning sums
 them up at most once every L{DROP_REPORT_INTERVAL} seconds, so that a
-peer with the wrong cluster name or key is visible in the log without a
-flood of garbage flooding it too.
+peer with the wrong cluster name or key shows in the log, and a flood of
+garbage does not fill it.
 
 What arrives is counted in C{stats} too, a Counter increment or two per
 message (metrics read them when scraped, see L{cluster.metrics}):
@@ -137,24 +137,33 @@ class Receiver:
         self.stats["packets.in"] += 1
         self.stats["bytes.in"] += len(data)
         opened = self.packets.decode(data)
-        if opened.errors:
-            self.stats["packets.in.failed"] += 1
         for error in opened.errors:
             self.drop(error.reason, str(error), source)
+        failed = bool(opened.errors)
         for message in opened.messages:
             self.stats[RECEIVED_KEYS[message.TYPE]] += 1
             try:
-                self._dispatch(message, source)
+                handled = self._dispatch(message, source)
             except WireError as e:
                 self.drop("decode", str(e), source)
+                handled = False
             except Exception:
                 self.stats["dropped.handler"] += 1
                 self._log.failure("error handling {kind}", kind=type(message).__name__)
+                handled = False
+            failed = failed or not handled
+        if failed:
+            self.stats["packets.in.failed"] += 1
 
-    def _dispatch(self, message: Message, source: Address) -> None:
+    def _dispatch(self, message: Message, source: Address) -> bool:
+        """
+        Act on one message of a datagram.
+
+        @return: C{False} when we dropped it.
+        """
         if isinstance(message, Ping):
-            self._handle_ping(message, source)
-        elif isinstance(message, IndirectPingReq):
+            return self._handle_ping(message, source)
+        if isinstance(message, IndirectPingReq):
             self._handle_indirect_ping(message, source)
         elif isinstance(message, Ack):
             self.acks.ack(message.seq_no, message.payload)
@@ -172,12 +181,15 @@ class Receiver:
             self.deliver(message)
         else:
             self.drop("type", f"unexpected {type(message).__name__}", source)
+            return False
+        return True
 
-    def _handle_ping(self, ping: Ping, source: Address) -> None:
+    def _handle_ping(self, ping: Ping, source: Address) -> bool:
         if ping.node and ping.node != self.config.name:
             self.drop("wrong_node", f"ping for {ping.node!r}", source)
-            return
+            return False
         self.messenger.send(self._reply_address(ping, source), Ack(ping.seq_no))
+        return True
 
     def _reply_address(
         self, message: Ping | IndirectPingReq, source: Address

@@ -501,6 +501,19 @@ def _raw_tail(data: bytes, unpacker: msgpack.Unpacker, length: int, what: str) -
     return tail
 
 
+def _node_state(body: object) -> PushNodeState:
+    # The member table reads each entry's address as an IP while it merges
+    # them: one that cannot be must fail the whole push/pull here, before
+    # anything is merged, rather than halfway through the merge.
+    state = _decode(PushNodeState, body)
+    if len(state.addr) not in (4, 16):
+        raise WireError(
+            f"node state {state.name!r}: address must be 4 or 16 bytes, "
+            f"got {len(state.addr)}"
+        )
+    return state
+
+
 def decode_stream_message(data: bytes) -> Message:
     """
     Decode one stream message, already stripped of label, encryption and
@@ -514,9 +527,7 @@ def decode_stream_message(data: bytes) -> Message:
     if kind == MessageType.PUSH_PULL:
         unpacker = stream_unpacker(data[1:])
         header = _decode(_PushPullHeader, _next_object(unpacker))
-        nodes = tuple(
-            _decode(PushNodeState, _next_object(unpacker)) for _ in range(header.nodes)
-        )
+        nodes = tuple(_node_state(_next_object(unpacker)) for _ in range(header.nodes))
         user_state = _raw_tail(
             data, unpacker, header.user_state_len, "push/pull user state"
         )
