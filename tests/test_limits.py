@@ -39,11 +39,15 @@ from cluster.gossip.codec import pack
 from cluster.gossip.config import META_MAX_SIZE, NAME_MAX_SIZE
 from cluster.gossip.framing import (
     MAX_ENCRYPTED_STREAM,
+    MAX_PACKET_DECOMPRESSED,
     MAX_STREAM_BYTES,
     FrameError,
     FrameMeasure,
     PacketCodec,
     StreamCodec,
+    compress_message,
+    decompress_message,
+    make_compound,
 )
 from cluster.gossip.interfaces import IFrameMeasure, IPacketHandler
 from cluster.gossip.keyring import Keyring
@@ -482,3 +486,27 @@ class DropReportTests(SynchronousTestCase):
         self.assertIn("(compound=6, label=4)", warnings[1])
         self.assertEqual(node.stats["dropped.label"], 5)
         self.assertEqual(node.stats["dropped.compound"], 6)
+
+
+class DecompressionBudgetTests(SynchronousTestCase):
+    def test_a_datagram_expands_to_a_megabyte_at_most(self) -> None:
+        """
+        All the compressed parts of one datagram share one budget: a small
+        datagram cannot make the reactor expand it to the stream limit.
+        """
+        codec = PacketCodec()
+        big = encode_message(User(b"a" * (2 * MAX_PACKET_DECOMPRESSED)))
+        bomb = compress_message(big)
+        self.assertLess(len(bomb), 30_000)
+        opened = codec.decode(bomb)
+        self.assertEqual(opened.messages, [])
+        self.assertEqual([e.reason for e in opened.errors], ["compress"])
+        # Two parts within the budget each, not together: the first comes
+        # out, the second is refused.
+        half_size = MAX_PACKET_DECOMPRESSED // 2 + 10
+        half = compress_message(encode_message(User(b"b" * half_size)))
+        opened = codec.decode(make_compound([half, half]))
+        self.assertEqual(len(opened.messages), 1)
+        self.assertEqual([e.reason for e in opened.errors], ["compress"])
+        # Streams keep their own, larger limit.
+        self.assertEqual(decompress_message(bomb[1:]), big)

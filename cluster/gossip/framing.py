@@ -41,6 +41,7 @@ from cluster.gossip.wire import (
 )
 
 __all__ = [
+    "MAX_PACKET_DECOMPRESSED",
     "MAX_STREAM_BYTES",
     "FrameError",
     "FrameMeasure",
@@ -65,6 +66,11 @@ USER_MESSAGE_OVERHEAD = 1
 MAX_COMPOUND_PARTS = 255
 MAX_ENCRYPTED_STREAM = 20 * 1024 * 1024
 MAX_DECOMPRESSED = 40 * 1024 * 1024
+# What all the compressed messages of one datagram may expand to together.
+# A sender compresses what would otherwise fit a datagram (64 KiB at most);
+# without a budget of its own, one 31 KB datagram could expand to the
+# stream limit and hold the reactor for a tenth of a second.
+MAX_PACKET_DECOMPRESSED = 16 * 64 * 1024
 # The longest stream frame we buffer: user state (at most MAX_USER_BYTES)
 # plus an equal budget for the node states, memberlist's own bound on
 # what it decompresses.
@@ -208,7 +214,7 @@ def compress_message(message: bytes) -> bytes:
     return bytes([MessageType.COMPRESS]) + body
 
 
-def _decompress_object(body: object) -> bytes:
+def _decompress_object(body: object, limit: int) -> bytes:
     if not isinstance(body, dict):
         raise FrameError("compress", "compress body must be a map")
     algo = body.get(b"Algo", 0)
@@ -218,7 +224,7 @@ def _decompress_object(body: object) -> bytes:
     if not isinstance(buf, bytes):
         raise FrameError("compress", "compress buffer missing")
     try:
-        result = lzw.decompress(buf, MAX_DECOMPRESSED)
+        result = lzw.decompress(buf, limit)
     except lzw.LZWError as e:
         raise FrameError("compress", f"bad LZW data: {e}") from None
     if not result:
@@ -226,15 +232,17 @@ def _decompress_object(body: object) -> bytes:
     return result
 
 
-def decompress_message(body: bytes) -> bytes:
+def decompress_message(body: bytes, limit: int = MAX_DECOMPRESSED) -> bytes:
     """
     Undo L{compress_message}, given the bytes after the type byte.
+
+    @param limit: the most bytes it may expand to.
     """
     try:
         value = unpack(body)
     except DecodeError as e:
         raise FrameError("compress", f"bad compress body: {e}") from None
-    return _decompress_object(value)
+    return _decompress_object(value, limit)
 
 
 # --- packets ---
@@ -349,12 +357,16 @@ class PacketCodec(_Wrapping):
             return [self.seal(parts[0], crc)]
         return [self.seal(compound, crc) for compound in make_compounds(list(parts))]
 
-    def messages(self, message: bytes, depth: int = 0) -> Iterator[bytes]:
+    def messages(self, message: bytes) -> Iterator[bytes]:
         """
         Yield every leaf message inside C{message}, recursing through
         compounds and compression.  Truncated compound parts are skipped;
-        earlier parts still come out.
+        earlier parts still come out.  All the compressed parts together
+        may expand to L{MAX_PACKET_DECOMPRESSED} bytes.
         """
+        return self._leaves(message, 0, [MAX_PACKET_DECOMPRESSED])
+
+    def _leaves(self, message: bytes, depth: int, budget: list[int]) -> Iterator[bytes]:
         if not message:
             raise FrameError("decode", "missing message type byte")
         if depth > MAX_NESTING:
@@ -363,11 +375,13 @@ class PacketCodec(_Wrapping):
         if kind == MessageType.COMPOUND:
             parts, truncated = split_compound(message[1:])
             for part in parts:
-                yield from self.messages(part, depth + 1)
+                yield from self._leaves(part, depth + 1, budget)
             if truncated:
                 raise FrameError("compound", f"{truncated} compound parts truncated")
         elif kind == MessageType.COMPRESS:
-            yield from self.messages(decompress_message(message[1:]), depth + 1)
+            inner = decompress_message(message[1:], budget[0])
+            budget[0] -= len(inner)
+            yield from self._leaves(inner, depth + 1, budget)
         else:
             yield message
 
