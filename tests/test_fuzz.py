@@ -1,0 +1,1218 @@
+"""
+Fuzzing every decoder a member runs on what it receives.
+
+Random bytes, and mutations of valid input (real messages built with the
+library's own encoders, then bit-flipped, cut, stretched, given wrong
+lengths and counts, and wrapped again), go through each decoder alone
+(LZW, the keyring, the memberlist and ckit message decoders, the stream
+frame measure) and through a member's L{Receiver}: packets and streams
+under every wrapping (label, AES-GCM, CRC, LZW compression, compounds), on
+ckit L{Node}s of a simulated network, so that user messages and push/pull
+user state reach ckit's delegate.  What must hold:
+
+  - nothing raises out of the protocol: each decoder raises only its own
+    error; the receiver and the delegate never raise;
+  - garbage changes nothing: the member table and ckit's peer list stay as
+    they were unless a well-formed message said otherwise, and ckit's peer
+    list always names the members memberlist reports alive;
+  - every input refused is counted by reason, from a known set, a datagram
+    with a part dropped counts as failed, and valid input is never counted
+    as dropped.
+
+L{FloodTests} then sends 100,000 bad packets to a real member on 127.0.0.1
+while it stays in its cluster.
+
+Hypothesis runs derandomized, without an example database, with bounded
+examples: the module is deterministic and quick.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import struct
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, cast
+
+import attrs
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from cluster.gossip import GossipConfig, Memberlist, MemberState, lzw
+from cluster.gossip.codec import pack
+from cluster.gossip.framing import (
+    FrameError,
+    Opened,
+    PacketCodec,
+    StreamCodec,
+    add_crc,
+    add_label,
+    codecs_for,
+    compress_message,
+    make_compound,
+)
+from cluster.gossip.keyring import DecryptError, Keyring, encryption_overhead
+from cluster.gossip.wire import (
+    Ack,
+    Alive,
+    Dead,
+    ErrResp,
+    IndirectPingReq,
+    Message,
+    MessageType,
+    Nack,
+    Ping,
+    PushPull,
+    Suspect,
+    User,
+    WireError,
+    decode_message,
+    decode_stream_message,
+    encode_message,
+    encode_stream_message,
+    ip_to_bytes,
+    stream_message_length,
+)
+from cluster.messages import (
+    MessageError,
+    StateMessage,
+    decode_local_state,
+    decode_state,
+    encode_local_state,
+    encode_state,
+)
+from cluster.node import Node
+from cluster.peer import PeerState
+from cluster.testing import SimulatedNetwork
+from tests.helpers import known, wait_for
+
+if TYPE_CHECKING:
+    from cluster.gossip.config import GossipSettings
+
+_log = Logger()
+
+FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None)
+"""
+Every property here: a fixed, bounded set of examples on every run.
+"""
+
+FRAME_REASONS = frozenset(
+    {"label", "decrypt", "crc", "compound", "compress", "decode", "size"}
+)
+"""
+The reasons a L{FrameError} gives (L{cluster.gossip.framing}).
+"""
+
+TABLE_REASONS = frozenset({"version", "meta", "name"})
+"""
+The member table's own refusals of a well-formed alive or push/pull entry
+(L{cluster.gossip.state}); it also counts a nameless one as C{decode}.
+"""
+
+RECEIVER_REASONS = frozenset({"type", "wrong_node", "stream", "protocol", "handler"})
+"""
+The reasons the receiver itself gives (L{Receiver.drop} and its handlers).
+"""
+
+KNOWN_REASONS = FRAME_REASONS | TABLE_REASONS | RECEIVER_REASONS
+"""
+Every C{dropped.<reason>} a member's receiver may count.
+"""
+
+VSN = bytes([1, 5, 2, 0, 0, 0])
+STRANGER = ("127.9.9.9", 7946)
+KEY = bytes(range(16))
+# Inputs per wrapping in the bulk runs.
+BULK = 2000
+
+
+def fixed_nonces(size: int) -> bytes:
+    """
+    Nonces for the keyrings here: always the same, so that sealed inputs,
+    and the examples built from them, are the same on every run.  Nothing
+    here needs secrecy.
+    """
+    return bytes(size)
+
+
+def dropped(growth: Counter[str]) -> Counter[str]:
+    """
+    The C{dropped.<reason>} counts in C{growth}, by reason.
+    """
+    prefix = "dropped."
+    return Counter(
+        {
+            key.removeprefix(prefix): count
+            for key, count in growth.items()
+            if key.startswith(prefix)
+        }
+    )
+
+
+def is_ckit_state(payload: bytes) -> bool:
+    """
+    Whether ckit's delegate reads C{payload} as a state message.
+    """
+    try:
+        decode_state(payload)
+    except MessageError:
+        return False
+    return True
+
+
+# --- valid input, from the library's encoders ---
+
+
+def packet_seeds(target: str) -> list[bytes]:
+    """
+    One of every message a member receives by UDP, well-formed and meant
+    for C{target}.
+    """
+    stranger = ip_to_bytes(STRANGER[0])
+    ghost = ip_to_bytes("127.9.9.8")
+    state = encode_state(StateMessage("b", PeerState.PARTICIPANT, 7))
+    messages: list[Message] = [
+        Ping(1, target, source_addr=stranger, source_port=7946, source_node="x"),
+        Ping(2, ""),
+        IndirectPingReq(
+            3, ghost, 7946, "ghost", True, source_addr=stranger, source_port=7946
+        ),
+        Ack(4),
+        Ack(5, b"payload"),
+        Nack(6),
+        Suspect(1, "ghost", "x"),
+        Alive(1, "ghost", ghost, 7946, b"meta", VSN),
+        Dead(1, "ghost", "x"),
+        User(state),
+    ]
+    return [encode_message(m) for m in messages]
+
+
+def stream_seeds(target: str, peer: Node) -> list[bytes]:
+    """
+    One of every request a member serves on a stream, well-formed, meant
+    for C{target}, and for a push/pull, C{peer}'s real state.
+    """
+    nodes = peer.memberlist.table.push_states()
+    messages: list[Message] = [
+        Ping(9, target),
+        PushPull(False, nodes, peer.states.local_state()),
+        PushPull(True, nodes, b""),
+        User(encode_state(StateMessage(peer.name, PeerState.PARTICIPANT, 3))),
+    ]
+    return [encode_stream_message(m) for m in messages]
+
+
+def ckit_seeds() -> list[bytes]:
+    """
+    ckit's gossip: a state message and a push/pull user state.
+    """
+    states = [
+        StateMessage("a", PeerState.PARTICIPANT, 4),
+        StateMessage("b", PeerState.TERMINATING, 9),
+    ]
+    return [encode_state(states[0]), encode_local_state(12, states)]
+
+
+# --- mutations ---
+
+EDIT_KINDS = ("flip", "set", "insert", "delete", "truncate", "extend", "nudge")
+WRAPPERS = ("compound", "pair", "compress", "crc")
+
+
+@attrs.frozen
+class Edit:
+    """
+    One change to a byte string, at C{where} modulo its length.
+
+    @ivar kind: one of L{EDIT_KINDS}; C{nudge} moves a byte by -4 to +4,
+        which makes a length or a count slightly wrong when it hits one.
+    @ivar value: the bit, byte, count or step, as C{kind} needs.
+    """
+
+    kind: str
+    where: int
+    value: int
+
+    def apply(self, data: bytearray) -> None:
+        """
+        Make this change to C{data}.
+        """
+        if self.kind == "insert":
+            at = self.where % (len(data) + 1)
+            data[at:at] = bytes([self.value % 256])
+        elif self.kind == "truncate":
+            del data[self.where % (len(data) + 1) :]
+        elif self.kind == "extend":
+            data += bytes((self.value + 41 * k) % 256 for k in range(self.value % 16))
+        elif data:
+            at = self.where % len(data)
+            if self.kind == "flip":
+                data[at] ^= 1 << self.value % 8
+            elif self.kind == "set":
+                data[at] = self.value % 256
+            elif self.kind == "delete":
+                del data[at : at + 1 + self.value % 8]
+            else:
+                data[at] = (data[at] + self.value % 9 - 4) % 256
+
+
+def edited(data: bytes, edits: Sequence[Edit]) -> bytes:
+    """
+    C{data} with C{edits} made in turn.
+    """
+    buffer = bytearray(data)
+    for edit in edits:
+        edit.apply(buffer)
+    return bytes(buffer)
+
+
+_WRAP: dict[str, Callable[[bytes], bytes]] = {
+    "compound": lambda message: make_compound([message]),
+    "pair": lambda message: make_compound([message, message]),
+    "compress": compress_message,
+    "crc": add_crc,
+}
+
+
+def seal_packet(codec: PacketCodec, message: bytes, crc: bool) -> bytes:
+    """
+    C{message} as C{codec}'s sender would send it; the library refuses to
+    compress or checksum nothing, so an empty message is only encrypted
+    and labelled.
+    """
+    if not message:
+        return attrs.evolve(codec, compression=False).seal(message, crc=False)
+    return codec.seal(message, crc)
+
+
+def seal_stream(codec: StreamCodec, data: bytes) -> bytes:
+    """
+    What a dialler configured as C{codec} writes for the message bytes
+    C{data}: L{StreamCodec.encode} for bytes that need not be a message.
+    """
+    if codec.compression:
+        # compress_message, which refuses to compress nothing.
+        body = pack({"Algo": 0, "Buf": lzw.compress(data)})
+        data = bytes([MessageType.COMPRESS]) + body
+    if codec.keyring is not None:
+        length = len(data) + encryption_overhead(1)
+        header = struct.pack(">BI", MessageType.ENCRYPT, length)
+        data = header + codec.keyring.encrypt(data, aad=header + codec.label)
+    return add_label(codec.label, data)
+
+
+@attrs.frozen
+class Recipe:
+    """
+    How to make one input from seeds: take some (or garbage), edit them,
+    wrap them, seal them as a sender would, and edit the result.  Edits
+    before sealing reach the decoders behind encryption and checksums;
+    edits after reach those in front.
+
+    @ivar parts: indexes of the seeds to send (several make a compound).
+    @ivar garbage: random bytes to send instead of seeds.
+    @ivar inner: edits to the message before it is wrapped and sealed.
+    @ivar wrappers: L{WRAPPERS} put around the message, innermost first
+        (packets only).
+    @ivar crc: whether the sender adds a CRC (packets only).
+    @ivar outer: edits to what the sender would send.
+    """
+
+    parts: tuple[int, ...] = (0,)
+    garbage: bytes | None = None
+    inner: tuple[Edit, ...] = ()
+    wrappers: tuple[str, ...] = ()
+    crc: bool = False
+    outer: tuple[Edit, ...] = ()
+
+    def message(self, seeds: Sequence[bytes], compound: bool) -> bytes:
+        """
+        The edited message before wrapping.
+        """
+        if self.garbage is not None:
+            message = self.garbage
+        else:
+            parts = [seeds[i % len(seeds)] for i in self.parts]
+            if compound and len(parts) > 1:
+                message = make_compound(parts)
+            else:
+                message = parts[0]
+        return edited(message, self.inner)
+
+    def packet(self, seeds: Sequence[bytes], codec: PacketCodec) -> bytes:
+        """
+        A datagram for a member whose packets C{codec} opens.
+        """
+        message = self.message(seeds, compound=True)
+        for wrapper in self.wrappers:
+            if message:  # the library wraps no empty message
+                message = _WRAP[wrapper](message)
+        return edited(seal_packet(codec, message, self.crc), self.outer)
+
+    def stream(self, seeds: Sequence[bytes], codec: StreamCodec) -> bytes:
+        """
+        A request for a member whose streams C{codec} opens.
+        """
+        message = self.message(seeds, compound=False)
+        return edited(seal_stream(codec, message), self.outer)
+
+
+def _edits() -> st.SearchStrategy[tuple[Edit, ...]]:
+    edit = st.builds(
+        Edit,
+        st.sampled_from(EDIT_KINDS),
+        # Mostly near the start, where headers, lengths and counts are.
+        st.integers(0, 15) | st.integers(0, 1 << 16),
+        st.integers(0, 1 << 16),
+    )
+    return st.lists(edit, max_size=3).map(tuple)
+
+
+def recipes(seeds: int, stream: bool = False) -> st.SearchStrategy[Recipe]:
+    """
+    Recipes over C{seeds} seeds, for packets or (C{stream}) requests.
+    """
+    parts: st.SearchStrategy[tuple[int, ...]]
+    wrappers: st.SearchStrategy[tuple[str, ...]]
+    if stream:
+        parts = st.integers(0, seeds - 1).map(lambda i: (i,))
+        wrappers = st.just(())
+    else:
+        indexes = st.lists(st.integers(0, seeds - 1), min_size=1, max_size=4)
+        parts = indexes.map(tuple)
+        wrappers = st.lists(st.sampled_from(WRAPPERS), max_size=3).map(tuple)
+    return st.builds(
+        Recipe,
+        parts=parts,
+        garbage=st.none() | st.binary(max_size=300),
+        inner=_edits(),
+        wrappers=wrappers,
+        crc=st.booleans() if not stream else st.just(False),
+        # Half untouched after sealing, to reach what is behind the seal.
+        outer=st.just(()) | _edits(),
+    )
+
+
+def random_recipe(rng: random.Random, seeds: int, stream: bool = False) -> Recipe:
+    """
+    A recipe drawn from C{rng} as L{recipes} draws one, for bulk runs.
+    """
+
+    def edits() -> tuple[Edit, ...]:
+        return tuple(
+            Edit(
+                rng.choice(EDIT_KINDS),
+                rng.randrange(16) if rng.random() < 0.6 else rng.randrange(1 << 16),
+                rng.randrange(1 << 16),
+            )
+            for _ in range(rng.randrange(4))
+        )
+
+    garbage = rng.randbytes(rng.randrange(300)) if rng.random() < 0.2 else None
+    if stream:
+        return Recipe(
+            parts=(rng.randrange(seeds),),
+            garbage=garbage,
+            inner=edits(),
+            outer=edits() if rng.random() < 0.5 else (),
+        )
+    return Recipe(
+        parts=tuple(rng.randrange(seeds) for _ in range(rng.randint(1, 4))),
+        garbage=garbage,
+        inner=edits(),
+        wrappers=tuple(rng.choice(WRAPPERS) for _ in range(rng.randrange(3))),
+        crc=rng.random() < 0.5,
+        outer=edits() if rng.random() < 0.5 else (),
+    )
+
+
+# --- simulated members ---
+
+
+@attrs.frozen
+class Wrapping:
+    """
+    How a cluster wraps its traffic.
+    """
+
+    label: str = ""
+    encrypted: bool = False
+    compression: bool = True
+
+    def settings(self) -> GossipSettings:
+        """
+        The gossip settings of every member of such a cluster.
+        """
+        keyring = Keyring([KEY], random_bytes=fixed_nonces) if self.encrypted else None
+        return {
+            "label": self.label,
+            "keyring": keyring,
+            "enable_compression": self.compression,
+        }
+
+
+def every_wrapping() -> list[Wrapping]:
+    """
+    Each combination of label, encryption and compression.
+    """
+    return [
+        Wrapping(label, encrypted, compression)
+        for label in ("", "fuzz")
+        for encrypted in (False, True)
+        for compression in (False, True)
+    ]
+
+
+wrappings = st.builds(
+    Wrapping, st.sampled_from(["", "fuzz"]), st.booleans(), st.booleans()
+)
+
+
+def two_nodes(wrapping: Wrapping) -> tuple[Node, Node]:
+    """
+    ckit nodes C{a} and C{b}, joined on a simulated network, with every
+    member wrapping its traffic as C{wrapping} says.
+    """
+    network = SimulatedNetwork(seed=11)
+    a = network.node("a", **wrapping.settings())
+    b = network.node("b", **wrapping.settings())
+    a.start()
+    b.start([a.memberlist.local_member().full_address()])
+    network.run(2)
+    if a.memberlist.num_members() != 2 or len(a.peers()) != 2:
+        raise AssertionError("the simulated nodes did not join")
+    return a, b
+
+
+class ReceiverChecks(SynchronousTestCase):
+    """
+    Deliver one input to a simulated ckit node, checking everything that
+    must hold whatever the input.
+    """
+
+    def assert_consistent(self, node: Node) -> None:
+        """
+        ckit's peers are the members memberlist reports alive: memberlist
+        told its delegate about every change garbage could make.
+        """
+        self.assertEqual(
+            {peer.name for peer in node.peers()},
+            {member.name for member in node.memberlist.alive_members()},
+        )
+
+    def assert_ckit_users(
+        self, node: Node, payloads: list[bytes], events: Counter[str]
+    ) -> None:
+        """
+        ckit's delegate read each user message in C{payloads} once, as a
+        state message or as a message that is not ckit's.
+        """
+        grown = node.gossip_events - events
+        unknown = sum(not is_ckit_state(p) for p in payloads)
+        self.assertEqual(grown["unknown_message"], unknown)
+        self.assertEqual(grown["state_change_message"], len(payloads) - unknown)
+
+    def receive_packet(self, node: Node, packet: bytes) -> Opened:
+        """
+        Deliver C{packet} to C{node} from a stranger.
+
+        @return: what the node's codec finds in it.
+        """
+        memberlist = node.memberlist
+        receiver = memberlist.receiver
+        # Decoding has no side effect: the receiver's own codec is the oracle.
+        opened = receiver.packets.decode(packet)
+        members, peers = memberlist.members(), node.peers()
+        stats, events = Counter(memberlist.stats), Counter(node.gossip_events)
+
+        receiver.packet_received(packet, STRANGER)
+
+        growth = memberlist.stats - stats
+        drops = dropped(growth)
+        self.assertLessEqual(set(drops), KNOWN_REASONS)
+        self.assertEqual(drops["handler"], 0)
+        self.assertEqual(growth["packets.in"], 1)
+        failed = growth["packets.in.failed"]
+        self.assertIn(failed, (0, 1))
+        if failed:
+            self.assertTrue(drops, "a failed datagram must say why")
+        refused = Counter(error.reason for error in opened.errors)
+        self.assertEqual(refused - drops, Counter(), "codec errors uncounted")
+        # Any drop but the member table's refusals of a well-formed alive
+        # (its own rules, counted by the table) fails the datagram.
+        nameless = sum(isinstance(m, Alive) and not m.node for m in opened.messages)
+        by_table = sum(drops[r] for r in TABLE_REASONS) + min(
+            drops["decode"] - refused["decode"], nameless
+        )
+        if sum(drops.values()) > by_table:
+            self.assertEqual(failed, 1, f"dropped {dict(drops)} uncounted")
+
+        about_members = any(
+            isinstance(m, (Alive, Suspect, Dead)) for m in opened.messages
+        )
+        if not about_members:
+            self.assertEqual(memberlist.members(), members)
+        users = [
+            m.payload for m in opened.messages if isinstance(m, User) and m.payload
+        ]
+        self.assert_ckit_users(node, users, events)
+        if not about_members and not any(map(is_ckit_state, users)):
+            self.assertEqual(node.peers(), peers)
+        self.assert_consistent(node)
+        return opened
+
+    def receive_stream(self, node: Node, frame: bytes) -> Message | None:
+        """
+        Serve C{frame} as a request that C{node} accepted from a stranger.
+
+        @return: what the node's codec finds in it.
+        """
+        memberlist = node.memberlist
+        receiver = memberlist.receiver
+        streams = receiver.streams
+        message: Message | None = None
+        refusal: FrameError | None = None
+        try:
+            message = streams.decode(frame, accepted=True)
+        except FrameError as e:
+            refusal = e
+        members, peers = memberlist.members(), node.peers()
+        stats, events = Counter(memberlist.stats), Counter(node.gossip_events)
+
+        result = receiver.stream_received(frame, STRANGER)
+        reply = self.successResultOf(result)
+
+        growth = memberlist.stats - stats
+        drops = dropped(growth)
+        self.assertLessEqual(set(drops), KNOWN_REASONS)
+        self.assertEqual(drops["handler"], 0)
+        self.assertEqual(growth["streams.in"], 1)
+        answer = None if reply is None else streams.decode(reply, accepted=False)
+        if refusal is not None:
+            # A request we cannot read: counted once, by its reason.
+            self.assertEqual(growth["streams.in.failed"], 1)
+            self.assertEqual(drops, Counter({refusal.reason: 1}))
+            if refusal.reason == "decrypt":
+                self.assertIsInstance(answer, ErrResp)
+            else:
+                self.assertIsNone(answer)
+        else:
+            self.assertEqual(
+                growth["streams.in.failed"], 0, f"{message!r} failed: {dict(drops)}"
+            )
+            self.assert_served(node, message, answer, drops)
+
+        if not isinstance(message, PushPull):
+            self.assertEqual(memberlist.members(), members)
+        users = [message.payload] if isinstance(message, User) else []
+        self.assert_ckit_users(node, [p for p in users if p], events)
+        if isinstance(message, PushPull):
+            # ckit merges the user state of every push/pull the table took.
+            merged = bool(message.user_state) and not drops["protocol"]
+            grown = node.gossip_events - events
+            self.assertEqual(grown["merge_remote_state"], int(merged))
+        elif not any(map(is_ckit_state, users)):
+            self.assertEqual(node.peers(), peers)
+        self.assert_consistent(node)
+        return message
+
+    def assert_served(
+        self,
+        node: Node,
+        message: Message | None,
+        answer: Message | None,
+        drops: Counter[str],
+    ) -> None:
+        """
+        A readable request got the answer its kind calls for.
+        """
+        if isinstance(message, Ping):
+            if message.node in ("", node.name):
+                self.assertEqual((answer, drops), (Ack(message.seq_no), Counter()))
+            else:
+                self.assertEqual((answer, drops), (None, Counter({"wrong_node": 1})))
+        elif isinstance(message, PushPull):
+            self.assertIsInstance(answer, PushPull)
+            self.assertLessEqual(set(drops), TABLE_REASONS | {"protocol", "decode"})
+        elif isinstance(message, User):
+            self.assertEqual((answer, drops), (None, Counter()))
+        else:
+            self.assertEqual((answer, drops), (None, Counter({"type": 1})))
+
+
+class PacketReceiverTests(ReceiverChecks):
+    """
+    Datagrams through L{Receiver.packet_received} under every wrapping.
+    """
+
+    @FUZZ
+    @given(wrappings, st.lists(st.binary(max_size=600), min_size=1, max_size=8))
+    def test_random_datagrams(self, wrapping: Wrapping, packets: list[bytes]) -> None:
+        a, _ = two_nodes(wrapping)
+        for packet in packets:
+            self.receive_packet(a, packet)
+
+    @FUZZ
+    @given(wrappings, st.lists(recipes(len(packet_seeds("a"))), min_size=1, max_size=8))
+    def test_mutated_datagrams(self, wrapping: Wrapping, made: list[Recipe]) -> None:
+        a, _ = two_nodes(wrapping)
+        seeds = packet_seeds(a.name)
+        for recipe in made:
+            self.receive_packet(a, recipe.packet(seeds, a.memberlist.receiver.packets))
+
+    def test_mutated_datagrams_in_bulk(self) -> None:
+        """
+        Many more mutations than the examples above, from a fixed seed, for
+        each wrapping.
+        """
+        for wrapping in every_wrapping():
+            a, _ = two_nodes(wrapping)
+            seeds = packet_seeds(a.name)
+            codec = a.memberlist.receiver.packets
+            rng = random.Random(f"datagrams {wrapping}")
+            for _ in range(BULK):
+                self.receive_packet(
+                    a, random_recipe(rng, len(seeds)).packet(seeds, codec)
+                )
+
+    @FUZZ
+    @given(
+        wrappings,
+        st.lists(
+            st.lists(
+                st.integers(0, len(packet_seeds("a")) - 1), min_size=1, max_size=6
+            ),
+            min_size=1,
+            max_size=4,
+        ),
+        st.booleans(),
+    )
+    def test_valid_datagrams_are_not_dropped(
+        self, wrapping: Wrapping, packets: list[list[int]], crc: bool
+    ) -> None:
+        """
+        What a sender configured alike sends is read whole, and nothing of
+        it is dropped or counted as failed.
+        """
+        a, _ = two_nodes(wrapping)
+        seeds = packet_seeds(a.name)
+        codec = a.memberlist.receiver.packets
+        stats = Counter(a.memberlist.stats)
+        for parts in packets:
+            chosen = [seeds[i] for i in parts]
+            for packet in codec.encode(chosen, crc):
+                opened = self.receive_packet(a, packet)
+                self.assertEqual(opened.errors, [])
+                self.assertEqual(opened.messages, [decode_message(p) for p in chosen])
+        growth = a.memberlist.stats - stats
+        self.assertEqual(dropped(growth), Counter())
+        self.assertEqual(growth["packets.in.failed"], 0)
+
+    def test_recipes_make_what_a_sender_sends(self) -> None:
+        """
+        An unedited recipe seals exactly as the library's sender does, so
+        that the edits are all that differ from real traffic.
+        """
+        for wrapping in every_wrapping():
+            a, _ = two_nodes(wrapping)
+            seeds = packet_seeds(a.name)
+            codec = a.memberlist.receiver.packets
+            for crc in (False, True):
+                recipe = Recipe(parts=(0, 3, 9), crc=crc)
+                parts = [seeds[0], seeds[3], seeds[9]]
+                self.assertEqual(
+                    recipe.packet(seeds, codec), codec.encode(parts, crc)[0]
+                )
+
+
+class StreamReceiverTests(ReceiverChecks):
+    """
+    Requests through L{Receiver.stream_received} under every wrapping, as
+    they come and as the frame measure cuts them.
+    """
+
+    def deliver(self, node: Node, data: bytes) -> None:
+        """
+        Serve C{data} whole, then, as a transport would, the frame that
+        L{StreamCodec.frame_length} finds at its start.
+        """
+        self.receive_stream(node, data)
+        try:
+            length = node.memberlist.receiver.streams.frame_length(data, True)
+        except FrameError:
+            return
+        if length is not None:
+            self.receive_stream(node, data[:length])
+
+    @FUZZ
+    @given(wrappings, st.lists(st.binary(max_size=600), min_size=1, max_size=6))
+    def test_random_requests(self, wrapping: Wrapping, requests: list[bytes]) -> None:
+        a, _ = two_nodes(wrapping)
+        for request in requests:
+            self.deliver(a, request)
+
+    @FUZZ
+    @given(wrappings, st.lists(recipes(4, stream=True), min_size=1, max_size=6))
+    def test_mutated_requests(self, wrapping: Wrapping, made: list[Recipe]) -> None:
+        a, b = two_nodes(wrapping)
+        seeds = stream_seeds(a.name, b)
+        for recipe in made:
+            self.deliver(a, recipe.stream(seeds, a.memberlist.receiver.streams))
+
+    def test_mutated_requests_in_bulk(self) -> None:
+        """
+        Many more mutations than the examples above, from a fixed seed, for
+        each wrapping.
+        """
+        for wrapping in every_wrapping():
+            a, b = two_nodes(wrapping)
+            seeds = stream_seeds(a.name, b)
+            codec = a.memberlist.receiver.streams
+            rng = random.Random(f"requests {wrapping}")
+            for _ in range(BULK):
+                recipe = random_recipe(rng, len(seeds), stream=True)
+                self.deliver(a, recipe.stream(seeds, codec))
+
+    def test_valid_requests_are_served(self) -> None:
+        """
+        Every kind of request, from a dialler configured alike, is served
+        and nothing is dropped.
+        """
+        for wrapping in every_wrapping():
+            a, b = two_nodes(wrapping)
+            codec = a.memberlist.receiver.streams
+            stats = Counter(a.memberlist.stats)
+            for seed in stream_seeds(a.name, b):
+                frame = seal_stream(codec, seed)
+                message = decode_stream_message(seed)
+                self.assertEqual(frame, codec.encode(message, dialler=True))
+                self.assertEqual(self.receive_stream(a, frame), message)
+            growth = a.memberlist.stats - stats
+            self.assertEqual(dropped(growth), Counter())
+            self.assertEqual(growth["streams.in.failed"], 0)
+
+
+class FrameLengthTests(SynchronousTestCase):
+    """
+    L{StreamCodec.frame_length} and the incremental L{StreamCodec.measure}
+    on random, mutated and valid frames.
+    """
+
+    def measure(self, codec: StreamCodec, data: bytes, accepted: bool) -> None:
+        """
+        Measure C{data}: a length within it (the same for the frame alone),
+        C{None}, or a L{FrameError} with a known reason.
+        """
+        whole = self.outcome(codec, [data], accepted)
+        # Fed in pieces, as a socket delivers it, the measure agrees.
+        pieces: list[bytes] = []
+        start = 0
+        while start < len(data):
+            size = 1 + (len(pieces) * 7) % 13
+            pieces.append(data[start : start + size])
+            start += size
+        self.assertEqual(self.outcome(codec, pieces, accepted), whole)
+        if isinstance(whole, str):
+            self.assertIn(whole, FRAME_REASONS)
+        elif whole is not None:
+            self.assertTrue(0 < whole <= len(data), f"{whole} of {len(data)}")
+            self.assertEqual(codec.frame_length(data[:whole], accepted), whole)
+
+    def outcome(
+        self, codec: StreamCodec, pieces: list[bytes], accepted: bool
+    ) -> int | str | None:
+        """
+        The length a fresh measure answers after C{pieces}, or the reason
+        it refused them.
+        """
+        measure = codec.measure(accepted)
+        length = None
+        try:
+            for piece in pieces:
+                length = measure.feed(piece)
+        except FrameError as e:
+            return e.reason
+        return length
+
+    @FUZZ
+    @given(wrappings, st.binary(max_size=600), st.booleans())
+    def test_random(self, wrapping: Wrapping, data: bytes, accepted: bool) -> None:
+        _, codec = codecs_for(GossipConfig.lan(**wrapping.settings()))
+        self.measure(codec, data, accepted)
+
+    @FUZZ
+    @given(wrappings, recipes(4, stream=True), st.booleans())
+    def test_mutated(self, wrapping: Wrapping, recipe: Recipe, accepted: bool) -> None:
+        a, b = two_nodes(wrapping)
+        codec = a.memberlist.receiver.streams
+        self.measure(codec, recipe.stream(stream_seeds(a.name, b), codec), accepted)
+
+    def test_valid(self) -> None:
+        """
+        A whole frame measures its own length, whatever follows it, and
+        every prefix of it asks for more.
+        """
+        for wrapping in every_wrapping():
+            a, b = two_nodes(wrapping)
+            codec = a.memberlist.receiver.streams
+            for seed in stream_seeds(a.name, b):
+                message = decode_stream_message(seed)
+                for accepted in (True, False):
+                    frame = codec.encode(message, dialler=accepted)
+                    after = frame + b"\x00more"
+                    self.assertEqual(codec.frame_length(after, accepted), len(frame))
+                    for cut in range(len(frame)):
+                        self.assertIsNone(codec.frame_length(frame[:cut], accepted))
+
+
+class DecoderTests(SynchronousTestCase):
+    """
+    Each decoder alone raises only its own error on any input.
+    """
+
+    @FUZZ
+    @given(st.binary(max_size=2000), st.integers(0, 5000))
+    def test_lzw_random(self, data: bytes, limit: int) -> None:
+        try:
+            out = lzw.decompress(data, limit)
+        except lzw.LZWError:
+            return
+        self.assertLessEqual(len(out), limit)
+
+    @FUZZ
+    @given(st.sampled_from(packet_seeds("a") + ckit_seeds()), _edits(), st.booleans())
+    def test_lzw_mutated(
+        self, seed: bytes, edits: tuple[Edit, ...], tight: bool
+    ) -> None:
+        stream = lzw.compress(seed * 20)
+        limit = len(seed) * 10 if tight else lzw.DEFAULT_MAX_OUTPUT
+        try:
+            out = lzw.decompress(edited(stream, edits), limit)
+        except lzw.LZWError:
+            return
+        self.assertLessEqual(len(out), limit)
+        if not edits:
+            self.assertEqual(out, seed * 20)
+
+    @FUZZ
+    @given(st.binary(max_size=300), st.binary(max_size=8))
+    def test_keyring_random(self, data: bytes, aad: bytes) -> None:
+        keyring = Keyring([KEY, bytes(32)])
+        self.assertRaises(DecryptError, keyring.decrypt, data, aad)
+
+    @FUZZ
+    @given(st.binary(max_size=300), st.sampled_from([0, 1]), _edits(), st.booleans())
+    def test_keyring_mutated(
+        self, plain: bytes, version: int, edits: tuple[Edit, ...], relabel: bool
+    ) -> None:
+        """
+        A sealed payload changed anywhere but its version byte, or opened
+        with other associated data, is refused.  The version byte is not
+        authenticated (as in memberlist): changed alone, it can only turn
+        the plaintext into a padded or unpadded form of itself.
+        """
+        keyring = Keyring([KEY], random_bytes=fixed_nonces)
+        sealed = keyring.encrypt(plain, aad=b"fuzz", version=version)
+        changed = edited(sealed, edits)
+        aad = b"other" if relabel else b"fuzz"
+        try:
+            opened = keyring.decrypt(changed, aad)
+        except DecryptError:
+            return
+        self.assertFalse(relabel)
+        self.assertEqual(changed[1:], sealed[1:])
+        self.assertTrue(opened.startswith(plain) or plain.startswith(opened))
+
+    @FUZZ
+    @given(st.sampled_from(packet_seeds("a")), _edits())
+    def test_packet_messages(self, seed: bytes, edits: tuple[Edit, ...]) -> None:
+        try:
+            decode_message(edited(seed, edits))
+        except WireError:
+            pass
+
+    @FUZZ
+    @given(st.integers(0, 3), _edits())
+    def test_stream_messages(self, index: int, edits: tuple[Edit, ...]) -> None:
+        _, b = two_nodes(Wrapping())
+        data = edited(stream_seeds("a", b)[index], edits)
+        for decoder in (decode_stream_message, stream_message_length):
+            try:
+                decoder(data)
+            except WireError:
+                pass
+
+    @FUZZ
+    @given(st.sampled_from(ckit_seeds()) | st.binary(max_size=200), _edits())
+    def test_ckit_messages(self, seed: bytes, edits: tuple[Edit, ...]) -> None:
+        data = edited(seed, edits)
+        for decoder in (decode_state, decode_local_state):
+            try:
+                decoder(data)
+            except MessageError:
+                pass
+
+
+class NodeDelegateTests(SynchronousTestCase):
+    """
+    What ckit's delegate does with any user message or push/pull state it
+    is handed: count it, and change nothing unless it is ckit's.
+    """
+
+    @FUZZ
+    @given(
+        st.sampled_from(ckit_seeds()) | st.binary(max_size=200), _edits(), st.booleans()
+    )
+    def test_any_gossip(self, seed: bytes, edits: tuple[Edit, ...], join: bool) -> None:
+        a, _ = two_nodes(Wrapping())
+        delegate = a.memberlist.config.delegate
+        assert delegate is not None
+        data = edited(seed, edits)
+        peers, events = a.peers(), Counter(a.gossip_events)
+        delegate.notify_msg(data)
+        grown = a.gossip_events - events
+        if is_ckit_state(data):
+            self.assertEqual(grown["state_change_message"], 1)
+        else:
+            self.assertEqual(grown, Counter({"unknown_message": 1}))
+            self.assertEqual(a.peers(), peers)
+
+        events = Counter(a.gossip_events)
+        delegate.merge_remote_state(data, join)
+        grown = a.gossip_events - events
+        self.assertEqual(grown["merge_remote_state"], 1)
+        try:
+            decode_local_state(data)
+        except MessageError:
+            self.assertEqual(grown["unknown_state"], 1)
+            self.assertEqual(a.peers(), peers)
+
+
+# --- a real member under a flood ---
+
+FLOOD = 100_000
+# Bad datagrams in flight at once: kept well under what a default socket
+# receive buffer holds (212,992 bytes on Linux, ~1 KiB of it per small
+# datagram), so that pacing, not the kernel, decides what arrives.
+WINDOW = 64
+# A raw ping goes out after this many bad datagrams.
+PING_EVERY = 10_000
+# Seconds without a datagram read after which those unread count as lost.
+STALL = 1.0
+
+
+def bad_packets(codec: PacketCodec, target: str, count: int, seed: int) -> list[bytes]:
+    """
+    C{count} datagrams that C{codec} refuses whole, half random bytes and
+    half mutated valid traffic, drawn from C{seed}.
+    """
+    rng = random.Random(seed)
+    seeds = packet_seeds(target)
+    packets: list[bytes] = []
+    while len(packets) < count:
+        if rng.random() < 0.5:
+            size = rng.choice((rng.randrange(1, 64), rng.randrange(64, 1400)))
+            packet = rng.randbytes(size)
+        else:
+            packet = random_recipe(rng, len(seeds)).packet(seeds, codec)
+        opened = codec.decode(packet)
+        if opened.errors and not opened.messages:
+            packets.append(packet)
+    return packets
+
+
+@attrs.define(eq=False)
+class Flood:
+    """
+    Bad datagrams from a plain UDP socket to a real member, paced so that
+    at most L{WINDOW} are unread at once, with a raw ping every
+    L{PING_EVERY}.
+
+    @ivar packets: the bad datagrams, sent in turn (again from the first
+        if more are needed).
+    @ivar pings: the sequence numbers of the raw pings sent.
+    @ivar acked: those answered so far.
+    @ivar lost: datagrams the kernel dropped, as far as pacing could tell.
+    """
+
+    target: Memberlist
+    packets: list[bytes]
+    clock: IReactorTime
+    pings: set[int] = attrs.field(factory=set)
+    acked: set[int] = attrs.field(factory=set)
+    sent: int = 0
+    lost: int = 0
+    _socket: socket.socket = attrs.field(init=False)
+    _failed_before: int = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.setblocking(False)
+        self._failed_before = self.target.stats["packets.in.failed"]
+
+    def close(self) -> None:
+        """
+        Close our socket.
+        """
+        self._socket.close()
+
+    def handled(self) -> int:
+        """
+        How many of our bad datagrams the member has refused so far.
+        """
+        return self.target.stats["packets.in.failed"] - self._failed_before
+
+    def ping(self) -> None:
+        """
+        Send the member a raw ping with the next sequence number.
+        """
+        seq = len(self.pings)
+        self.pings.add(seq)
+        codec = self.target.receiver.packets
+        packet = codec.seal(encode_message(Ping(seq, self.target.name)), crc=False)
+        self._socket.sendto(packet, ("127.0.0.1", self.target.port))
+
+    def all_acked(self) -> bool:
+        """
+        Read what the member sent us: whether every ping has been acked.
+        """
+        codec = self.target.receiver.packets
+        while True:
+            try:
+                data = self._socket.recv(65536)
+            except BlockingIOError:
+                return self.pings <= self.acked
+            for part in codec.messages(codec.open(data)):
+                message = decode_message(part)
+                if isinstance(message, Ack):
+                    self.acked.add(message.seq_no)
+
+    async def run(self, count: int) -> None:
+        """
+        Send until the member has refused C{count} of our datagrams, with
+        a raw ping before each L{PING_EVERY} of them.
+        """
+        address = ("127.0.0.1", self.target.port)
+        progress, last_progress, stalls = 0, self.clock.seconds(), 0
+        while self.handled() < count:
+            while self.sent - self.lost - self.handled() < WINDOW:
+                if self.sent % PING_EVERY == 0 and self.sent < count:
+                    self.ping()
+                packet = self.packets[self.sent % len(self.packets)]
+                try:
+                    self._socket.sendto(packet, address)
+                except BlockingIOError:
+                    break
+                self.sent += 1
+            # One reactor turn: the member reads and handles what is there.
+            await deferLater(self.clock, 0, lambda: None)
+            self.all_acked()
+            if self.handled() > progress:
+                progress = self.handled()
+                last_progress, stalls = self.clock.seconds(), 0
+            elif self.clock.seconds() - last_progress > STALL:
+                # Nothing read for a while: what is unread was lost.
+                self.lost = self.sent - self.handled()
+                last_progress = self.clock.seconds()
+                stalls += 1
+                if stalls == 10:
+                    raise AssertionError(
+                        f"the member read nothing for {10 * STALL} s, "
+                        f"after {self.handled()} bad datagrams"
+                    )
+
+
+class FloodTests(TestCase):
+    """
+    A real member on 127.0.0.1, in a cluster of two, under 100,000 bad
+    datagrams.
+    """
+
+    timeout = 120
+
+    async def test_bad_packets_change_nothing(self) -> None:
+        """
+        Every bad datagram is counted and dropped; meanwhile and afterwards
+        the member answers pings, its peer never suspects it, and its member
+        list stays as it was.  The rate handled is logged.
+        """
+        clock = cast(IReactorTime, reactor)
+        nodes = [
+            Memberlist(
+                GossipConfig.lan(name=name, bind_address="127.0.0.1", bind_port=0),
+                reactor=reactor,
+            )
+            for name in ("target", "peer")
+        ]
+        target, peer = nodes
+        config = target.config
+        await gatherResults([node.start() for node in nodes])
+        flood = None
+        try:
+            await peer.join([f"127.0.0.1:{target.port}"])
+            await wait_for(
+                lambda: target.num_members() == 2,
+                config.push_pull_interval,
+                "the target lists its peer",
+            )
+            packets = bad_packets(target.receiver.packets, target.name, FLOOD, 2026)
+            flood = Flood(target, packets, clock)
+            members, incarnation = target.members(), known(peer, "target").incarnation
+            stats, peer_stats = Counter(target.stats), Counter(peer.stats)
+
+            started, cpu = clock.seconds(), time.process_time()
+            await flood.run(FLOOD)
+            took, cpu = clock.seconds() - started, time.process_time() - cpu
+            # Each raw ping had thousands of bad datagrams behind it.
+            self.assertTrue(flood.all_acked(), "a ping went unanswered")
+            probes = peer.stats["probes"]
+            _log.info(
+                "flood: {count} bad datagrams handled in {took:.1f} s, {rate:.0f}/s "
+                "({cpu_rate:.0f} per CPU second, sender included), {lost} lost "
+                "in the kernel; {pings} raw pings answered, {probes} probes "
+                "from the peer meanwhile",
+                count=flood.handled(),
+                took=took,
+                rate=flood.handled() / took,
+                cpu_rate=flood.handled() / cpu,
+                lost=flood.lost,
+                pings=len(flood.acked),
+                probes=probes - peer_stats["probes"],
+            )
+
+            flood.ping()
+            # A probe's own deadline, with room for a busy machine.
+            await wait_for(flood.all_acked, 5 * config.probe_timeout, "ping acked")
+            # Two more probe rounds from the peer, the second one begun
+            # after the flood.
+            await wait_for(
+                lambda: peer.stats["probes"] >= probes + 2,
+                3 * config.probe_interval + config.probe_timeout,
+                "the peer probes the target twice more",
+            )
+            growth = target.stats - stats
+            drops = dropped(growth)
+            self.assertGreaterEqual(growth["packets.in"], FLOOD)
+            self.assertGreaterEqual(growth["packets.in.failed"], FLOOD)
+            self.assertGreaterEqual(sum(drops.values()), growth["packets.in.failed"])
+            self.assertLessEqual(set(drops), FRAME_REASONS)
+            _log.info("flood: dropped by reason {drops}", drops=dict(drops))
+            self.assertEqual(target.members(), members)
+            self.assertEqual(peer.stats["probes.failed"], peer_stats["probes.failed"])
+            self.assertEqual(peer.stats["suspected"], peer_stats["suspected"])
+            self.assertEqual(known(peer, "target").state, MemberState.ALIVE)
+            self.assertEqual(known(peer, "target").incarnation, incarnation)
+        finally:
+            if flood is not None:
+                flood.close()
+            await gatherResults([node.shutdown() for node in nodes])
