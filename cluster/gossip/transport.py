@@ -30,6 +30,7 @@ from typing import cast
 
 import attrs
 from OpenSSL import SSL
+from service_identity import VerificationError
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
@@ -205,7 +206,10 @@ class _FramedStream(protocol.Protocol, TimeoutMixin):
 
 
 def _tls_failure(reason: Failure) -> bool:
-    return reason.check(SSL.Error) is not None
+    # A certificate the handshake refuses is an SSL.Error; the dialled
+    # side's name, which Twisted checks within the handshake, fails with
+    # service_identity's error instead.
+    return reason.check(SSL.Error, VerificationError) is not None
 
 
 class _ServerStream(_FramedStream):
