@@ -83,6 +83,15 @@ def everyone(state: PeerState, services: list[ClusterService]) -> dict[str, Peer
 
 
 class OwnershipAfterFaultTests(SynchronousTestCase):
+    #: Where every network's clock starts (members start at its seconds'
+    #: incarnation, see L{cluster.gossip.state.initial_incarnation}).
+    start_time = 0.0
+
+    def network(self, seed: int) -> SimulatedNetwork:
+        network = SimulatedNetwork(seed=seed)
+        network.clock.advance(self.start_time)
+        return network
+
     def settle(self, network: SimulatedNetwork, services: list[ClusterService]) -> None:
         took = network.run_until(
             agreed(services, everyone(PeerState.PARTICIPANT, services)), 30
@@ -113,7 +122,7 @@ class OwnershipAfterFaultTests(SynchronousTestCase):
         node's participant state is accepted again.
         """
         for seed in SEEDS:
-            network = SimulatedNetwork(seed=seed)
+            network = self.network(seed)
             services = cluster(network)
             self.settle(network, services)
             lone, rest = services[-1], services[:-1]
@@ -140,7 +149,7 @@ class OwnershipAfterFaultTests(SynchronousTestCase):
         through again.
         """
         for seed in SEEDS:
-            network = SimulatedNetwork(seed=seed)
+            network = self.network(seed)
             services = cluster(network)
             self.settle(network, services)
             mute, rest = services[-1], services[:-1]
@@ -172,7 +181,7 @@ class OwnershipAfterFaultTests(SynchronousTestCase):
         """
         refuted = []
         for seed in SEEDS:
-            network = SimulatedNetwork(seed=seed)
+            network = self.network(seed)
             services = cluster(network)
             self.settle(network, services)
             paused, rest = services[-1], services[:-1]
@@ -204,7 +213,7 @@ class OwnershipAfterFaultTests(SynchronousTestCase):
         seconds, and stays one.
         """
         for seed in SEEDS:
-            network = SimulatedNetwork(seed=seed)
+            network = self.network(seed)
             services = cluster(network)
             self.settle(network, services)
             victim, rest = services[-1], services[:-1]
@@ -253,6 +262,18 @@ class OwnershipWithSteppedUpdatesTests(OwnershipAfterFaultTests):
 
     def setUp(self) -> None:
         self.patch(shard, "_STEP_TOKENS", 128)
+
+
+class OwnershipAtWallClockTimeTests(OwnershipAfterFaultTests):
+    """
+    The same faults on clocks started at a wall-clock time: members start
+    at incarnations near 1.8e9 (the clock's seconds), and a restarted
+    process starts above its old incarnation, overriding its old record
+    rather than refuting it.  A false death is still refuted (the paused
+    node is no new process), and the promises hold either way.
+    """
+
+    start_time = 1_800_000_000.0
 
 
 class StaleReplay:

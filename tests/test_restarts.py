@@ -6,11 +6,13 @@ Real C{twistd clusternode} processes on 127.0.0.1 (L{cluster.demo.LocalNode},
 C{--profile local}):
 
   - ten of twelve nodes killed (or stopped) together and started again
-    with the same names and ports are alive and participants everywhere,
-    with no suspect, dead or left entry left over.  The two survivors hold
-    the old processes' incarnations, as alive, suspect, dead or I{left};
-    a new process starts at incarnation 1, which they ignore, until it
-    sees its old record in a push/pull and refutes it with a higher one;
+    with the same names and ports are alive everywhere within 10 s, with
+    no suspect, dead or left entry left over, and participants everywhere
+    within a push/pull interval.  The two survivors hold the old
+    processes' incarnations, as alive, suspect, dead or I{left}; a new
+    process starts at the clock's seconds
+    (L{cluster.gossip.state.initial_incarnation}), above its old
+    incarnation, so its first join push/pull overrides the old record;
   - a node killed and started at once on another gossip port under the
     same name is a conflict (memberlist's C{NotifyConflict}, counted as
     ckit's C{node_conflict} event, and logged) for as long as the old
@@ -18,20 +20,20 @@ C{--profile local}):
     was reaped, C{gossip_to_the_dead_time} after its death; a node that
     I{left} may come back elsewhere at once.
 
-The issue asks for the ten to be back everywhere within 10 s.  That is
-what happens nearly always (under a second in most runs), but memberlist
-does not promise it: a refutation, or a new peer state, spreads by gossip,
-each node passing it on a few times (4, with C{--profile local} and twelve
-members) to members picked at random, and while the ten processes come up
-one by one many of those picks are processes not listening yet.  Now and
-then one node misses every copy, and keeps a stale suspicion or an old
-peer state until a push/pull brings the news, at most a push/pull
-interval later.  So the real processes are held to that bound, and the
-time is logged against the 10 s.  L{TogetherSimulationTests} runs the
-same restart on the simulated network: over 60 seeds, killed nodes were
-back everywhere after a median of 0.1 s (90% within 2.2 s, the slowest
-8.3 s), stopped ones after 0.25 s (90% within 7.6 s; three took 10.5 to
-12.6 s).
+The issue asks for the ten to be back everywhere within 10 s.  Alive
+everywhere they are, at once: the join push/pulls carry the higher
+incarnation to the survivors, and stale copies of the old records are
+ignored after that (memberlist, starting every process at 1, relied on a
+refutation spread by gossip, and one node in twenty missed every copy and
+kept a stale suspicion or I{left} entry for up to a push/pull interval:
+over 60 simulated seeds the slowest took 7.0 s killed and 12.6 s stopped;
+now 0.05 s).  The new participant state of a restarted node still spreads
+by gossip, each node passing it on a few times (4, with C{--profile local}
+and twelve members) to members picked at random, some of them processes
+not listening yet; now and then one node misses every copy and lists the
+node as a viewer until a push/pull brings the news, as in ckit.  So
+participants are held to a push/pull interval, and the time is logged
+against the 10 s.
 
 C{twistd clusternode} has no flag for memberlist's C{DeadNodeReclaimTime}
 (Alloy sets none: 0, never reclaim), so the reclaim path runs on the
@@ -79,6 +81,8 @@ SPREAD = LOCAL.push_pull_interval + LOCAL.tcp_timeout + 5
 SIZE = 12
 RESTARTED = 10
 TARGET = 10.0  # the issue's wish, from the restarted nodes' first answer
+# Where a simulated restart's clock starts, like a real one's.
+WALL_CLOCK = 1_800_000_000.0
 
 
 def detection(members: int) -> float:
@@ -214,16 +218,28 @@ class ProcessTestCase(TestCase):
             {p["name"]: p["state"] for p in peers},
         )
 
-    async def converged(self, nodes: list[LocalNode], bound: float, what: str) -> float:
+    async def converged(
+        self,
+        nodes: list[LocalNode],
+        bound: float,
+        what: str,
+        participants: bool = True,
+    ) -> float:
         """
-        Wait until every one of C{nodes} lists all of them alive and
-        participant, and nothing else: no suspect, dead or left entry.
+        Wait until every one of C{nodes} lists all of them alive (and
+        participant, unless C{participants} is false), and nothing else: no
+        suspect, dead or left entry.
 
         @return: the seconds it took.
         """
         names = [n.name for n in nodes]
         wanted = (dict.fromkeys(names, "alive"), dict.fromkeys(names, "participant"))
         differ: dict[str, View | None] = {}
+
+        def matches(view: View | None) -> bool:
+            if view is None:
+                return False
+            return view == wanted if participants else view[0] == wanted[0]
 
         async def agreed() -> bool:
             views = await gatherResults(
@@ -233,7 +249,7 @@ class ProcessTestCase(TestCase):
             differ.update(
                 (node.name, view)
                 for node, view in zip(nodes, views, strict=True)
-                if view != wanted
+                if not matches(view)
             )
             return not differ
 
@@ -330,14 +346,22 @@ class TogetherTests(ProcessTestCase):
         ]
         booted = await self.started(again, "a restarted node answers")
         _log.info("restarted nodes answer HTTP after {took:.2f} s", took=booted)
-        took = await self.converged(
-            [*survivors, *again],
+        everybody = [*survivors, *again]
+        alive = await self.converged(
+            everybody,
+            TARGET,
+            f"{RESTARTED} restarted nodes alive everywhere",
+            participants=False,
+        )
+        took = alive + await self.converged(
+            everybody,
             SPREAD,
             f"{RESTARTED} restarted nodes alive and participant everywhere",
         )
         _log.info(
-            "restart to all alive everywhere: {took:.2f} s (the issue's "
-            "target: {target} s)",
+            "restart to all alive everywhere: {alive:.2f} s, and participant: "
+            "{took:.2f} s (the issue's target: {target} s)",
+            alive=alive,
             took=took,
             target=TARGET,
         )
@@ -362,9 +386,12 @@ class TogetherTests(ProcessTestCase):
                 for n in gone
             },
         )
-        if premise is not None:
-            # The survivors held records the new processes had to override.
-            self.assertGreaterEqual(sum(refuted), 1)
+        # Each new process started above its old incarnation, and the
+        # survivors took the new one.
+        for node in gone:
+            old = before.get(node.name, {}).get("incarnation")
+            if old is not None:
+                self.assertGreater(after[node.name]["incarnation"], old, node.name)
 
     async def test_killed_and_restarted_at_once(self) -> None:
         """
@@ -409,9 +436,10 @@ class TogetherSimulationTests(SynchronousTestCase):
     """
     The restart of L{TogetherTests} over many seeds on the simulated
     network, as C{twistd clusternode} does it (participant once joined,
-    joining every address given): typically back everywhere within a
-    second, always within a push/pull interval (how many seeds exceed the
-    issue's 10 s is logged).
+    joining every address given): alive everywhere within the issue's
+    10 s in every seed (within a gossip round, in fact), participant
+    typically within a second and always within a push/pull interval
+    (how many seeds exceed 10 s is logged).
 
     The ten come up one by one over a second, after a random pause of up
     to 3 s (the survivors may still list them alive, or suspect them), or
@@ -422,14 +450,16 @@ class TogetherSimulationTests(SynchronousTestCase):
     BOOT_SPREAD = 1.0
     BOUND = LOCAL.push_pull_interval + LOCAL.tcp_timeout
 
-    def restart(self, seed: int, graceful: bool) -> float:
+    def restart(self, seed: int, graceful: bool) -> tuple[float, float]:
         """
-        One restart of ten of twelve.
+        One restart of ten of twelve, on a clock started at a wall-clock
+        time (incarnations start at the clock's seconds).
 
         @return: the simulated seconds from the last start until every node
-            lists all twelve alive and participant.
+            lists all twelve alive, and then until they are participants.
         """
         network = SimulatedNetwork(seed=seed)
+        network.clock.advance(WALL_CLOCK)
         rng = random.Random(seed)
         names = [f"s-{i:02}" for i in range(SIZE)]
         hosts = [network.new_host() for _ in names]
@@ -453,14 +483,19 @@ class TogetherSimulationTests(SynchronousTestCase):
             )
             return service
 
-        def agreed(services: list[ClusterService]) -> Callable[[], bool]:
+        def agreed(
+            services: list[ClusterService], participants: bool = True
+        ) -> Callable[[], bool]:
             alive = dict.fromkeys(names, MemberState.ALIVE)
             participant = dict.fromkeys(names, PeerState.PARTICIPANT)
 
             def check() -> bool:
                 return len(services) == SIZE and all(
                     {m.name: m.state for m in node_of(s).memberlist.members()} == alive
-                    and {p.name: p.state for p in node_of(s).peers()} == participant
+                    and (
+                        not participants
+                        or {p.name: p.state for p in node_of(s).peers()} == participant
+                    )
                     for s in services
                 )
 
@@ -489,38 +524,46 @@ class TogetherSimulationTests(SynchronousTestCase):
                 lambda i=i, others=others: again.append(start(i, others)),
             )
         network.run(self.BOOT_SPREAD)
+        alive = network.run_until(agreed(again, False), TARGET, step=0.05)
+        self.assertIsNotNone(alive, f"seed {seed}: not alive within {TARGET} s")
         took = network.run_until(agreed(again), self.BOUND, step=0.05)
         self.assertIsNotNone(took, f"seed {seed}: not within {self.BOUND} s")
-        assert took is not None
-        return took
+        assert alive is not None and took is not None
+        return alive, alive + took
 
-    def assertQuickAsARule(self, times: list[float]) -> None:
+    def assertAliveAtOnce(self, results: list[tuple[float, float]]) -> None:
         """
-        Most restarts took under a second (each took at most L{BOUND}, as
-        L{restart} checked).
+        Every restart was alive everywhere within a gossip round or two of
+        the last start: the join push/pulls carried the new incarnations.
+        (Each was participant everywhere within L{BOUND}, as L{restart}
+        checked; how many took over 10 s for that is logged.)
         """
+        alive = [a for a, _ in results]
+        times = [t for _, t in results]
         _log.info(
-            "back everywhere after the last start: median {median:.2f} s, "
-            "max {most:.2f} s, {late} of {n} over {target} s",
+            "alive everywhere after the last start: max {alive:.2f} s; "
+            "participant: median {median:.2f} s, max {most:.2f} s, {late} of "
+            "{n} over {target} s",
+            alive=max(alive),
             median=statistics.median(times),
             most=max(times),
             late=sum(t > TARGET for t in times),
             n=len(times),
             target=TARGET,
         )
-        self.assertLess(statistics.median(times), 1.0, times)
+        self.assertLessEqual(max(alive), 1.0, alive)
 
     def test_killed(self) -> None:
         """
         Killed, and started again after a pause of up to 3 s.
         """
-        self.assertQuickAsARule([self.restart(s, False) for s in self.SEEDS])
+        self.assertAliveAtOnce([self.restart(s, False) for s in self.SEEDS])
 
     def test_stopped(self) -> None:
         """
         Stopped gracefully (each leaves), and started again.
         """
-        self.assertQuickAsARule([self.restart(s, True) for s in self.SEEDS])
+        self.assertAliveAtOnce([self.restart(s, True) for s in self.SEEDS])
 
 
 class SameNameNewPortTests(ProcessTestCase):

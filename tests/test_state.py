@@ -20,6 +20,7 @@ from cluster.gossip.state import (
     EventKind,
     MemberTable,
     ProtocolMismatchError,
+    initial_incarnation,
 )
 from cluster.gossip.suspicion import suspicion_timeout
 from cluster.gossip.wire import Alive, Dead, PushNodeState, Suspect, ip_to_bytes
@@ -180,6 +181,26 @@ class SuspectAndDeadTests(TableTestCase):
         self.clock.advance(suspicion_timeout(4, 5, 1.0) + 0.01)
         self.assertEqual(len(self.timer_changes), 1)
 
+    def test_newer_suspicion_replaces_a_stale_one(self) -> None:
+        # a refuted our suspicion with alive(2), which missed us; 20 s
+        # later it is suspected again, at incarnation 2.
+        self.table.suspect(Suspect(1, "a", "b"))
+        self.clock.advance(20)
+        changes = self.table.suspect(Suspect(2, "a", "c"))
+        self.assertEqual(broadcast_types(changes), [("Suspect", "a")])
+        node = self.table.get("a")
+        assert node is not None
+        self.assertEqual((node.state, node.incarnation), (MemberState.SUSPECT, 2))
+        # Taken as a confirmation (memberlist's way), it would have ended
+        # the 20-s-old suspicion at once and declared incarnation 1 dead,
+        # which a has refuted and no other member accepts.
+        self.clock.advance(suspicion_timeout(4, 5, 1.0))
+        self.assertEqual(self.timer_changes, [])
+        self.table.alive(alive("a", 3))
+        self.clock.advance(60)
+        self.assertEqual(self.timer_changes, [])
+        self.assertEqual(self.stats["suspected"], 2)
+
     def test_alive_cancels_the_suspicion(self) -> None:
         self.table.suspect(Suspect(1, "a", "b"))
         self.assertEqual(kinds(self.table.alive(alive("a", 2))), [])
@@ -207,6 +228,23 @@ class SuspectAndDeadTests(TableTestCase):
         self.assertEqual(self.table.incarnation, 6)
         self.assertEqual(self.state("me"), MemberState.ALIVE)
         self.assertEqual(self.stats["refuted"], 2)
+
+    def test_stale_claims_about_us_are_answered_again(self) -> None:
+        self.table.suspect(Suspect(1, "me", "a"))
+        self.assertEqual(self.table.incarnation, 2)
+        # Our refutation missed b and c: their claims about incarnation 1
+        # get our alive message again, at the same incarnation.
+        for changes in (
+            self.table.suspect(Suspect(1, "me", "b")),
+            self.table.dead(Dead(1, "me", "c")),
+        ):
+            self.assertFalse(changes.refuted)
+            (broadcast,) = changes.broadcasts
+            assert isinstance(broadcast.message, Alive)
+            self.assertEqual(broadcast.message.incarnation, 2)
+        self.assertEqual(self.table.incarnation, 2)
+        self.assertEqual(self.state("me"), MemberState.ALIVE)
+        self.assertEqual((self.stats["refuted"], self.stats["reannounced"]), (1, 2))
 
     def test_leaving_is_not_refuted(self) -> None:
         finished: list[bool] = []
@@ -319,3 +357,38 @@ class ChangesTests(SynchronousTestCase):
         self.assertTrue(changes)
         self.assertTrue(changes.refuted)
         self.assertEqual(changes.events, [Event(EventKind.JOIN, member)])
+
+
+class InitialIncarnationTests(TableTestCase):
+    def test_the_clock_seconds_within_bounds(self) -> None:
+        self.assertEqual(initial_incarnation(0.0), 1)
+        self.assertEqual(initial_incarnation(1_800_000_000.7), 1_800_000_000)
+        # Room for refutations below uint32's end, whatever the clock says.
+        self.assertEqual(initial_incarnation(1e12), 1 << 31)
+
+    def test_a_restarted_process_overrides_its_old_record(self) -> None:
+        """
+        The old process of C{p}, which refuted a few times, is suspect,
+        dead or I{left} here; the new one starts at the clock's seconds, a
+        higher incarnation, and its first alive takes over without any
+        refutation; stale copies of the old record change nothing.
+        """
+        self.clock.advance(1000)
+        for ending in ("suspect", "dead", "left"):
+            name = f"p-{ending}"
+            old = 5
+            self.table.alive(alive(name, incarnation=old))
+            if ending == "suspect":
+                self.table.suspect(Suspect(old, name, "other"))
+            elif ending == "dead":
+                self.table.dead(Dead(old, name, "other"))
+            else:
+                self.table.dead(Dead(old, name, name))
+            new = initial_incarnation(self.clock.seconds())
+            changes = self.table.alive(alive(name, incarnation=new))
+            self.assertEqual(self.state(name), MemberState.ALIVE, ending)
+            if ending != "suspect":
+                self.assertEqual(kinds(changes), [(EventKind.JOIN, name)])
+            self.table.suspect(Suspect(old, name, "other"))
+            self.table.dead(Dead(old, name, "other"))
+            self.assertEqual(self.state(name), MemberState.ALIVE, ending)

@@ -56,6 +56,7 @@ from cluster.gossip.state import (
     Changes,
     EventKind,
     MemberTable,
+    initial_incarnation,
 )
 from cluster.gossip.timers import Ticker, Timers
 from cluster.gossip.wire import (
@@ -393,7 +394,10 @@ class Memberlist:
         self._started = True
         self._address_bytes = ip_to_bytes(address)
         self._port = self.config.advertise_port or self.transport.port
-        self._apply(self.table.bootstrap(self._address_bytes, self._port, meta))
+        incarnation = initial_incarnation(self.reactor.seconds())
+        self._apply(
+            self.table.bootstrap(self._address_bytes, self._port, meta, incarnation)
+        )
         self._schedule_loops()
 
     def _bind_failed(self, failure: Failure) -> Failure:
