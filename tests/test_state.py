@@ -229,23 +229,6 @@ class SuspectAndDeadTests(TableTestCase):
         self.assertEqual(self.state("me"), MemberState.ALIVE)
         self.assertEqual(self.stats["refuted"], 2)
 
-    def test_stale_claims_about_us_are_answered_again(self) -> None:
-        self.table.suspect(Suspect(1, "me", "a"))
-        self.assertEqual(self.table.incarnation, 2)
-        # Our refutation missed b and c: their claims about incarnation 1
-        # get our alive message again, at the same incarnation.
-        for changes in (
-            self.table.suspect(Suspect(1, "me", "b")),
-            self.table.dead(Dead(1, "me", "c")),
-        ):
-            self.assertFalse(changes.refuted)
-            (broadcast,) = changes.broadcasts
-            assert isinstance(broadcast.message, Alive)
-            self.assertEqual(broadcast.message.incarnation, 2)
-        self.assertEqual(self.table.incarnation, 2)
-        self.assertEqual(self.state("me"), MemberState.ALIVE)
-        self.assertEqual((self.stats["refuted"], self.stats["reannounced"]), (1, 2))
-
     def test_leaving_is_not_refuted(self) -> None:
         finished: list[bool] = []
         changes = self.table.leave(lambda: finished.append(True))

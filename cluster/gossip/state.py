@@ -239,23 +239,6 @@ class MemberTable:
             return Changes()
         return self.dead(Dead(me.incarnation, self.name, self.name), on_finished)
 
-    def _reannounce(self, me: NodeState) -> Changes:
-        """
-        Gossip our alive message again, at our current incarnation: a
-        claim about an incarnation we already refuted shows that our
-        refutation missed its sender.
-        """
-        self.stats["reannounced"] += 1
-        alive = Alive(
-            me.incarnation,
-            self.name,
-            self._address,
-            self._port,
-            me.meta,
-            self.config.vsn(),
-        )
-        return Changes([Broadcast(self.name, alive)])
-
     def _refute(self, me: NodeState, accused_incarnation: int) -> Changes:
         incarnation = max(self.incarnation + 1, accused_incarnation + 1)
         self.incarnation = me.incarnation = incarnation
@@ -396,11 +379,7 @@ class MemberTable:
         confirming ours.
         """
         state = self._nodes.get(suspect.node)
-        if state is None:
-            return Changes()
-        if suspect.incarnation < state.incarnation:
-            if state.name == self.name and not self.leaving:
-                return self._reannounce(state)
+        if state is None or suspect.incarnation < state.incarnation:
             return Changes()
         suspicion = self._suspicions.get(suspect.node)
         if suspicion is not None and suspect.incarnation == state.incarnation:
@@ -465,11 +444,7 @@ class MemberTable:
         refuted unless we are leaving.
         """
         state = self._nodes.get(dead.node)
-        if state is None:
-            return Changes()
-        if dead.incarnation < state.incarnation:
-            if state.name == self.name and not self.leaving:
-                return self._reannounce(state)
+        if state is None or dead.incarnation < state.incarnation:
             return Changes()
         self._cancel_suspicion(dead.node)
         if state.dead_or_left():
