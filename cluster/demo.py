@@ -33,7 +33,7 @@ from twisted.web.client import Agent, ResponseDone
 
 from cluster.gossip.transport import free_loopback_port
 
-__all__ = ["LocalNode", "main"]
+__all__ = ["LocalNode", "ProcessExit", "main"]
 
 SAMPLE_KEYS = [f"tenant-{i}" for i in range(1, 13)]
 _PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,7 +56,12 @@ class _Body(Protocol):
             self.done.errback(reason)
 
 
-class _Exit(ProcessProtocol):
+class ProcessExit(ProcessProtocol):
+    """
+    Collects a child process's output and fires C{ended} with its exit
+    status (negative: the signal that ended it).
+    """
+
     def __init__(self) -> None:
         self.ended: Deferred[int] = Deferred()
         self.output = bytearray()
@@ -91,7 +96,7 @@ class LocalNode:
     gossip_port: int = attrs.field(factory=free_loopback_port)
     http_port: int = attrs.field(factory=free_loopback_port)
     log_path: str | None = None
-    _protocol: _Exit = attrs.field(factory=_Exit, init=False)
+    _protocol: ProcessExit = attrs.field(factory=ProcessExit, init=False)
     _pid: int | None = attrs.field(default=None, init=False)
 
     @property

@@ -36,14 +36,13 @@ import treq
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import UNIXClientEndpoint
-from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
-from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
+
+from cluster.demo import ProcessExit
 
 __all__ = [
     "CommandError",
@@ -266,26 +265,6 @@ class VirtualLan:
             await self.nft(host, "delete", "table", "inet", "cut")
 
 
-class _Exit(ProcessProtocol):
-    def __init__(self) -> None:
-        self.ended: Deferred[int] = Deferred()
-        self.output = bytearray()
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason: Failure) -> None:
-        code = 0
-        value = reason.value
-        if isinstance(value, ProcessTerminated):
-            code = value.exitCode if value.exitCode is not None else -value.signal
-        elif not isinstance(value, ProcessDone):
-            code = -1
-        self.ended.callback(code)
-
-
 @implementer(IAgentEndpointFactory)
 @attrs.frozen
 class _UNIXEndpoints:
@@ -314,7 +293,7 @@ class NodeProcess:
     socket: str
     args: Sequence[str] = ()
     port: int = 7946
-    _protocol: _Exit = attrs.field(factory=_Exit, init=False)
+    _protocol: ProcessExit = attrs.field(factory=ProcessExit, init=False)
     _pid: int | None = attrs.field(default=None, init=False)
     _pool: HTTPConnectionPool = attrs.field(init=False)
     _http: HTTPClient = attrs.field(init=False)
