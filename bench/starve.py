@@ -21,7 +21,9 @@ C{/metrics} is read, and the change since the previous block counted:
   - dead: blocks after which the starved node had been declared dead (a
     member whose suspicion timer ran out logs C{marking X as failed}, so
     no declaration escapes); I{dead listings}, the healthy nodes that
-    recorded a death (their C{declared_dead} counters);
+    recorded a death (their C{declared_dead} counters); I{unrefuted},
+    healthy nodes that still list the starved node suspect or dead at an
+    incarnation it has refuted (its refutation missed them);
   - the starved node's Lifeguard health score after each block (worst);
   - false suspicions and deaths of healthy nodes: the starved node's own
     failed probe rounds (after a block its overdue probe timers might

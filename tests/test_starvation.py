@@ -35,7 +35,6 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from cluster.demo import LocalNode
 from cluster.gossip import GossipConfig
-from cluster.gossip.suspicion import suspicion_timeout
 from tests.helpers import now, wait_for
 from tests.starved_node import StarvedNode
 
@@ -54,7 +53,6 @@ FETCH_TIMEOUT = BLOCK + 10
 # suspecting member's next probe of it (one member a round, SIZE - 1
 # rounds), each round stretched at most by that member's health score.
 REFUTED = EVERY + (SIZE - 1) * LAN.probe_interval * LAN.awareness_max_multiplier
-SUSPICION_MIN = suspicion_timeout(LAN.suspicion_mult, SIZE, LAN.probe_interval)
 MEMBER_EVENT = re.compile(
     r'^cluster_node_gossip_member_events_total\{[^}]*event="(\w+)"[^}]*\} (\S+)$',
     re.MULTILINE,
