@@ -121,6 +121,10 @@ def free_loopback_port() -> int:
         return port
 
 
+def _peer_text(peer: object) -> str:
+    return f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+
+
 def _abort(transport: object) -> None:
     cast(ITCPTransport, transport).abortConnection()
 
@@ -368,8 +372,10 @@ class NetTransport:
         its request (memberlist's TCPTimeout).
     @ivar tls: mutual TLS for every stream, both ways (see
         L{cluster.gossip.tls}); plain TCP when C{None}.
-    @ivar stats: where refused streams are counted, C{dropped.<reason>}
-        and C{streams.in.failed} (the member's counters, for metrics).
+    @ivar stats: where failures are counted (the member's counters, for
+        metrics): C{send.failed} for a datagram the socket refused,
+        C{streams.in.failed} and C{dropped.<reason>} for accepted streams
+        cut before their request was read, C{dropped.tls} for failed TLS.
     @ivar max_inbound_streams: accepted streams open at once; more are
         cut at once (C{dropped.too_many_streams}).
     """
@@ -382,14 +388,19 @@ class NetTransport:
     stats: Counter[str] = attrs.field(factory=Counter)
     max_inbound_streams: int = MAX_INBOUND_STREAMS
     handler: IPacketHandler | None = attrs.field(default=None, init=False)
-    stats_failed: int = attrs.field(default=0, init=False)
-    stats_tls_refused: int = attrs.field(default=0, init=False)
     _udp: IListeningPort | None = attrs.field(default=None, init=False)
     _tcp: IListeningPort | None = attrs.field(default=None, init=False)
     _clients: set[_ClientStream] = attrs.field(factory=set, init=False)
     _servers: set[_ServerStream] = attrs.field(factory=set, init=False)
     _last_refusal_log: float | None = attrs.field(default=None, init=False)
     log = Logger()
+
+    @property
+    def stats_tls_refused(self) -> int:
+        """
+        TLS handshakes (or name checks) that failed, on either side.
+        """
+        return self.stats["dropped.tls"]
 
     @property
     def host(self) -> str:
@@ -440,12 +451,10 @@ class NetTransport:
         A TLS handshake (or the name check after it) failed: count and log
         it, on whichever side we are.
         """
-        self.stats_failed += 1
-        self.stats_tls_refused += 1
         self.stats["dropped.tls"] += 1
         self.log.warn(
             "TLS refused with {peer}: {error}",
-            peer=f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}",
+            peer=_peer_text(peer),
             error=reason.getErrorMessage(),
         )
 
@@ -454,13 +463,12 @@ class NetTransport:
         An accepted stream is cut before its request was read: count it
         and say why at debug level.
         """
-        self.stats_failed += 1
         self.stats["streams.in.failed"] += 1
         self.stats[f"dropped.{reason}"] += 1
         peer = cast(ITCPTransport, transport).getPeer() if transport else None
         self.log.debug(
             "dropped a stream from {peer}: {detail}",
-            peer=f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}",
+            peer=_peer_text(peer),
             detail=detail,
         )
 
@@ -469,7 +477,6 @@ class NetTransport:
         Too many accepted streams are open: count the one cut, and warn
         (at most every few seconds, however many come).
         """
-        self.stats_failed += 1
         self.stats["dropped.too_many_streams"] += 1
         now = self.reactor.seconds()
         last = self._last_refusal_log
@@ -479,7 +486,7 @@ class NetTransport:
                 "too many inbound streams ({limit} open): refusing {peer} "
                 "({count} refused so far)",
                 limit=self.max_inbound_streams,
-                peer=f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}",
+                peer=_peer_text(peer),
                 count=self.stats["dropped.too_many_streams"],
             )
 
@@ -489,7 +496,7 @@ class NetTransport:
         try:
             cast(IUDPTransport, self._udp).write(data, address)
         except Exception as e:
-            self.stats_failed += 1
+            self.stats["send.failed"] += 1
             self.log.debug("send to {address} failed: {e}", address=address, e=e)
 
     def exchange(
