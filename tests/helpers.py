@@ -19,6 +19,8 @@ from zope.interface import implementer
 
 from cluster.discovery import static
 from cluster.gossip import IEventDelegate, ITransport, Member, Memberlist, MemberState
+from cluster.gossip.codec import pack
+from cluster.gossip.serf import SERF_PUSH_PULL
 from cluster.node import Node
 from cluster.options import Options
 from cluster.service import ClusterService, SimpleServiceHost
@@ -78,6 +80,23 @@ def known(node: Memberlist, name: str) -> Member:
     if member is None:
         raise AssertionError(f"{node.name} has no record of {name}")
     return member
+
+
+def serf_state(ltime: int) -> bytes:
+    """
+    A Serf push/pull user state (C{0x02} then C{messagePushPull}, as in
+    C{shared/WIRE.md} section 8) with member clock C{ltime}.
+    """
+    return bytes([SERF_PUSH_PULL]) + pack(
+        {
+            "EventLTime": 3,
+            "Events": [None] * 512,
+            "LTime": ltime,
+            "LeftMembers": ["gone"],
+            "QueryLTime": 1,
+            "StatusLTimes": {"gone": ltime - 1},
+        }
+    )
 
 
 def node_of(service: ClusterService) -> Node:

@@ -25,13 +25,14 @@ from cluster.gossip import (
 )
 from cluster.gossip.awareness import Awareness
 from cluster.gossip.broadcast import BroadcastQueue, retransmit_limit
+from cluster.gossip.codec import pack
 from cluster.gossip.framing import (
     PacketCodec,
     decompress_message,
     make_compound,
     split_compound,
 )
-from cluster.gossip.serf import serf_leave_intent
+from cluster.gossip.serf import SERF_JOIN, serf_leave_intent
 from cluster.gossip.suspicion import (
     Suspicion,
     remaining_suspicion_time,
@@ -43,12 +44,13 @@ from cluster.gossip.wire import (
     Alive,
     Dead,
     Suspect,
+    User,
     decode_message,
     encode_message,
     ip_to_bytes,
 )
 from cluster.testing import SimulatedNetwork
-from tests.helpers import known, start_and_join
+from tests.helpers import known, serf_state, start_and_join
 
 VSN = bytes([1, 5, 2, 0, 0, 0])
 
@@ -76,6 +78,20 @@ class AppDelegate:
 
     def merge_remote_state(self, state: bytes, join: bool) -> None:
         self.remote_states.append((state, join))
+
+
+class SerfStateDelegate(AppDelegate):
+    """
+    An application delegate whose push/pull state looks like Serf's, with
+    member clock C{ltime}.
+    """
+
+    def __init__(self, ltime: int) -> None:
+        super().__init__()
+        self.ltime = ltime
+
+    def local_state(self, join: bool) -> bytes:
+        return serf_state(self.ltime)
 
 
 @implementer(IConflictDelegate)
@@ -179,8 +195,9 @@ class MembershipRuleTests(SynchronousTestCase):
         network.run(10)
         self.assertEqual(known(nodes[0], "s4").state, MemberState.DEAD)
         before = len(network.sent)
+        # Nothing of Serf's witnessed: the LTime is the clock in milliseconds.
+        intent = serf_leave_intent("s0", int(network.clock.seconds() * 1000))
         nodes[0].leave(1)
-        intent = serf_leave_intent("s0")
         codec = PacketCodec()
         direct = [list(codec.messages(codec.open(p))) for p in network.sent[before:]]
         self.assertEqual(direct, [[intent]] * 3)
@@ -188,6 +205,49 @@ class MembershipRuleTests(SynchronousTestCase):
         for node, delegate in zip(nodes[1:4], delegates[1:4], strict=True):
             self.assertIn(intent[1:], delegate.messages)
             self.assertEqual(known(node, "s0").state, MemberState.LEFT)
+
+    def test_serf_leave_intent_ltime_is_above_what_serf_said(self) -> None:
+        """
+        The LTime of our Serf leave intent is above every Serf LTime the
+        member witnessed (join and leave intents among its user messages,
+        by UDP or TCP, which still reach its delegate; the member clock in
+        a Serf push/pull state) and at least the clock in milliseconds.
+        """
+        network = RecordingNetwork(seed=19)
+        delegates = [AppDelegate(), SerfStateDelegate(ltime=5_000_000)]
+        a, b = start_and_join(
+            network,
+            "a",
+            "b",
+            each=[{"delegate": d, "serf_leave_intent": True} for d in delegates],
+            settle=2,
+        )
+        # b's join push/pull carried "its" Serf state; a's is not Serf's.
+        self.assertEqual((a.serf_clock.time, b.serf_clock.time), (5_000_000, 0))
+        join = bytes([SERF_JOIN]) + pack({"LTime": 1000, "Node": "serf-1"})
+        leave = serf_leave_intent("serf-2", 7_000_000)[1:]
+        inject(network, b, User(join))
+        reliable = b.send_reliable(a.local_member(), leave)
+        network.run(1)
+        self.successResultOf(reliable)
+        self.assertIn(join, delegates[1].messages)
+        self.assertIn(leave, delegates[0].messages)
+        self.assertEqual((a.serf_clock.time, b.serf_clock.time), (7_000_000, 1000))
+        before = len(network.sent)
+        now = network.clock.seconds()
+        self.assertGreater(int(now * 1000), 1001)
+        a.leave(1)
+        b.leave(1)
+        codec = PacketCodec()
+        sent = {m for p in network.sent[before:] for m in codec.messages(codec.open(p))}
+        self.assertIn(serf_leave_intent("a", 7_000_001), sent)
+        self.assertIn(serf_leave_intent("b", int(now * 1000)), sent)
+        # Malformed Serf bytes are ignored, and still reach the delegate.
+        bad = [b"\x00\xc1", b"\x01" + pack({"LTime": -1})]
+        inject(network, a, *[User(m) for m in bad])
+        self.assertEqual(a.serf_clock.time, 7_000_001)
+        self.assertEqual(a.stats["dropped.handler"], 0)
+        self.assertEqual(delegates[0].messages[-2:], bad)
 
     def test_buddy_system(self) -> None:
         """

@@ -145,11 +145,11 @@ class Recorder:
         self.states.append(state)
 
 
-def python_node(name: str, **overrides: Any) -> Memberlist:
+def python_node(name: str, bind_port: int = 0, **overrides: Any) -> Memberlist:
     config = GossipConfig.lan(
         name=name,
         bind_address="127.0.0.1",
-        bind_port=0,
+        bind_port=bind_port,
         # A serf cluster's delegate versions (WIRE.md 6.8).
         delegate_protocol_min=2,
         delegate_protocol_max=5,
@@ -355,6 +355,50 @@ class LeaveTests(SerfTestCase):
             SPREAD,
             "with serf_leave_intent, serf records our leave as left",
         )
+        self.assertNoSerfErrors(agents)
+
+    async def test_every_leave_under_one_name_is_left(self) -> None:
+        """
+        Serf ignores a leave intent whose LTime is not above the one it
+        holds for the name, and a rejoin keeps that LTime: three processes
+        in turn under one name and port each leave as I{left}, not
+        I{failed}.
+        """
+        agents = await self.serf_cluster(1)
+        port = free_loopback_port()
+        name = "py-again"
+
+        async def status() -> str | None:
+            return (await agents[0].members()).get(name)
+
+        async def settled() -> bool:
+            return await status() in ("left", "failed")
+
+        statuses: list[str | None] = []
+        lines: list[str] = []
+        for life in range(3):
+            node = await self.start(
+                python_node(name, bind_port=port, serf_leave_intent=True)
+            )
+            await node.join([agents[0].address])
+            await wait_for(
+                lambda: serf_sees(agents, name, "alive"),
+                SPREAD,
+                f"life {life}: serf lists us alive",
+            )
+            self.assertTrue(await node.leave(SPREAD))
+            await node.shutdown()
+            # Our dead message settles it at once: left after an intent
+            # serf accepted, failed after one it ignored (or detection,
+            # if the message is lost).
+            await wait_for(
+                settled,
+                SPREAD + detection_bound(2),
+                f"life {life}: serf records our leave",
+            )
+            statuses.append(await status())
+            lines.append((await agents[0].command("members", f"-name={name}"))[1])
+        self.assertEqual(statuses, ["left"] * 3, "".join(lines))
         self.assertNoSerfErrors(agents)
 
 

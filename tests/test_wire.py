@@ -24,6 +24,7 @@ from cluster.gossip.codec import (
     decode,
     encode,
     go,
+    pack,
     to_map,
     unpack,
 )
@@ -41,6 +42,12 @@ from cluster.gossip.framing import (
     strip_label,
 )
 from cluster.gossip.keyring import Keyring
+from cluster.gossip.serf import (
+    MAX_LTIME,
+    SERF_JOIN,
+    SerfClock,
+    serf_leave_intent,
+)
 from cluster.gossip.wire import (
     Ack,
     Alive,
@@ -63,6 +70,7 @@ from cluster.gossip.wire import (
     ip_to_bytes,
     stream_message_length,
 )
+from tests.helpers import serf_state
 
 LOCALHOST = bytes([127, 0, 0, 1])
 VSN = bytes([1, 5, 2, 2, 5, 5])
@@ -642,9 +650,96 @@ class FramingTests(SynchronousTestCase):
 
 class SerfTests(SynchronousTestCase):
     def test_leave_intent_bytes(self) -> None:
-        from cluster.gossip.serf import serf_leave_intent
-
         self.assertEqual(
             serf_leave_intent("py1"),
             unhex("08 00 83 a5 4c54696d65 01 a4 4e6f6465 a3 707931 a5 5072756e65 c2"),
         )
+        self.assertEqual(
+            serf_leave_intent("py1", 1_700_000_000_123),
+            unhex(
+                "08 00 83 a5 4c54696d65 cf 0000018bcfe5687b"
+                " a4 4e6f6465 a3 707931 a5 5072756e65 c2"
+            ),
+        )
+
+    def test_clock_is_above_what_it_witnessed_and_the_time(self) -> None:
+        """
+        L{SerfClock.next} is one above the highest LTime of Serf's join and
+        leave intents, of the push/pull states and of what it sent before,
+        and at least the time in milliseconds.
+        """
+        clock = SerfClock()
+        clock.witness_message(serf_leave_intent("a", 40)[1:])
+        clock.witness_message(bytes([SERF_JOIN]) + pack({"LTime": 70, "Node": "b"}))
+        clock.witness_state(serf_state(50))
+        self.assertEqual(clock.time, 70)
+        clock.witness_state(serf_state(90))
+        self.assertEqual(clock.time, 90)
+        self.assertEqual([clock.next(0.0), clock.next(0.05)], [91, 92])
+        self.assertEqual([clock.next(1.5), clock.next(1.5)], [1500, 1501])
+        clock.witness_message(serf_leave_intent("a", 10)[1:])
+        self.assertEqual(clock.next(1.0), 1502)
+
+    def test_clock_ignores_what_is_not_serf_clock(self) -> None:
+        """
+        Other messages, other Serf messages, malformed intents and states
+        change nothing and raise nothing.
+        """
+        clock = SerfClock()
+        for payload in [
+            b"",
+            b"\x00",
+            b"\x01\xc1",
+            b"\x00" + pack([1, 2]),
+            b"\x00" + pack({"LTime": 5, "Node": "a", "Prune": 1}),
+            b"\x01" + pack({"LTime": b"5", "Node": "a"}),
+            b"\x01" + pack({"LTime": -5, "Node": "a"}),
+            # A user event (its own clock), a push/pull as a message.
+            b"\x03" + pack({"CC": False, "LTime": 9, "Name": "e", "Payload": b""}),
+            serf_state(9),
+            # ckit's state message.
+            b"\x12\x01\x01" + pack({"NewState": 1, "NodeName": "n", "Time": 9}),
+        ]:
+            clock.witness_message(payload)
+        for state in [
+            b"",
+            b"\x02",
+            b"\x02\xc1",
+            b"\x02" + pack({"LTime": "nine"}),
+            b"state-of-meta",
+            serf_leave_intent("a", 9)[1:],
+        ]:
+            clock.witness_state(state)
+        self.assertEqual(clock.time, 0)
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.sampled_from([b"", b"\x00", b"\x01", b"\x02"]),
+        st.one_of(
+            st.binary(max_size=60),
+            st.builds(
+                lambda ltime, node: pack({"LTime": ltime, "Node": node}),
+                st.integers(-(2**63), 2**64 - 1),
+                st.one_of(st.none(), st.text(), st.binary(), st.integers(0, 9)),
+            ),
+        ),
+    )
+    def test_clock_never_raises(self, prefix: bytes, body: bytes) -> None:
+        """
+        Whatever a user message or push/pull state holds, witnessing it
+        raises nothing and keeps the clock in Serf's range.
+        """
+        clock = SerfClock()
+        clock.witness_message(prefix + body)
+        clock.witness_state(prefix + body)
+        self.assertLessEqual(clock.next(0), MAX_LTIME)
+
+    def test_clock_stays_below_serf_wrapping(self) -> None:
+        """
+        Serf's witness sets its clock to LTime + 1 in a uint64: we never
+        send more than 2**64 - 2, even after witnessing the maximum.
+        """
+        clock = SerfClock()
+        clock.witness_message(b"\x01" + pack({"LTime": 2**64 - 1, "Node": "x"}))
+        self.assertEqual([clock.next(0), clock.next(1e30)], [MAX_LTIME] * 2)
+        self.assertEqual(MAX_LTIME, 2**64 - 2)

@@ -51,7 +51,7 @@ from cluster.gossip.members import Member, MemberState, NodeState
 from cluster.gossip.messenger import Messenger
 from cluster.gossip.net import Receiver
 from cluster.gossip.probe import Prober
-from cluster.gossip.serf import serf_leave_intent
+from cluster.gossip.serf import SerfClock, serf_leave_intent
 from cluster.gossip.state import (
     Changes,
     EventKind,
@@ -106,6 +106,7 @@ class Memberlist:
         to advertise when bound to every interface.
     @ivar stats: counters of traffic and of every dropped input, keyed
         C{"dropped.<reason>"}, C{"packets.in"} and so on.
+    @ivar serf_clock: gives our Serf leave intents their LTime.
     """
 
     config: GossipConfig
@@ -132,6 +133,7 @@ class Memberlist:
     _started: bool = attrs.field(default=False, init=False)
     _shutdown: bool = attrs.field(default=False, init=False)
     _leave_waiters: list[Deferred[bool]] = attrs.field(factory=list, init=False)
+    serf_clock: SerfClock = attrs.field(factory=SerfClock, init=False)
     _leave_spread: bool = attrs.field(default=False, init=False)
     _gossip_ticker: Ticker | None = attrs.field(default=None, init=False)
 
@@ -205,6 +207,11 @@ class Memberlist:
             self._local_state,
             self._merge_remote,
             clock=self.reactor,
+            witness=(
+                self.serf_clock.witness_message
+                if self.config.serf_leave_intent
+                else None
+            ),
         )
 
     # --- public API ---
@@ -623,6 +630,8 @@ class Memberlist:
 
     def _merge_remote(self, remote: PushPull) -> None:
         self._apply(self.table.merge(remote.nodes))
+        if self.config.serf_leave_intent:
+            self.serf_clock.witness_state(remote.user_state)
         if remote.user_state and self.config.delegate is not None:
             self.config.delegate.merge_remote_state(remote.user_state, remote.join)
 
@@ -640,7 +649,9 @@ class Memberlist:
         later.  One direct packet per live member, once, makes I{left}
         dependable; the gossiped copy covers lost packets.
         """
-        intent = serf_leave_intent(self.name)
+        intent = serf_leave_intent(
+            self.name, self.serf_clock.next(self.reactor.seconds())
+        )
         for node in self.table.live():
             if node.name != self.name:
                 self._send.raw((node.address, node.port), intent)

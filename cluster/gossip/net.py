@@ -74,6 +74,8 @@ class Receiver:
         L{ProtocolMismatchError} when its versions do not fit).
     @ivar stopped: set once the member shut down: packets are ignored.
     @ivar clock: paces the drop warnings (none without it).
+    @ivar witness: shown every user message's payload before the delegate
+        (the Serf clock reads Serf's intents from them).
     """
 
     config: GossipConfig
@@ -89,6 +91,7 @@ class Receiver:
     merge: Callable[[PushPull], object]
     stopped: bool = False
     clock: IReactorTime | None = attrs.field(default=None, kw_only=True)
+    witness: Callable[[bytes], object] | None = attrs.field(default=None, kw_only=True)
     _unreported: Counter[str] = attrs.field(factory=Counter, init=False)
     _last_report: float | None = attrs.field(default=None, init=False)
     _log = Logger()
@@ -121,8 +124,10 @@ class Receiver:
 
     def deliver(self, message: User) -> None:
         """
-        Hand a user message to the delegate.
+        Hand a user message to the witness, then to the delegate.
         """
+        if self.witness is not None:
+            self.witness(message.payload)
         if self.config.delegate is not None and message.payload:
             self.config.delegate.notify_msg(message.payload)
 
