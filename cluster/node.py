@@ -149,10 +149,12 @@ class FuncObserver:
 class ParticipantObserver:
     """
     Pass changes on to C{next} only when the set of participants changed.
+    As ckit's, it starts from no participants, so a first list without any
+    is no change and is not passed on.
     """
 
     next: Observer
-    _last: list[Peer] | None = attrs.field(default=None, init=False)
+    _last: list[Peer] = attrs.field(factory=list, init=False)
 
     def notify_peers_changed(self, peers: list[Peer]) -> bool:
         participants = sorted(

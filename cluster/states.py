@@ -144,7 +144,7 @@ class PeerStates:
         """
         A peer's push/pull user state: take every newer state of a peer we
         know, gossip what was news, and announce our own state again when
-        the peer lacks it (see L{cluster.node}).
+        the peer lacks it (see L{cluster.node}), unless we have left.
 
         @raise MessageError: when C{data} is not ckit's state.
         """
@@ -169,6 +169,10 @@ class PeerStates:
             self.on_change()
         for accepted in changed:
             self.broadcasts.queue(encode_state(accepted), accepted.node_name)
+        if not self._present():
+            # We left: the peer rightly lacks us, and a state announced now
+            # would be stored everywhere under a departed name.
+            return
         theirs = next((m for m in remote.states if m.node_name == self.name), None)
         mine = self._states.get(self.name)
         if theirs is None or (mine is not None and theirs.time < mine.time):
@@ -187,9 +191,9 @@ class PeerStates:
 
     def _accept(self, message: StateMessage) -> StateMessage | None:
         """
-        ckit's rules for a received state: C{None} if it is stale, else the
-        message to store and gossip on (our real state, freshly ticked,
-        when it was about us).
+        ckit's rules for a received state: C{None} if it is stale (or about
+        us after our leave), else the message to store and gossip on (our
+        real state, freshly ticked, when it was about us).
         """
         current = self._states.get(message.node_name)
         if current is not None and message.time <= current.time:
@@ -203,8 +207,21 @@ class PeerStates:
             if not collided:
                 return None
         if message.node_name == self.name:
+            if not self._present():
+                # A late copy of what we said before our leave: nothing
+                # to refute, and nothing to gossip on about a departed name.
+                return None
             return StateMessage(self.name, self.local, self.clock.tick())
         return message
+
+    def _present(self) -> bool:
+        """
+        Whether we are among our own peers: from memberlist's start until
+        our own leave (memberlist reports our leave to us as to anyone).
+        Absent, we speak for ourselves no more: ckit's C{MergeRemoteState}
+        skips names that are not peers, ours included.
+        """
+        return self.name in self._peers
 
     def _reannounce(self, mine: StateMessage | None) -> None:
         """

@@ -268,6 +268,72 @@ class ClusterTests(SynchronousTestCase):
             True,
         )
 
+    def test_no_state_for_a_node_after_its_own_leave(self) -> None:
+        """
+        After its own leave, a node that keeps running is no longer among
+        its own peers and its push/pulls list it nowhere: it must not
+        announce a state for itself again, or every node would store
+        I{terminating} for a departed name (ckit's C{MergeRemoteState}
+        skips names that are not peers, our own included).
+        """
+        network = SimulatedNetwork(seed=35)
+        nodes = [
+            network.node(f"n{i}", sharder=ring(512), push_pull_interval=2.0)
+            for i in range(3)
+        ]
+        nodes[0].start()
+        network.run(0.01)
+        seed = nodes[0].memberlist.local_member().full_address()
+        for node in nodes[1:]:
+            node.start([seed])
+        network.run(3)
+        for node in nodes:
+            node.change_state(PeerState.PARTICIPANT)
+        self.assertIsNotNone(
+            network.run_until(lambda: converged(nodes, PeerState.PARTICIPANT), 10)
+        )
+        leaver = nodes[2]
+        terminating = leaver.change_state(PeerState.TERMINATING)
+        network.run(5)
+        self.successResultOf(terminating)
+        reannounced = leaver.gossip_events["state_reannounced"]
+        pushed = leaver.memberlist.stats["push_pull.out"]
+        left = leaver.memberlist.leave(5.0)
+        # The leaver keeps running (as between a leave and its shutdown) and
+        # goes on pushing and pulling with the others.
+        for _ in range(12):
+            network.run(1)
+            for node in nodes:
+                self.assertNotIn("n2", {p.name for p in node.peers()}, node.name)
+                self.assertIsNone(node.states.state_of("n2"), node.name)
+        self.assertTrue(self.successResultOf(left))
+        self.assertGreaterEqual(leaver.memberlist.stats["push_pull.out"] - pushed, 4)
+        self.assertEqual(leaver.gossip_events["state_reannounced"], reannounced)
+
+    def test_a_late_copy_of_its_own_state_after_its_leave_is_dropped(self) -> None:
+        """
+        A copy of what a node said about itself before its leave may still
+        reach it afterwards: it is neither refuted (a fresh state would be
+        gossiped under a departed name) nor stored nor passed on.
+        """
+        network = SimulatedNetwork(seed=37)
+        a, b = cluster_of(network, 2)
+        network.run(3)
+        b.change_state(PeerState.PARTICIPANT)
+        network.run(3)
+        said = known_state(b, "node-01")
+        left = b.memberlist.leave(5.0)
+        network.run(1)
+        self.assertTrue(self.successResultOf(left))
+        self.assertIsNone(b.states.state_of("node-01"))
+        stale = b.gossip_events["stale_state"]
+        delegate_of(b).notify_msg(encode_state(said))
+        self.assertIsNone(b.states.state_of("node-01"))
+        self.assertNotIn("node-01", b.states.broadcasts)
+        self.assertEqual(b.gossip_events["stale_state"], stale + 1)
+        network.run(3)
+        self.assertIsNone(a.states.state_of("node-01"))
+
     def test_unknown_messages_are_counted(self) -> None:
         network = SimulatedNetwork(seed=25)
         (a,) = cluster_of(network, 1)
@@ -362,7 +428,53 @@ class ObserverTests(SynchronousTestCase):
         self.assertTrue(observer.notify_peers_changed([viewer]))
         self.assertTrue(observer.notify_peers_changed([participant]))
         self.assertTrue(observer.notify_peers_changed([participant]))
-        self.assertEqual(calls, [[viewer], [participant]])
+        self.assertTrue(observer.notify_peers_changed([viewer]))
+        self.assertEqual(calls, [[participant], [viewer]])
+
+    def test_participant_observer_is_silent_on_a_first_list_without_any(
+        self,
+    ) -> None:
+        """
+        As ckit's, it starts from no participants: a first list with none
+        (empty, or viewers only) is no change, and C{next} is not called.
+        """
+        calls: list[list[Peer]] = []
+        observer = ParticipantObserver(FuncObserver(lambda p: record(calls, p, False)))
+        viewer = Peer("a", "127.0.0.1:1", True, PeerState.VIEWER)
+        terminating = Peer("b", "127.0.0.1:2", False, PeerState.TERMINATING)
+        stays = [
+            observer.notify_peers_changed([]),
+            observer.notify_peers_changed([viewer, terminating]),
+        ]
+        self.assertEqual(calls, [])
+        self.assertEqual(stays, [True, True])
+        # The first participant is a change: passed on, with every peer, and
+        # C{next}'s wish to unregister is passed back.
+        participant = Peer("c", "127.0.0.1:3", False, PeerState.PARTICIPANT)
+        self.assertFalse(observer.notify_peers_changed([viewer, participant]))
+        self.assertEqual(calls, [[viewer, participant]])
+
+    def test_participant_observer_on_a_node(self) -> None:
+        """
+        Registered on a node that only has viewers, it stays silent until a
+        participant appears.
+        """
+        network = SimulatedNetwork(seed=36)
+        (a,) = cluster_of(network, 1)
+        calls: list[list[Peer]] = []
+        a.observe(ParticipantObserver(FuncObserver(lambda p: record(calls, p, True))))
+        events_of(a).notify_join(
+            Member("bob", "127.0.0.9", 1, b"", MemberState.ALIVE, 1)
+        )
+        network.run(1)
+        self.assertEqual(calls, [])
+        a.change_state(PeerState.PARTICIPANT)
+        network.run(1)
+        self.assertEqual(len(calls), 1)
+        self.assertEqual(
+            [(p.name, p.state) for p in calls[0]],
+            [("bob", PeerState.VIEWER), ("node-00", PeerState.PARTICIPANT)],
+        )
 
     def test_sharder_is_fed_before_observers(self) -> None:
         network = SimulatedNetwork(seed=31)
