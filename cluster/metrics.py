@@ -62,13 +62,23 @@ ckit's and Alloy's, so that Alloy's cluster dashboards and alerts work:
     C{cluster_transport_stream_tx_packets_total},
     C{cluster_transport_stream_tx_bytes_total},
     C{cluster_transport_stream_tx_packets_failed_total}.
+  - ckit's packet queue gauges, which Alloy's node dashboard plots as
+    "Pending packet queue": C{cluster_transport_rx_packet_queue_length}
+    (datagrams the transport holds received but not yet handled) and
+    C{cluster_transport_tx_packet_queue_length} (given to it but not yet
+    sent), read from the transport's C{packet_queue_lengths()}.  Our
+    socket transport holds none, so both are truly 0 on real sockets
+    (L{cluster.gossip.transport.NetTransport.packet_queue_lengths} says
+    why); on the simulated network the rx queue holds what reached a
+    starved host and waits to be handled.
 
-Where we differ from ckit: C{cluster_node_info} and
-C{cluster_node_lamport_time} carry C{cluster_name} too (ckit drops it from
-those two, yet Alloy's alerts join C{cluster_node_info} on
-C{cluster_name}); C{cluster_node_info} shows C{viewer} from the start
-(ckit shows an empty state until the first change); and the counters are
-present at 0 before their first event.
+Where we differ from ckit: C{cluster_node_info},
+C{cluster_node_lamport_time} and the C{cluster_transport_*} metrics carry
+C{cluster_name} too (ckit's transport metrics have no labels, and it drops
+C{cluster_name} from the other two, yet Alloy's alerts join
+C{cluster_node_info} on C{cluster_name}); C{cluster_node_info} shows
+C{viewer} from the start (ckit shows an empty state until the first
+change); and the counters are present at 0 before their first event.
 
 Ours, in the same namespace, for what memberlist reports through
 go-metrics (its name in brackets); seconds, not milliseconds:
@@ -493,6 +503,19 @@ class NodeMetrics:
             "Current number of gossip transport streams we opened that await "
             "their reply",
             stats["streams.open"],
+        )
+        rx_queue, tx_queue = self.node.memberlist.transport.packet_queue_lengths()
+        yield self._single(
+            GaugeMetricFamily,
+            "cluster_transport_rx_packet_queue_length",
+            "Current number of unprocessed incoming packets",
+            rx_queue,
+        )
+        yield self._single(
+            GaugeMetricFamily,
+            "cluster_transport_tx_packet_queue_length",
+            "Current number of unprocessed outgoing packets",
+            tx_queue,
         )
 
     # --- memberlist's, in our namespace ---

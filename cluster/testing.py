@@ -166,6 +166,16 @@ class SimulatedClock(Clock):
         self.rightNow = target
 
 
+@attrs.define(eq=False)
+class _Arrival:
+    """
+    A datagram that reached a starved host at C{time} and waits there to
+    be handled.
+    """
+
+    time: float
+
+
 @implementer(ITransport)
 @attrs.define(eq=False)
 class SimulatedTransport:
@@ -185,6 +195,15 @@ class SimulatedTransport:
 
     def send_packet(self, data: bytes, address: Address) -> None:
         self.network._send_packet((self.host, self.port), address, data)
+
+    def packet_queue_lengths(self) -> tuple[int, int]:
+        """
+        The datagrams that reached this host while it was starved and
+        wait to be handled (see L{SimulatedNetwork.starve}); none waits to
+        be sent, since a datagram leaves as it is sent (its latency is the
+        link's, not ours).
+        """
+        return (self.network._arrived_unhandled((self.host, self.port)), 0)
 
     def exchange(
         self,
@@ -227,6 +246,7 @@ class SimulatedNetwork:
     _link_loss: dict[tuple[str, str], float] = attrs.field(factory=dict, init=False)
     _blocked: set[tuple[str, str]] = attrs.field(factory=set, init=False)
     _starved: dict[str, tuple[float, float]] = attrs.field(factory=dict, init=False)
+    _waiting: dict[Address, set[_Arrival]] = attrs.field(factory=dict, init=False)
     _down: set[str] = attrs.field(factory=set, init=False)
     _next_host: int = attrs.field(default=0, init=False)
     _node_seeds: int = attrs.field(default=0, init=False)
@@ -391,7 +411,9 @@ class SimulatedNetwork:
     def starve(self, host: str, low: float = 0.5, high: float = 2.5) -> None:
         """
         Make C{host} handle its input late, by C{low}..C{high} seconds:
-        a node whose CPU or event loop is overloaded.
+        a node whose CPU or event loop is overloaded.  Datagrams that have
+        arrived and wait show in its transport's
+        L{SimulatedTransport.packet_queue_lengths}.
         """
         self._starved[host] = (low, high)
 
@@ -426,14 +448,28 @@ class SimulatedNetwork:
             and (source, destination) not in self._blocked
         )
 
-    def _delay(self, source: str, destination: str) -> float:
-        delay = self._link_latency.get((source, destination))
-        if delay is None:
-            delay = self.rng.uniform(*self.latency)
+    def _delays(self, source: str, destination: str) -> tuple[float, float]:
+        """
+        The link's latency, and how much later a starved C{destination}
+        handles what arrives (0 when it is not starved).
+        """
+        link = self._link_latency.get((source, destination))
+        if link is None:
+            link = self.rng.uniform(*self.latency)
         starved = self._starved.get(destination)
-        if starved is not None:
-            delay += self.rng.uniform(*starved)
-        return delay
+        late = 0.0 if starved is None else self.rng.uniform(*starved)
+        return link, late
+
+    def _delay(self, source: str, destination: str) -> float:
+        link, late = self._delays(source, destination)
+        return link + late
+
+    def _arrived_unhandled(self, address: Address) -> int:
+        """
+        The datagrams that reached C{address} and wait to be handled.
+        """
+        now = self.clock.seconds()
+        return sum(1 for a in self._waiting.get(address, ()) if a.time <= now)
 
     def _send_packet(self, source: Address, destination: Address, data: bytes) -> None:
         self.stats["packets.sent"] += 1
@@ -444,17 +480,28 @@ class SimulatedNetwork:
         if loss and self.rng.random() < loss:
             self.stats["packets.lost"] += 1
             return
+        link, late = self._delays(source[0], destination[0])
+        arrival = None
+        if late:
+            # It waits at the host, not on the wire: the host's rx queue.
+            arrival = _Arrival(self.clock.seconds() + link)
+            self._waiting.setdefault(destination, set()).add(arrival)
         self.clock.callLater(
-            self._delay(source[0], destination[0]),
-            self._deliver_packet,
-            source,
-            destination,
-            data,
+            link + late, self._deliver_packet, source, destination, data, arrival
         )
 
     def _deliver_packet(
-        self, source: Address, destination: Address, data: bytes
+        self,
+        source: Address,
+        destination: Address,
+        data: bytes,
+        arrival: _Arrival | None = None,
     ) -> None:
+        if arrival is not None:
+            waiting = self._waiting[destination]
+            waiting.discard(arrival)
+            if not waiting:
+                del self._waiting[destination]
         target = self._hosts.get(destination)
         if target is None or target.handler is None or destination[0] in self._down:
             self.stats["packets.undeliverable"] += 1

@@ -448,6 +448,9 @@ class WildcardTransport:
     def send_packet(self, data: bytes, address: tuple[str, int]) -> None:
         pass
 
+    def packet_queue_lengths(self) -> tuple[int, int]:
+        return (0, 0)
+
     def exchange(self, *args: object) -> Deferred[bytes | None]:
         return succeed(None)
 

@@ -1,28 +1,44 @@
 """
 Tests for L{cluster.metrics}: every node's Prometheus metrics, scraped from
-a registry of its own as Prometheus would, on the simulated network.
+a registry of its own as Prometheus would, on the simulated network (and,
+for what the packet queue gauges say of real sockets, on loopback).
 """
 
 from __future__ import annotations
 
+import array
+import errno
+import fcntl
+import random
+import socket
+import struct
+import sys
+import termios
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 import attrs
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import DuplicateTimeseries
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet import reactor, udp
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from zope.interface import implementer
 
 from cluster.discovery import static
-from cluster.gossip import JoinError
+from cluster.gossip import GossipConfig, JoinError
+from cluster.gossip.interfaces import IFrameMeasure, IPacketHandler
+from cluster.gossip.transport import NetTransport
 from cluster.metrics import RECEIVED_EVENTS
 from cluster.node import FuncObserver, Node
 from cluster.options import Options
 from cluster.peer import Peer, PeerState
 from cluster.service import ClusterService
-from cluster.testing import SimulatedNetwork
-from tests.helpers import address, node_of
+from cluster.testing import SimulatedNetwork, SimulatedTransport
+from tests.helpers import address, node_of, wait_for
 
 CLUSTER = "prod"
 
@@ -58,6 +74,8 @@ TRANSPORT_NAMES = (
     "cluster_transport_stream_tx_packets_total",
     "cluster_transport_stream_tx_bytes_total",
     "cluster_transport_stream_tx_packets_failed_total",
+    "cluster_transport_rx_packet_queue_length",
+    "cluster_transport_tx_packet_queue_length",
 )
 
 
@@ -448,3 +466,257 @@ def register_service_node(svc: ClusterService, registry: CollectorRegistry) -> N
     registered = {family.name for family in registry.collect()}
     if "cluster_node_info" not in registered:
         registry.register(node_of(svc).metrics)
+
+
+# ckit's help texts (gossiphttp.NewTransport's GaugeFuncs).
+QUEUE_GAUGES = {
+    "cluster_transport_rx_packet_queue_length": (
+        "Current number of unprocessed incoming packets"
+    ),
+    "cluster_transport_tx_packet_queue_length": (
+        "Current number of unprocessed outgoing packets"
+    ),
+}
+
+
+@implementer(IPacketHandler)
+class PacketRecorder:
+    """
+    A handler that records each datagram, and what C{probe} says as it
+    arrives.
+    """
+
+    def __init__(self, probe: Callable[[], object] = lambda: None) -> None:
+        self.probe = probe
+        self.packets: list[bytes] = []
+        self.probed: list[object] = []
+
+    def packet_received(self, data: bytes, source: tuple[str, int]) -> None:
+        self.packets.append(data)
+        self.probed.append(self.probe())
+
+    def stream_measure(self) -> IFrameMeasure:
+        raise NotImplementedError("no streams here")
+
+    def stream_received(
+        self, data: bytes, source: tuple[str, int]
+    ) -> Deferred[bytes | None]:
+        raise NotImplementedError("no streams here")
+
+
+class HeldTransport(SimulatedTransport):
+    """
+    A simulated transport that says it holds datagrams both ways.
+    """
+
+    def packet_queue_lengths(self) -> tuple[int, int]:
+        return (2, 5)
+
+
+class PacketQueueTests(SynchronousTestCase):
+    """
+    ckit's C{cluster_transport_{rx,tx}_packet_queue_length}, read from the
+    transport's C{packet_queue_lengths()}.
+    """
+
+    def test_gauges_with_ckit_names_and_help(self) -> None:
+        _, nodes = three_nodes(seed=78)
+        text = generate_latest(registry_for(nodes[0])).decode()
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        for name, help_text in QUEUE_GAUGES.items():
+            family = families[name]
+            self.assertEqual(family.type, "gauge", name)
+            self.assertEqual(family.documentation, help_text, name)
+            self.assertEqual(
+                [(s.labels, s.value) for s in family.samples],
+                [({"cluster_name": CLUSTER}, 0)],
+            )
+
+    def test_gauges_read_the_transport(self) -> None:
+        """
+        The gauges show what the transport says it holds, not a constant.
+        """
+        network = SimulatedNetwork(seed=79)
+        transport = HeldTransport(network, network.new_host())
+        config = GossipConfig.lan(
+            name="held",
+            label=CLUSTER,
+            bind_address=transport.host,
+            bind_port=transport.port,
+        )
+        node = Node(config, None, network.clock, transport, random.Random(79))
+        scrape = Scrape.of(registry_for(node))
+        self.assertEqual(scrape.value("cluster_transport_rx_packet_queue_length"), 2)
+        self.assertEqual(scrape.value("cluster_transport_tx_packet_queue_length"), 5)
+
+    def test_starved_host_holds_what_arrived(self) -> None:
+        """
+        On the simulated network a datagram is in a starved host's rx queue
+        from when it arrives (not while it is on the wire) until it is
+        handled; nothing ever waits to be sent.
+        """
+        network = SimulatedNetwork(seed=80)
+        sender, receiver = network.transport(), network.transport()
+        recorder = PacketRecorder(receiver.packet_queue_lengths)
+        sender.start(PacketRecorder())
+        receiver.start(recorder)
+        network.set_link(sender.host, receiver.host, latency=0.01)
+        network.starve(receiver.host, low=1.0, high=1.0)
+        for i in range(3):
+            sender.send_packet(b"%d" % i, (receiver.host, receiver.port))
+        self.assertEqual(sender.packet_queue_lengths(), (0, 0))
+        self.assertEqual(receiver.packet_queue_lengths(), (0, 0))  # on the wire
+        network.run(0.02)
+        self.assertEqual(receiver.packet_queue_lengths(), (3, 0))
+        self.assertEqual(recorder.packets, [])
+        network.run(1.0)
+        self.assertEqual(sorted(recorder.packets), [b"0", b"1", b"2"])
+        # Each was out of the queue as it was handled.
+        self.assertEqual(sorted(recorder.probed), [(0, 0), (1, 0), (2, 0)])
+        self.assertEqual(receiver.packet_queue_lengths(), (0, 0))
+
+    def test_starved_node_reports_its_rx_queue(self) -> None:
+        """
+        A starved node's rx gauge counts datagrams waiting to be handled:
+        each is handled within the starvation delay (1 s).
+        """
+        network, (first, node, last) = three_nodes(seed=81)
+        network.starve(node.memberlist.transport.host, low=1.0, high=1.0)
+        registry = registry_for(node)
+        seen: list[float] = []
+        for _ in range(20):
+            network.run(0.1)
+            scrape = Scrape.of(registry)
+            waiting = scrape.value("cluster_transport_rx_packet_queue_length")
+            self.assertEqual(
+                waiting, node.memberlist.transport.packet_queue_lengths()[0]
+            )
+            self.assertEqual(
+                scrape.value("cluster_transport_tx_packet_queue_length"), 0
+            )
+            handled = node.memberlist.stats["packets.in"]
+            network.run(1.01)
+            self.assertGreaterEqual(
+                node.memberlist.stats["packets.in"] - handled, waiting
+            )
+            seen.append(waiting)
+        self.assertGreater(max(seen), 0)
+        # The others are not starved: they hold nothing.
+        for other in (first, last):
+            self.assertEqual(other.memberlist.transport.packet_queue_lengths(), (0, 0))
+
+
+class _RefusingSocket:
+    """
+    A UDP socket whose C{sendto} fails as a full send buffer does.
+    """
+
+    def __init__(self, real: socket.socket) -> None:
+        self.real = real
+
+    def sendto(self, data: bytes, address: tuple[str, int]) -> int:
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def _next_datagram_size(port: udp.Port) -> int:
+    """
+    What Linux's C{FIONREAD} says of a UDP socket: the size of the next
+    datagram waiting in the kernel (not of all of them), 0 when none does.
+    """
+    size = array.array("i", [0])
+    fcntl.ioctl(port.fileno(), termios.FIONREAD, size)
+    return size[0]
+
+
+_SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)
+
+
+def _kernel_bytes(port: udp.Port) -> int:
+    """
+    The kernel memory the datagrams waiting on C{port} take (Linux's
+    C{SO_MEMINFO}, C{SK_MEMINFO_RMEM_ALLOC}): bytes, overhead included.
+    """
+    info = port.socket.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, 9 * 4)
+    return int(struct.unpack("9I", info)[0])
+
+
+class RealSocketQueueTests(TestCase):
+    """
+    L{NetTransport} holds no datagram, either way: the gauges' 0 is what
+    real sockets do.
+    """
+
+    timeout = 30
+
+    async def started(self, handler: IPacketHandler) -> NetTransport:
+        transport = NetTransport(reactor, bind_address="127.0.0.1")
+        await transport.start(handler)
+        self.addCleanup(transport.stop)
+        return transport
+
+    async def test_datagrams_wait_in_the_kernel_not_here(self) -> None:
+        """
+        A burst waits in the kernel's buffer, which counts it in bytes of
+        its own; Twisted reads each datagram only as the one before it has
+        been handled, so none is ever read ahead into a queue of ours.
+        """
+        if not sys.platform.startswith("linux"):
+            raise SkipTest("FIONREAD and SO_MEMINFO of UDP sockets as on Linux")
+        burst = 50
+        waiting: list[tuple[int, tuple[int, int]]] = []
+        recorder = PacketRecorder(lambda: waiting.append(probe()))
+        transport = await self.started(recorder)
+        port = cast(udp.Port, transport._udp)
+
+        def probe() -> tuple[int, tuple[int, int]]:
+            return _next_datagram_size(port), transport.packet_queue_lengths()
+
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(sender.close)
+        destination = ("127.0.0.1", transport.port)
+        # Hold reading until the whole burst has reached the kernel.
+        port.stopReading()
+        sender.sendto(b"000", destination)
+        await wait_for(lambda: _kernel_bytes(port) > 0, 10, "first datagram queued")
+        one = _kernel_bytes(port)
+        self.assertGreater(one, 3)  # bytes of kernel memory, not of payload
+        for i in range(1, burst):
+            sender.sendto(b"%03d" % i, destination)
+        await wait_for(lambda: _kernel_bytes(port) == burst * one, 10, "burst queued")
+        self.assertEqual(_next_datagram_size(port), 3)  # one datagram's, not all
+        self.assertEqual(transport.packet_queue_lengths(), (0, 0))
+        port.startReading()
+        await wait_for(lambda: len(recorder.packets) == burst, 10, "burst handled")
+        self.assertEqual(recorder.packets, [b"%03d" % i for i in range(burst)])
+        # While each was handled the next still waited in the kernel.
+        self.assertEqual(waiting, [(3, (0, 0))] * (burst - 1) + [(0, (0, 0))])
+
+    async def test_refused_datagram_is_dropped_not_queued(self) -> None:
+        """
+        A datagram the socket cannot take is counted as failed (the tx
+        failed metric) and never sent later.
+        """
+        transport = await self.started(PacketRecorder())
+        port = cast(udp.Port, transport._udp)
+        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(receiver.close)
+        receiver.bind(("127.0.0.1", 0))
+        receiver.setblocking(False)
+        destination = receiver.getsockname()
+
+        real = port.socket
+        port.socket = cast(socket.socket, _RefusingSocket(real))
+        try:
+            transport.send_packet(b"refused", destination)
+            self.assertEqual(transport.stats["send.failed"], 1)
+            self.assertEqual(transport.packet_queue_lengths(), (0, 0))
+        finally:
+            port.socket = real
+        await deferLater(reactor, 0, lambda: None)
+        transport.send_packet(b"sent", destination)
+        self.assertEqual(receiver.recv(100), b"sent")
+        self.assertRaises(BlockingIOError, receiver.recv, 100)
+        self.assertEqual(transport.stats["send.failed"], 1)

@@ -189,6 +189,16 @@ class ITransport(Interface):
         Send one datagram; failures are counted, never raised.
         """
 
+    def packet_queue_lengths() -> tuple[int, int]:
+        """
+        The datagrams this transport holds now: those received but not
+        yet handed to the handler, and those given to L{send_packet} but
+        not yet handed to the network (ckit's in and out packet queues,
+        exported as C{cluster_transport_rx_packet_queue_length} and
+        C{cluster_transport_tx_packet_queue_length}).  A transport that
+        never holds a datagram returns C{(0, 0)}; none may estimate.
+        """
+
     def exchange(
         address: tuple[str, int],
         request: bytes,

@@ -499,6 +499,22 @@ class NetTransport:
             self.stats["send.failed"] += 1
             self.log.debug("send to {address} failed: {e}", address=address, e=e)
 
+    def packet_queue_lengths(self) -> tuple[int, int]:
+        """
+        C{(0, 0)}, always and truly: this transport never holds a datagram.
+
+        Twisted's UDP port hands each datagram it reads to
+        C{datagramReceived}, which hands it to the handler before the next
+        is read, and nothing else (a scrape included) runs on the reactor
+        in between.  C{send_packet} hands each datagram to C{sendto} at
+        once; Twisted keeps no write buffer for UDP, so one the socket
+        cannot take (C{EAGAIN}) raises and is counted in C{send.failed},
+        never kept.  A backlog can wait in the kernel's socket buffers,
+        but the kernel tells their size in bytes of its own accounting,
+        not in datagrams (see the README's metrics section).
+        """
+        return (0, 0)
+
     def exchange(
         self,
         address: tuple[str, int],
