@@ -502,13 +502,21 @@ class Memberlist:
     def _schedule_loops(self) -> None:
         """
         Start probing (see L{cluster.gossip.probe}) and gossip on fixed
-        tickers and push/pull on a timer rescaled with the cluster size,
-        each after a random stagger so that nodes started together do not
-        tick in lockstep.
+        tickers and push/pull on a timer rescaled with the cluster size.
+        Each loop waits a random stagger, under one interval, so that nodes
+        started together do not tick in lockstep.  The first probe and
+        gossip round come a whole interval later, as memberlist's do; the
+        first push/pull comes at once, where memberlist's waits an interval
+        more (up to 60 s at its LAN timings): it repairs a join broadcast
+        that was lost sooner.
         """
-        stagger = self.rng.random() * self.config.probe_interval
+        interval = self.config.probe_interval
         self._timers.later(
-            stagger, self._timers.every, self.config.probe_interval, self._prober.tick
+            self.rng.random() * interval,
+            self._timers.every,
+            interval,
+            self._prober.tick,
+            False,
         )
         if self.config.gossip_interval > 0:
             stagger = self.rng.random() * self.config.gossip_interval
@@ -546,7 +554,9 @@ class Memberlist:
                 self._gossip()
                 return True
 
-        self._gossip_ticker = self._timers.ticker(self.config.gossip_interval, tick)
+        self._gossip_ticker = self._timers.ticker(
+            self.config.gossip_interval, tick, now=False
+        )
 
     def _wake_gossip(self) -> None:
         if self._gossip_ticker is not None:

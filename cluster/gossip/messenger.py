@@ -135,11 +135,16 @@ class Messenger:
         """
         messages = self.broadcasts.get(overhead, limit)
         if self.delegate is not None:
-            used = sum(len(m) + overhead for m in messages)
-            extra = self.delegate.get_broadcasts(
-                overhead + USER_MESSAGE_OVERHEAD, limit - used
-            )
-            messages.extend(encode_message(User(bytes(item))) for item in extra if item)
+            room = limit - sum(len(m) + overhead for m in messages)
+            # memberlist asks the delegate only when more than the framing
+            # of one user message is left.
+            if room > overhead + USER_MESSAGE_OVERHEAD:
+                extra = self.delegate.get_broadcasts(
+                    overhead + USER_MESSAGE_OVERHEAD, room
+                )
+                messages.extend(
+                    encode_message(User(bytes(item))) for item in extra if item
+                )
         return messages
 
     def gossip(self, address: Address, crc: bool) -> bool:

@@ -120,6 +120,15 @@ class Changes:
 # Room left above a start-up incarnation for the refutations of a lifetime.
 _MAX_INITIAL_INCARNATION = 1 << 31
 
+INCARNATION_CEILING = 3 << 30
+"""
+The lowest incarnation no honest member reaches: memberlist starts at 1 and
+we at most at 2^31 (L{initial_incarnation}), and a member refutes far
+fewer than 2^30 times in a lifetime.  A message at or above it is dropped
+and counted (C{dropped.incarnation}), whoever it is about, so no member is
+ever pushed to where it cannot refute within the uint32 wire field.
+"""
+
 
 def initial_incarnation(now: float) -> int:
     """
@@ -137,7 +146,8 @@ def initial_incarnation(now: float) -> int:
     until a push/pull, up to a push/pull interval later: restarting ten
     nodes of twelve together left such an entry for over 10 s in one
     simulated run in twenty.  Incarnations are uint32 on the wire, so the
-    seconds are capped at 2^31, leaving room for refutations.
+    seconds are capped at 2^31, leaving room for refutations (see
+    L{INCARNATION_CEILING}).
     """
     return max(1, min(int(now), _MAX_INITIAL_INCARNATION))
 
@@ -239,7 +249,14 @@ class MemberTable:
             return Changes()
         return self.dead(Dead(me.incarnation, self.name, self.name), on_finished)
 
+    def _plausible(self, incarnation: int) -> bool:
+        if incarnation < INCARNATION_CEILING:
+            return True
+        self.stats["dropped.incarnation"] += 1
+        return False
+
     def _refute(self, me: NodeState, accused_incarnation: int) -> Changes:
+        # Below the ceiling on both counts, so this fits the wire's uint32.
         incarnation = max(self.incarnation + 1, accused_incarnation + 1)
         self.incarnation = me.incarnation = incarnation
         self.stats["refuted"] += 1
@@ -298,6 +315,8 @@ class MemberTable:
         if len(alive.node.encode("utf-8")) > NAME_MAX_SIZE:
             self.stats["dropped.name"] += 1
             return changes
+        if not self._plausible(alive.incarnation):
+            return changes
         address = ip_from_bytes(alive.addr)
         now = self.clock.seconds()
         state = self._nodes.get(alive.node)
@@ -311,7 +330,7 @@ class MemberTable:
                 incarnation=0,
                 state=MemberState.DEAD,
                 state_change=now,
-                vsn=vsn,
+                vsn=vsn if len(vsn) >= 6 else b"",
             )
             self._insert(state)
         elif state.address != address or state.port != alive.port:
@@ -354,7 +373,7 @@ class MemberTable:
                 return changes
             return self._refute(state, alive.incarnation)
         changes.broadcasts.append(Broadcast(alive.node, alive, on_finished))
-        if vsn:
+        if len(vsn) >= 6:
             state.vsn = vsn
         state.incarnation = alive.incarnation
         state.meta = alive.meta
@@ -380,6 +399,8 @@ class MemberTable:
         """
         state = self._nodes.get(suspect.node)
         if state is None or suspect.incarnation < state.incarnation:
+            return Changes()
+        if not self._plausible(suspect.incarnation):
             return Changes()
         suspicion = self._suspicions.get(suspect.node)
         if suspicion is not None and suspect.incarnation == state.incarnation:
@@ -445,6 +466,8 @@ class MemberTable:
         """
         state = self._nodes.get(dead.node)
         if state is None or dead.incarnation < state.incarnation:
+            return Changes()
+        if not self._plausible(dead.incarnation):
             return Changes()
         self._cancel_suspicion(dead.node)
         if state.dead_or_left():

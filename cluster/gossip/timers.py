@@ -77,14 +77,17 @@ class Timers:
         self._loops.append(loop)
         loop.start(interval, now=now)
 
-    def ticker(self, interval: float, f: Callable[[], bool]) -> Ticker:
+    def ticker(
+        self, interval: float, f: Callable[[], bool], now: bool = True
+    ) -> Ticker:
         """
-        Call C{f} now and then every C{interval} seconds, until it returns
-        C{False}; then wait for L{Ticker.wake} (see L{Ticker}).
+        Call C{f} every C{interval} seconds (first at once unless C{now} is
+        false), until it returns C{False}; then wait for L{Ticker.wake}
+        (see L{Ticker}).
         """
         ticker = Ticker(self, interval, f)
         self._tickers.append(ticker)
-        ticker.start()
+        ticker.start(now)
         return ticker
 
     def stop(self) -> None:
@@ -134,9 +137,16 @@ class Ticker:
         """
         return self._asleep
 
-    def start(self) -> None:
+    def start(self, now: bool = True) -> None:
+        """
+        Start the grid here, with a first tick at once or, unless C{now},
+        one interval later.
+        """
         self._origin = self.timers.clock.seconds()
-        self._tick()
+        if now:
+            self._tick()
+        else:
+            self._schedule()
 
     def wake(self) -> None:
         """

@@ -314,6 +314,13 @@ class _ClientStream(_FramedStream):
 
     def connectionMade(self) -> None:
         assert self.transport is not None
+        # memberlist dials within the timeout, then sends under a fresh one
+        # and reads the reply under another.  Twisted does not say when the
+        # kernel took the last byte, so sending and reading share one
+        # deadline of both: never shorter than memberlist's.  (A TCP ping
+        # answers within its probe round or not at all: a late ack is
+        # ignored.)
+        self.setTimeout(2 * self.deadline)
         self.transport.write(self.request)
 
     def failed(self, reason: Failure) -> None:
@@ -351,7 +358,7 @@ class _ClientFactory(protocol.ClientFactory):
         return self.stream
 
     def startedConnecting(self, connector: IConnector) -> None:
-        # The deadline covers connecting too.
+        # Connecting has a deadline of its own, as memberlist's dial.
         self.stream.start_deadline()
 
     def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
