@@ -60,16 +60,22 @@ class ProcessExit(ProcessProtocol):
     """
     Collects a child process's output and fires C{ended} with its exit
     status (negative: the signal that ended it).
+
+    @ivar output: stdout and stderr, as they came.
+    @ivar errors: stderr alone.
     """
 
     def __init__(self) -> None:
         self.ended: Deferred[int] = Deferred()
         self.output = bytearray()
+        self.errors = bytearray()
 
     def outReceived(self, data: bytes) -> None:
         self.output += data
 
-    errReceived = outReceived
+    def errReceived(self, data: bytes) -> None:
+        self.output += data
+        self.errors += data
 
     def processEnded(self, reason: Failure) -> None:
         code = 0
@@ -120,6 +126,13 @@ class LocalNode:
         What the process wrote so far (its log, on stdout and stderr).
         """
         return self._protocol.output.decode("utf-8", "replace")
+
+    @property
+    def errors(self) -> str:
+        """
+        What the process wrote to stderr so far (its log goes to stdout).
+        """
+        return self._protocol.errors.decode("utf-8", "replace")
 
     def command(self) -> list[str]:
         return [

@@ -65,6 +65,33 @@ most (C{bench/join_block.py} measures the longest block;
 C{tests/test_ownership.py} checks that owners agree after partitions,
 false deaths and restarts).
 
+Name conflicts
+==============
+
+Two live processes under one name cannot both be members: memberlist
+keeps the address it knew first and refuses the other's claims (its
+C{aliveNode} conflict, counted as ckit's C{node_conflict} event).  The
+newcomer is the one whose first join finds its name held elsewhere: a
+push/pull reply lists our name, alive, at another address.  Before
+deciding, the node pings that address under our name (memberlist's
+C{Ping}; only a process of that name acks):
+
+  - it acks: the name is in use.  The node logs so, never takes part (it
+    shuts its memberlist down I{without} a leave, which would announce the
+    holder's name as left), and L{Node.start} fails with
+    L{NameConflictError}.  Until the verdict, our peer state is not
+    gossiped: announced under a name held by another node, it would
+    demote that node to a viewer everywhere until it refuted;
+  - it does not: a previous process of ours that crashed, which the
+    cluster declares dead and forgets in time (memberlist then takes the
+    new address); the node logs that and goes on.
+
+Members that see another address claim a name they hold, the holder
+itself included, keep what they hold and log it once per claimant, not
+once per packet (Serf decides such conflicts by a vote of the members;
+our newcomer always loses, as it does there, because every other member
+keeps the holder's address).
+
 Metrics
 =======
 
@@ -87,7 +114,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from cluster.gossip import GossipConfig, Member, Memberlist
+from cluster.gossip import GossipConfig, Member, Memberlist, NoPingResponseError
 from cluster.gossip.interfaces import (
     IBroadcastWaker,
     IConflictDelegate,
@@ -104,6 +131,7 @@ from cluster.states import PeerStates
 
 __all__ = [
     "FuncObserver",
+    "NameConflictError",
     "Node",
     "NodeStoppedError",
     "Observer",
@@ -112,11 +140,30 @@ __all__ = [
 ]
 
 LEAVE_TIMEOUT = 5.0
+# Pings of a conflicting address before it counts as gone: a lost packet
+# must not let a second process take a live node's name.
+NAME_CHECK_PINGS = 3
+# Conflicts remembered as logged; a flood of claims from ever new
+# addresses must not grow the set without bound.
+REPORTED_CONFLICTS_MAX = 1024
+
+_IN_USE = (
+    "node name {name} is already used by {holder}; this node ({me}) will not "
+    "become ready"
+)
 
 
 class NodeStoppedError(Exception):
     """
     The node was stopped and cannot be started again.
+    """
+
+
+class NameConflictError(Exception):
+    """
+    Another live process uses our node name, and the cluster keeps its
+    address: this node does not take part.  The message names both
+    addresses.
     """
 
 
@@ -189,6 +236,9 @@ class Node:
     @ivar updating: C{True} while observers are being told of a change.
     @ivar metrics: our Prometheus collector, for the caller to register
         on a C{prometheus_client.CollectorRegistry} of its choice.
+    @ivar name_conflict: set when our name turned out to be used by another
+        live process (see I{Name conflicts} above); the node is then
+        stopped for good.
     """
 
     config: GossipConfig
@@ -203,6 +253,16 @@ class Node:
     updating: bool = attrs.field(default=False, init=False)
     metrics: NodeMetrics = attrs.field(init=False, repr=False)
     states: PeerStates = attrs.field(init=False)
+    name_conflict: NameConflictError | None = attrs.field(default=None, init=False)
+    _delegate: _NodeDelegate = attrs.field(init=False)
+    # Whether a join succeeded yet; while the first one and the check of
+    # its outcome run, claims of our name from other addresses are kept
+    # (by address) to be checked.
+    _joined_once: bool = attrs.field(default=False, init=False)
+    _checking: bool = attrs.field(default=False, init=False)
+    _claims: dict[str, Member] = attrs.field(factory=dict, init=False)
+    # (name, holder, claimant) of the conflicts logged, oldest first.
+    _reported: dict[tuple[str, str, str], None] = attrs.field(factory=dict, init=False)
     _peer_cache: list[Peer] = attrs.field(factory=list, init=False)
     _peers_stale: bool = attrs.field(default=False, init=False)
     _observers: list[Observer] = attrs.field(factory=list, init=False)
@@ -226,8 +286,8 @@ class Node:
             self.gossip_events,
             self._peers_changed,
         )
-        delegate = _NodeDelegate(
-            self.states, self.gossip_events, self.gossip_broadcasts
+        delegate = self._delegate = _NodeDelegate(
+            self.states, self.gossip_events, self.gossip_broadcasts, self._conflict
         )
         config = attrs.evolve(
             self.config, delegate=delegate, events=delegate, conflict=delegate
@@ -256,14 +316,20 @@ class Node:
         any time to rejoin; local state is never reset.
 
         @return: a Deferred firing with how many peers were contacted; it
-            fails only when C{peers} is not empty and none answered.
+            fails when C{peers} is not empty and none answered, and with
+            L{NameConflictError} when, at our first join, another live
+            process turned out to hold our name (the node is then stopped).
         """
         if self._stopped:
-            return fail(NodeStoppedError("node stopped"))
+            return fail(self.name_conflict or NodeStoppedError("node stopped"))
         started = self.memberlist.start()
         if not peers:
             return started.addCallback(lambda _: 0)
-        return started.addCallback(lambda _: self.memberlist.join(list(peers)))
+        if self._joined_once:
+            return started.addCallback(lambda _: self.memberlist.join(list(peers)))
+        return started.addCallback(
+            lambda _: Deferred.fromCoroutine(self._first_join(list(peers)))
+        )
 
     def stop(self) -> Deferred[None]:
         """
@@ -271,15 +337,113 @@ class Node:
         """
         if self._stopped:
             return succeed(None)
+        self._halt_updates()
+        d = self.memberlist.leave(LEAVE_TIMEOUT)
+        d.addErrback(lambda f: self._log.failure("leave failed", f))
+        return d.addBoth(lambda _: self.memberlist.shutdown())
+
+    def _halt_updates(self) -> None:
         self._stopped = True
         for call in (self._update_call, self._notify_call):
             if call is not None and call.active():
                 call.cancel()
         self._update_call = self._notify_call = None
         self._steps = None
-        d = self.memberlist.leave(LEAVE_TIMEOUT)
-        d.addErrback(lambda f: self._log.failure("leave failed", f))
-        return d.addBoth(lambda _: self.memberlist.shutdown())
+
+    # --- name conflicts ---
+
+    async def _first_join(self, peers: list[str]) -> int:
+        """
+        Join as L{Memberlist.join}, keeping the claims of our name that the
+        replies bring, then check them.
+        """
+        self._checking = True
+        try:
+            contacted = await self.memberlist.join(peers)
+            self._joined_once = True
+            await self._check_claims()
+        finally:
+            self._checking = False
+            self._claims.clear()
+            if self.name_conflict is None and self._delegate.muted:
+                self._delegate.unmute()
+        return contacted
+
+    async def _check_claims(self) -> None:
+        """
+        Ping each address that holds our name (more may come meanwhile):
+        one that acks is another live process of our name, and we give way
+        (see I{Name conflicts}).
+        """
+        me = self.memberlist.local_member().full_address()
+        gone: dict[str, Member] = {}
+        while self._claims and not self._stopped:
+            address, holder = self._claims.popitem()
+            if address in gone:
+                continue
+            if not await self._answers(holder):
+                gone[address] = holder
+                continue
+            fields = {"name": self.name, "holder": holder.full_address(), "me": me}
+            self._log.error(_IN_USE, **fields)
+            self.name_conflict = NameConflictError(_IN_USE.format(**fields))
+            self._halt_updates()
+            # No leave: it would announce the holder's name as left.
+            await self.memberlist.shutdown()
+            raise self.name_conflict
+        for address in gone:
+            self._reported_once((self.name, me, address))
+            self._log.warn(
+                "node name {name} is still listed at {holder}, which does not "
+                "answer: the cluster takes this node ({me}) once it has "
+                "declared that entry dead and forgotten it",
+                name=self.name,
+                holder=address,
+                me=me,
+            )
+
+    async def _answers(self, holder: Member) -> bool:
+        for _ in range(NAME_CHECK_PINGS):
+            try:
+                await self.memberlist.ping(self.name, (holder.address, holder.port))
+            except NoPingResponseError:
+                continue
+            return True
+        return False
+
+    def _conflict(self, existing: Member, other: Member) -> None:
+        """
+        memberlist refused C{other}'s claim of the name of C{existing}, the
+        member it holds under that name.
+        """
+        if self._stopped:
+            return
+        if existing.name == self.name and self._checking:
+            # The cluster holds our name elsewhere: checked after the join;
+            # say nothing as ourselves until then.
+            self._claims.setdefault(other.full_address(), other)
+            self._delegate.muted = True
+            return
+        holder, claimant = existing.full_address(), other.full_address()
+        if self._reported_once((existing.name, holder, claimant)):
+            self._log.warn(
+                "{name} at {claimant} claims the name of {name} at {holder}; "
+                "keeping {holder}",
+                name=existing.name,
+                claimant=claimant,
+                holder=holder,
+            )
+
+    def _reported_once(self, key: tuple[str, str, str]) -> bool:
+        """
+        Note C{key} as reported: C{True} the first time.
+        """
+        if key in self._reported:
+            return False
+        if len(self._reported) >= REPORTED_CONFLICTS_MAX:
+            del self._reported[next(iter(self._reported))]
+        self._reported[key] = None
+        return True
 
     # --- states ---
 
@@ -441,7 +605,19 @@ class _NodeDelegate:
     states: PeerStates
     counters: Counter[str]
     broadcasts: Counter[str]
+    on_conflict: Callable[[Member, Member], object]
+    # While set, our peer states are not gossiped (see Node._conflict).
+    muted: bool = False
+    _wake: Callable[[], object] | None = None
     _log = Logger()
+
+    def unmute(self) -> None:
+        """
+        Gossip our peer states again, at once if any are queued.
+        """
+        self.muted = False
+        if self._wake is not None:
+            self._wake()
 
     def node_meta(self, limit: int) -> bytes:
         return b""
@@ -463,10 +639,12 @@ class _NodeDelegate:
             self.broadcasts["state_change_message"] += 1
 
     def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
+        if self.muted:
+            return []
         return self.states.broadcasts.get(overhead, limit)
 
     def watch_broadcasts(self, wake: Callable[[], object]) -> None:
-        self.states.broadcasts.on_queued = wake
+        self.states.broadcasts.on_queued = self._wake = wake
 
     def local_state(self, join: bool) -> bytes:
         self.counters["get_local_state"] += 1
@@ -494,3 +672,4 @@ class _NodeDelegate:
 
     def notify_conflict(self, existing: Member, other: Member) -> None:
         self.counters["node_conflict"] += 1
+        self.on_conflict(existing, other)

@@ -10,6 +10,10 @@ second.  The embedding program moves the node to I{participant} with
 L{ClusterService.change_state} once it is ready to take work, and reads
 ownership through L{ClusterService.data}.  Stopping moves to
 I{terminating} (bounded to 5 s), leaves (5 s) and shuts down.
+
+A node whose name another live node of the cluster already uses never
+takes part: L{ClusterService.when_joined} fails with L{NameConflictError}
+and the service is never ready (see L{cluster.node}).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from zope.interface import implementer
 
 from cluster.gossip.interfaces import ITransport, reactor_or_global
 from cluster.interfaces import Cluster, Component, ServiceHost
-from cluster.node import FuncObserver, Node
+from cluster.node import FuncObserver, NameConflictError, Node
 from cluster.options import Options, split_advertise_address
 from cluster.peer import Peer, PeerState
 from cluster.shard import Op, Sharder, ring
@@ -108,6 +112,8 @@ class _Readiness(enum.Enum):
     NOT_READY = 0
     READY = 1
     DEADLINE_PASSED = 2
+    # For good: our node may not take part (its name is another's).
+    REFUSED = 3
 
 
 @implementer(Cluster)
@@ -121,7 +127,8 @@ class ClusterView:
     0.  Otherwise true once the non-viewer peers reach the minimum, or once
     C{minimum_size_wait_timeout} has passed since the service was created
     (as in Alloy; sticky until the minimum is met again); dropping below
-    the minimum after being ready starts the wait over.
+    the minimum after being ready starts the wait over.  Never, whatever
+    the settings, once L{refuse}d.
     """
 
     sharder: Sharder
@@ -162,7 +169,16 @@ class ClusterView:
     def _set(self, state: _Readiness) -> None:
         self._state = state
         if self.ready_gauge is not None:
-            self.ready_gauge.set(0 if state == _Readiness.NOT_READY else 1)
+            ready = state in (_Readiness.READY, _Readiness.DEADLINE_PASSED)
+            self.ready_gauge.set(1 if ready else 0)
+
+    def refuse(self) -> None:
+        """
+        Never be ready again: our node may not take part in the cluster
+        (another live node uses its name).
+        """
+        self._cancel_deadline()
+        self._set(_Readiness.REFUSED)
 
     def _deadline_passed(self) -> None:
         self._deadline = None
@@ -181,7 +197,7 @@ class ClusterView:
         """
         Re-evaluate readiness against the current peers.
         """
-        if self._always_ready():
+        if self._always_ready() or self._state == _Readiness.REFUSED:
             return
         if len(self.sharder.peers()) >= self.options.minimum_cluster_size:
             if self._state != _Readiness.READY:
@@ -204,6 +220,8 @@ class ClusterView:
         return self.sharder.peers()
 
     def ready(self) -> bool:
+        if self._state == _Readiness.REFUSED:
+            return False
         if self._always_ready():
             return True
         return self._state != _Readiness.NOT_READY
@@ -376,13 +394,17 @@ class ClusterService(service.Service):
         started.addCallback(lambda _: self._settle_join(outcome[0]))
 
     def _abandon(self, failure: Failure) -> None:
-        self._log.error(
-            "cluster node failed to start: {error}", error=failure.getErrorMessage()
-        )
+        if not failure.check(NameConflictError):  # the node said it, once
+            self._log.error(
+                "cluster node failed to start: {error}",
+                error=failure.getErrorMessage(),
+            )
         service.Service.stopService(self)
         self.view.shutdown()
 
     def _settle_join(self, outcome: Failure | None) -> None:
+        if outcome is not None and outcome.check(NameConflictError):
+            self.view.refuse()
         if outcome is not None and self.running:
             self._abandon(outcome)
         self._joined = [outcome]
@@ -397,7 +419,8 @@ class ClusterService(service.Service):
         """
         A Deferred firing once start-up has joined the discovered peers
         (or bootstrapped a new cluster when that failed), and failing when
-        the node could not start.
+        the node could not start: with L{NameConflictError} when another
+        live node uses our name (the service is then never ready).
         """
         if self._joined:
             (outcome,) = self._joined
@@ -434,6 +457,8 @@ class ClusterService(service.Service):
         )
         try:
             await self.node.start(peers)
+        except NameConflictError:
+            raise
         except Exception as e:
             self._log.warn(
                 "failed to connect to peers; bootstrapping a new cluster: {error}",
@@ -478,6 +503,12 @@ class ClusterService(service.Service):
         self._log.debug("rejoining peers: {peers}", peers=",".join(peers))
         try:
             await self.node.start(peers)
+        except NameConflictError:
+            # Our first successful join, late: it found our name in use
+            # (the node said so).  Nothing to rejoin as, ever again.
+            self.view.refuse()
+            if self._rejoin_loop is not None and self._rejoin_loop.running:
+                self._rejoin_loop.stop()
         except Exception as e:
             self._log.warn("failed to rejoin list of peers: {error}", error=e)
 

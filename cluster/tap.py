@@ -10,8 +10,10 @@ The node moves itself to I{participant} once it has joined (Alloy's
 behaviour for a component that is ready), unless C{--viewer}.
 
 Start-up failures end the process with status 1 and one line naming the
-cause: an address in use (or no address to advertise), and join addresses
-of which none resolves while there is nothing else to join.  SIGTERM and
+cause: an address in use (or no address to advertise), join addresses of
+which none resolves while there is nothing else to join, and a node name
+that another live node of the cluster uses (the others keep that node;
+see L{cluster.node}).  SIGTERM and
 Ctrl-C stop the node gracefully: it announces I{terminating}, leaves (its
 peers record I{left}), and closes its sockets.
 """
@@ -379,19 +381,27 @@ class ClusterNode(service.MultiService):
             # Alloy would bootstrap alone; a node given only addresses that
             # do not resolve is misconfigured, and a split brain waiting.
             error = self._discovery_failed[0].getErrorMessage()
-            self._fatal(f"--join-addresses: {error}")
+            message = f"--join-addresses: {error}"
+            self._log.error("{message}", message=message)
+            self._fatal(message)
             return
         if not self.options["viewer"] and self.cluster.node is not None:
             self.cluster.change_state(PeerState.PARTICIPANT)
 
     def _failed(self, failure: Failure) -> None:
+        # A bind or advertise error, or our name in use by a live node: the
+        # service or the node logged it already.
         self._fatal(failure.getErrorMessage())
 
     def _fatal(self, message: str) -> None:
         """
-        Stop with status 1 and one line naming the cause.
+        Stop with status 1 and one line on stderr naming the cause (which
+        the log holds already).
         """
-        print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+        # twistd sends sys.stderr to the log: the line goes to the process's
+        # own stderr, where whoever started it looks.
+        stderr = sys.__stderr__ or sys.stderr
+        print(f"{PROG}: {message}", file=stderr, flush=True)
         core = self.reactor
         assert IReactorCore.providedBy(core)
         # twistd has no exit status of its own: end with 1 once shut down.

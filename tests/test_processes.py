@@ -1,6 +1,7 @@
 """
 Real C{twistd clusternode} processes on 127.0.0.1 (L{cluster.demo.LocalNode}):
-a three-node cluster, a crash, a graceful stop, and start-up failures.
+a three-node cluster, a crash, a graceful stop, start-up failures, and a
+second process under a live node's name.
 
 Outcomes are asserted within the worst case of the profile they run
 (C{--profile local}: push/pull every 15 s, suspicion at most 18 s with
@@ -12,6 +13,7 @@ from __future__ import annotations
 import socket
 from typing import cast
 
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -21,6 +23,7 @@ from twisted.trial.unittest import TestCase
 from cluster.demo import LocalNode
 from cluster.gossip import GossipConfig
 from cluster.gossip.suspicion import suspicion_timeout
+from cluster.node import NAME_CHECK_PINGS
 from tests.helpers import wait_for
 
 LOCAL = GossipConfig.local()
@@ -29,6 +32,8 @@ DETECTION = 3 * LOCAL.probe_interval + LOCAL.suspicion_max_timeout_mult * (
     suspicion_timeout(LOCAL.suspicion_mult, 3, LOCAL.probe_interval)
 )
 STARTUP = 30.0  # a cold interpreter importing Twisted, on a loaded machine
+# A join (a push/pull per seed, at once) and the name check's pings.
+NAME_CHECK = LOCAL.tcp_timeout + NAME_CHECK_PINGS * LOCAL.probe_timeout
 
 clock = cast(IReactorTime, reactor)
 _log = Logger()
@@ -160,3 +165,77 @@ class StartupFailureTests(ProcessTestCase):
             "twistd clusternode: --join-addresses: failed to find any valid join "
             "addresses",
         )
+
+
+class NameConflictTests(ProcessTestCase):
+    async def test_second_process_under_a_live_name_exits(self) -> None:
+        """
+        A process started under the name of a live node exits with status
+        1 and one line on stderr naming the conflict; the others keep the
+        first node, count the conflict and say so once.
+        """
+        seed = self.node("k-1")
+        await wait_for(lambda: self.peers(seed), STARTUP, "the seed answers")
+        holder = self.node("k-2", "--join-addresses", seed.gossip_address)
+        both = {"k-1": "participant", "k-2": "participant"}
+
+        async def formed() -> bool:
+            return all([await self.peers(n) == both for n in (seed, holder)])
+
+        await wait_for(formed, STARTUP + SPREAD, "the seed and the holder")
+
+        newcomer = self.node(
+            "k-2",
+            "--join-addresses",
+            f"{seed.gossip_address},{holder.gossip_address}",
+        )
+        await wait_for(
+            lambda: newcomer.ended.called, STARTUP + NAME_CHECK, "the newcomer exits"
+        )
+        self.assertEqual(await newcomer.ended, 1, newcomer.output[-3000:])
+        in_use = (
+            f"node name k-2 is already used by {holder.gossip_address}; "
+            f"this node ({newcomer.gossip_address}) will not become ready"
+        )
+        self.assertEqual(newcomer.errors, f"twistd clusternode: {in_use}\n")
+        # Its log says it once too (stdout), and nothing else went wrong.
+        self.assertEqual(newcomer.output.count(in_use), 2, newcomer.output[-3000:])
+        self.assertNotIn("Traceback", newcomer.output)
+        self.assertNotIn("failed to start", newcomer.output)
+
+        keeping = (
+            f"k-2 at {newcomer.gossip_address} claims the name of k-2 at "
+            f"{holder.gossip_address}; keeping {holder.gossip_address}"
+        )
+        for node in (seed, holder):
+            # Logged before they answered the newcomer's join, so before it
+            # exited: only the pipe to this test remains.
+            await wait_for(
+                lambda node=node: keeping in node.output,  # type: ignore[misc]
+                LOCAL.probe_interval,
+                f"{node.name} says it keeps the holder",
+            )
+            self.assertEqual(node.output.count(keeping), 1, node.output[-3000:])
+            self.assertGreaterEqual(await self.conflicts(node), 1, node.name)
+            peers = await node.get("/api/v0/web/peers")
+            self.assertEqual(
+                {p["name"]: (p["addr"], p["state"]) for p in peers},
+                {
+                    "k-1": (seed.gossip_address, "participant"),
+                    "k-2": (holder.gossip_address, "participant"),
+                },
+            )
+
+    async def conflicts(self, node: LocalNode) -> float:
+        """
+        How many conflicts C{node} counted (ckit's C{node_conflict} event).
+        """
+        _, body = await node.fetch("/metrics")
+        for family in text_string_to_metric_families(body.decode("utf-8")):
+            for sample in family.samples:
+                if (
+                    sample.name == "cluster_node_gossip_received_events_total"
+                    and sample.labels.get("event") == "node_conflict"
+                ):
+                    return float(sample.value)
+        return 0.0

@@ -12,7 +12,12 @@ L{net} (receiving), and L{memberlist}, the API that wires them.
 """
 
 from cluster.gossip.config import GossipConfig
-from cluster.gossip.errors import BindError, JoinError, RemoteError
+from cluster.gossip.errors import (
+    BindError,
+    JoinError,
+    NoPingResponseError,
+    RemoteError,
+)
 from cluster.gossip.interfaces import (
     IBroadcastWaker,
     IConflictDelegate,
@@ -39,5 +44,6 @@ __all__ = [
     "Member",
     "MemberState",
     "Memberlist",
+    "NoPingResponseError",
     "RemoteError",
 ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from twisted.python.failure import Failure
 
-__all__ = ["BindError", "JoinError", "RemoteError"]
+__all__ = ["BindError", "JoinError", "NoPingResponseError", "RemoteError"]
 
 
 class JoinError(Exception):
@@ -34,3 +34,14 @@ class BindError(Exception):
     The transport could not bind its address.  The message names the
     address and the cause.
     """
+
+
+class NoPingResponseError(Exception):
+    """
+    A ping (L{cluster.gossip.Memberlist.ping}) had no ack in time.
+    """
+
+    def __init__(self, name: str, address: str) -> None:
+        super().__init__(f"no ping response from {name} at {address}")
+        self.name = name
+        self.address = address

@@ -44,7 +44,12 @@ from cluster.gossip.advertise import (
 from cluster.gossip.awareness import Awareness
 from cluster.gossip.broadcast import BroadcastQueue
 from cluster.gossip.config import META_MAX_SIZE, GossipConfig
-from cluster.gossip.errors import BindError, JoinError, RemoteError
+from cluster.gossip.errors import (
+    BindError,
+    JoinError,
+    NoPingResponseError,
+    RemoteError,
+)
 from cluster.gossip.framing import PacketCodec, StreamCodec, codecs_for
 from cluster.gossip.interfaces import IBroadcastWaker, ITransport, reactor_or_global
 from cluster.gossip.members import Member, MemberState, NodeState
@@ -311,6 +316,35 @@ class Memberlist:
         probes fail, so a failed probe round waits longer.
         """
         return self.awareness.score
+
+    def ping(self, name: str, address: Address) -> Deferred[float]:
+        """
+        Ping C{name} at C{address} once over UDP, member or not
+        (memberlist's C{Ping}): only a process of that name acks.
+
+        @return: a Deferred firing with the round trip in seconds, or
+            failing with L{NoPingResponseError} when no ack came within
+            C{probe_timeout} (as in memberlist, a late ack is still taken
+            until C{probe_interval}, and then ignored).
+        """
+        if self._shutdown or not self._started:
+            return fail(RuntimeError("memberlist is not running"))
+        seq = self._acks.next_seq()
+        sent = self.reactor.seconds()
+        answered: Deferred[float] = Deferred()
+
+        def acked(payload: bytes | None) -> None:
+            if not answered.called:
+                answered.callback(self.reactor.seconds() - sent)
+
+        def timed_out(result: object, timeout: float) -> Failure:
+            return Failure(NoPingResponseError(name, join_host_port(*address)))
+
+        self._acks.expect(seq, acked, None, self.config.probe_interval, lambda: None)
+        self._send.send(address, self._ping(seq, name))
+        return answered.addTimeout(
+            self.config.probe_timeout, self.reactor, onTimeoutCancel=timed_out
+        )
 
     def send_best_effort(self, member: Member, payload: bytes) -> None:
         """

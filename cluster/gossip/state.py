@@ -343,13 +343,10 @@ class MemberTable:
             ):
                 updates_address = True
             else:
+                # Counted every time, said by the conflict delegate: once
+                # per claimant, in words, by cluster.node (memberlist logs
+                # every claim).
                 self.stats["conflicts"] += 1
-                self._log.warn(
-                    "conflicting address for {node}: {old} vs {new}",
-                    node=alive.node,
-                    old=f"{state.address}:{state.port}",
-                    new=f"{address}:{alive.port}",
-                )
                 other = attrs.evolve(
                     state.to_member(), address=address, port=alive.port, meta=alive.meta
                 )
