@@ -31,10 +31,10 @@ from twisted.internet.defer import Deferred, ensureDeferred
 # Running the script directly puts bench/ (not the repo root) on sys.path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from cluster.ckit.messages import StateMessage, encode_local_state
+from cluster.ckit.node import Node
 from cluster.gossip import GossipConfig
 from cluster.gossip.wire import PushNodeState, PushPull
-from cluster.messages import StateMessage, encode_local_state
-from cluster.node import Node
 from cluster.peer import PeerState
 from cluster.shard import ring
 

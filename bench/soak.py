@@ -4,7 +4,7 @@ A soak test of real node processes on this machine:
     python bench/soak.py --nodes 100 --minutes 5 [--kills 3] [--json PATH]
 
 It starts C{--nodes} C{twistd -n clusternode} processes
-(L{cluster.demo.LocalNode}) on 127.0.0.1 only, with the LAN timing profile
+(L{cluster.daemon.demo.LocalNode}) on 127.0.0.1 only, with the LAN timing profile
 (memberlist's C{DefaultLANConfig}: 1 s probes, suspicion multiplier 4,
 suspicion maximum 6 times the minimum).  The first C{--seeds} nodes are the
 seeds; every other node joins through all of them.  Nodes start in batches
@@ -84,7 +84,7 @@ from twisted.internet.interfaces import IReactorCore, IReactorTime
 # Running the script directly puts bench/ (not the repo root) on sys.path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cluster.demo import LocalNode
+from cluster.daemon.demo import LocalNode
 from cluster.gossip import GossipConfig
 from cluster.gossip.suspicion import suspicion_timeout
 from cluster.gossip.transport import free_loopback_port

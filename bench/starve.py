@@ -57,9 +57,9 @@ from twisted.internet.interfaces import IReactorCore, IReactorTime
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from cluster.demo import LocalNode  # noqa: E402
+from cluster.daemon.demo import LocalNode  # noqa: E402
+from cluster.daemon.tap import PROFILES  # noqa: E402
 from cluster.gossip.suspicion import suspicion_timeout  # noqa: E402
-from cluster.tap import PROFILES  # noqa: E402
 from tests.starved_node import StarvedNode  # noqa: E402
 
 PROG = "bench/starve.py"

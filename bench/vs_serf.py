@@ -89,13 +89,13 @@ sys.path.insert(0, ROOT)
 from twisted.internet import reactor  # noqa: E402
 from twisted.internet.interfaces import IReactorTime  # noqa: E402
 
-from cluster.demo import LocalNode  # noqa: E402
+from cluster.alloy.service import TERMINATING_TIMEOUT  # noqa: E402
+from cluster.ckit.node import LEAVE_TIMEOUT  # noqa: E402
+from cluster.daemon.demo import LocalNode  # noqa: E402
 from cluster.gossip import GossipConfig  # noqa: E402
 from cluster.gossip.memberlist import push_pull_scale  # noqa: E402
 from cluster.gossip.suspicion import suspicion_timeout  # noqa: E402
 from cluster.gossip.transport import free_loopback_port  # noqa: E402
-from cluster.node import LEAVE_TIMEOUT  # noqa: E402
-from cluster.service import TERMINATING_TIMEOUT  # noqa: E402
 
 PROG = "bench/vs_serf.py"
 LAN = GossipConfig.lan()
@@ -265,7 +265,7 @@ class Member(abc.ABC):
 class OurNode(Member):
     """
     A C{twistd clusternode --profile lan} process (the command line of
-    L{cluster.demo.LocalNode}), read over its HTTP status API.
+    L{cluster.daemon.demo.LocalNode}), read over its HTTP status API.
     """
 
     def __init__(self, name: str, log_path: str) -> None:

@@ -1,19 +1,19 @@
 """
 A Twisted gossip cluster: memberlist-compatible membership
-(L{cluster.gossip}), ckit-style peer states and sharding (L{cluster.node},
+(L{cluster.gossip}), ckit-style peer states and sharding (L{cluster.ckit.node},
 L{cluster.shard}), and Alloy's cluster service (L{ClusterService}).
 """
 
-from cluster.interfaces import Cluster, Component, ServiceHost
-from cluster.options import Options
-from cluster.peer import Peer, PeerState
-from cluster.service import (
+from cluster.alloy.interfaces import Cluster, Component, ServiceHost
+from cluster.alloy.options import Options
+from cluster.alloy.service import (
     SERVICE_NAME,
     ClusterService,
     ComponentBlock,
     Definition,
     SimpleServiceHost,
 )
+from cluster.peer import Peer, PeerState
 from cluster.shard import Op
 
 __all__ = [

@@ -43,6 +43,10 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
+from cluster.alloy.interfaces import ServiceHost
+from cluster.alloy.options import Options
+from cluster.alloy.service import ClusterService, SimpleServiceHost
+from cluster.ckit.node import Node
 from cluster.gossip.config import GossipConfig, GossipSettings
 from cluster.gossip.interfaces import (
     IFrameMeasure,
@@ -51,10 +55,6 @@ from cluster.gossip.interfaces import (
     StreamTimeout,
 )
 from cluster.gossip.memberlist import Memberlist
-from cluster.interfaces import ServiceHost
-from cluster.node import Node
-from cluster.options import Options
-from cluster.service import ClusterService, SimpleServiceHost
 from cluster.shard import Sharder
 
 if TYPE_CHECKING:

@@ -17,13 +17,13 @@ from twisted.names.common import ResolverBase
 from twisted.names.error import DNSNameError
 from zope.interface import implementer
 
-from cluster.discovery import static
+from cluster.alloy.discovery import static
+from cluster.alloy.options import Options
+from cluster.alloy.service import ClusterService, SimpleServiceHost
+from cluster.ckit.node import Node
 from cluster.gossip import IEventDelegate, ITransport, Member, Memberlist, MemberState
 from cluster.gossip.codec import pack
 from cluster.gossip.serf import SERF_PUSH_PULL
-from cluster.node import Node
-from cluster.options import Options
-from cluster.service import ClusterService, SimpleServiceHost
 from cluster.testing import SimulatedNetwork
 
 _log = Logger()

@@ -42,7 +42,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
-from cluster.demo import ProcessExit
+from cluster.daemon.demo import ProcessExit
 
 __all__ = [
     "CommandError",

@@ -3,7 +3,7 @@ A busy application embedding a cluster node, for the starvation tests:
 
     python tests/starved_node.py --block 1 --every 5 [clusternode flags]
 
-It runs the node C{twistd clusternode} runs (L{cluster.tap.makeService}:
+It runs the node C{twistd clusternode} runs (L{cluster.daemon.tap.makeService}:
 the cluster service, its status site and C{/metrics} on C{--http}) inside
 an application of its own, whose other service blocks the reactor with
 C{time.sleep(block)} every C{every} seconds, as an application doing
@@ -12,7 +12,7 @@ is C{twistd clusternode}'s.  Each block is logged when it ends (C{blocked
 the reactor for 1.001 s}), on standard output with the node's own log.
 SIGTERM or Ctrl-C stop it gracefully, as C{twistd}: the node leaves.
 
-L{StarvedNode} runs the program as a L{cluster.demo.LocalNode} does a
+L{StarvedNode} runs the program as a L{cluster.daemon.demo.LocalNode} does a
 C{twistd clusternode} process, for C{tests/test_starvation.py} and
 C{bench/starve.py}.
 """
@@ -44,8 +44,8 @@ from twisted.logger import (
 )
 from twisted.python import usage
 
-from cluster import tap
-from cluster.demo import LocalNode
+from cluster.daemon import tap
+from cluster.daemon.demo import LocalNode
 from cluster.gossip.interfaces import reactor_or_global
 
 __all__ = ["StarvedNode", "StarvedOptions", "Starver", "main"]

@@ -30,14 +30,18 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from cluster import Options, PeerState
-from cluster.discovery import DiscoveryError, static
+from cluster.alloy.discovery import DiscoveryError, static
+from cluster.alloy.service import ClusterService
+from cluster.ckit.node import (
+    NAME_CHECK_PINGS,
+    REPORTED_CONFLICTS_MAX,
+    NameConflictError,
+)
 from cluster.gossip import GossipConfig, NoPingResponseError
 from cluster.gossip.interfaces import IConflictDelegate
 from cluster.gossip.suspicion import suspicion_timeout
-from cluster.node import NAME_CHECK_PINGS, REPORTED_CONFLICTS_MAX, NameConflictError
-from cluster.service import ClusterService
 from cluster.testing import SimulatedNetwork
-from cluster.web import ReadyResource
+from cluster.web.site import ReadyResource
 from tests.helpers import address, known, node_of, start_and_join
 
 LAN = GossipConfig.lan()

@@ -1,5 +1,5 @@
 """
-Tests for L{cluster.discovery}: Alloy's join-address resolution on a fake
+Tests for L{cluster.alloy.discovery}: Alloy's join-address resolution on a fake
 resolver (nothing is looked up for real), and the mutual exclusion of join
 addresses and other discovery.
 """
@@ -17,8 +17,8 @@ from twisted.names import client
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from cluster import discovery
-from cluster.discovery import (
+from cluster.alloy import discovery
+from cluster.alloy.discovery import (
     DNS_TIMEOUT,
     DiscoveryError,
     join_addresses,

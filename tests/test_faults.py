@@ -53,7 +53,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
 
-from cluster.demo import SAMPLE_KEYS
+from cluster.daemon.demo import SAMPLE_KEYS
 from cluster.gossip import GossipConfig
 from cluster.gossip.suspicion import suspicion_timeout
 from tests.helpers import now, wait_for

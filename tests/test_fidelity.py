@@ -16,6 +16,14 @@ from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
+from cluster.alloy.options import Options
+from cluster.alloy.service import ClusterService
+from cluster.ckit.messages import (
+    StateMessage,
+    decode_local_state,
+    encode_local_state,
+    encode_state,
+)
 from cluster.gossip import (
     GossipConfig,
     IDelegate,
@@ -37,15 +45,7 @@ from cluster.gossip.framing import StreamCodec
 from cluster.gossip.state import ProtocolMismatchError
 from cluster.gossip.transport import NetTransport, free_loopback_port
 from cluster.gossip.wire import PushNodeState, PushPull, ip_to_bytes
-from cluster.messages import (
-    StateMessage,
-    decode_local_state,
-    encode_local_state,
-    encode_state,
-)
-from cluster.options import Options
 from cluster.peer import PeerState
-from cluster.service import ClusterService
 from cluster.testing import SimulatedNetwork
 from tests.helpers import FakeResolver, cluster_services, known, start_and_join
 

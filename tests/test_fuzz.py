@@ -46,6 +46,15 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from cluster.ckit.messages import (
+    MessageError,
+    StateMessage,
+    decode_local_state,
+    decode_state,
+    encode_local_state,
+    encode_state,
+)
+from cluster.ckit.node import Node
 from cluster.gossip import GossipConfig, Memberlist, MemberState, lzw
 from cluster.gossip.codec import pack
 from cluster.gossip.framing import (
@@ -81,15 +90,6 @@ from cluster.gossip.wire import (
     ip_to_bytes,
     stream_message_length,
 )
-from cluster.messages import (
-    MessageError,
-    StateMessage,
-    decode_local_state,
-    decode_state,
-    encode_local_state,
-    encode_state,
-)
-from cluster.node import Node
 from cluster.peer import PeerState
 from cluster.testing import SimulatedNetwork
 from tests.helpers import known, wait_for

@@ -1,5 +1,5 @@
 """
-Tests for L{cluster.metrics}: every node's Prometheus metrics, scraped from
+Tests for L{cluster.ckit.metrics}: every node's Prometheus metrics, scraped from
 a registry of its own as Prometheus would, on the simulated network (and,
 for what the packet queue gauges say of real sockets, on loopback).
 """
@@ -28,15 +28,15 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from cluster.discovery import static
+from cluster.alloy.discovery import static
+from cluster.alloy.options import Options
+from cluster.alloy.service import ClusterService
+from cluster.ckit.metrics import RECEIVED_EVENTS
+from cluster.ckit.node import FuncObserver, Node
 from cluster.gossip import GossipConfig, JoinError
 from cluster.gossip.interfaces import IFrameMeasure, IPacketHandler
 from cluster.gossip.transport import NetTransport
-from cluster.metrics import RECEIVED_EVENTS
-from cluster.node import FuncObserver, Node
-from cluster.options import Options
 from cluster.peer import Peer, PeerState
-from cluster.service import ClusterService
 from cluster.testing import SimulatedNetwork, SimulatedTransport
 from tests.helpers import address, node_of, wait_for
 

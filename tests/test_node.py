@@ -1,5 +1,5 @@
 """
-Tests for L{cluster.node.Node} and L{cluster.messages}: ckit's peer states
+Tests for L{cluster.ckit.node.Node} and L{cluster.ckit.messages}: ckit's peer states
 over the simulated network.
 """
 
@@ -11,8 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from twisted.internet.defer import CancelledError
 from twisted.trial.unittest import SynchronousTestCase
 
-from cluster.gossip import IDelegate, IEventDelegate, Member, MemberState
-from cluster.messages import (
+from cluster.ckit.messages import (
     LocalState,
     MessageError,
     StateMessage,
@@ -22,13 +21,14 @@ from cluster.messages import (
     encode_local_state,
     encode_state,
 )
-from cluster.node import (
+from cluster.ckit.node import (
     FuncObserver,
     Node,
     NodeStoppedError,
     ParticipantObserver,
     StateTransitionError,
 )
+from cluster.gossip import IDelegate, IEventDelegate, Member, MemberState
 from cluster.peer import Peer, PeerState
 from cluster.shard import Op, Sharder, SteppedSharder, ring
 from cluster.testing import SimulatedNetwork

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from twisted.trial.unittest import SynchronousTestCase
 
 from cluster import ClusterService, Op, PeerState, shard
+from cluster.ckit.messages import StateMessage, encode_state
 from cluster.gossip.framing import PacketCodec
 from cluster.gossip.wire import MessageType
-from cluster.messages import StateMessage, encode_state
 from cluster.testing import SimulatedNetwork
 from tests.helpers import cluster_services, node_of, transport_of
 
@@ -257,7 +257,7 @@ class OwnershipWithSteppedUpdatesTests(OwnershipAfterFaultTests):
     (a 4-node ring of 512 tokens per node takes about twenty reactor
     turns), as a node in a very large cluster applies its updates:
     lookups answer from the previous peers between steps, and changes that
-    arrive during the steps are applied after them (L{cluster.node}).
+    arrive during the steps are applied after them (L{cluster.ckit.node}).
     """
 
     def setUp(self) -> None:

@@ -1,5 +1,5 @@
 """
-Real C{twistd clusternode} processes on 127.0.0.1 (L{cluster.demo.LocalNode}):
+Real C{twistd clusternode} processes on 127.0.0.1 (L{cluster.daemon.demo.LocalNode}):
 a three-node cluster, a crash, a graceful stop, start-up failures, and a
 second process under a live node's name.
 
@@ -20,10 +20,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 
-from cluster.demo import LocalNode
+from cluster.ckit.node import NAME_CHECK_PINGS
+from cluster.daemon.demo import LocalNode
 from cluster.gossip import GossipConfig
 from cluster.gossip.suspicion import suspicion_timeout
-from cluster.node import NAME_CHECK_PINGS
 from tests.helpers import wait_for
 
 LOCAL = GossipConfig.local()

@@ -2,7 +2,7 @@
 Restarts (the [hardening] issue, item 5): nodes that come back under the
 same name, at the same address or at another one.
 
-Real C{twistd clusternode} processes on 127.0.0.1 (L{cluster.demo.LocalNode},
+Real C{twistd clusternode} processes on 127.0.0.1 (L{cluster.daemon.demo.LocalNode},
 C{--profile local}):
 
   - ten of twelve nodes killed (or stopped) together and started again
@@ -61,8 +61,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from cluster import ClusterService, Options, PeerState
-from cluster.demo import LocalNode
-from cluster.discovery import static
+from cluster.alloy.discovery import static
+from cluster.daemon.demo import LocalNode
 from cluster.gossip import (
     GossipConfig,
     IConflictDelegate,

@@ -1,5 +1,5 @@
 """
-Tests for L{cluster.service.ClusterService} on the simulated network:
+Tests for L{cluster.alloy.service.ClusterService} on the simulated network:
 readiness, component notification, split-brain healing, join subsets,
 disabled clustering and the peers API.
 """

@@ -1,4 +1,4 @@
-"""Tests for cluster.shard, cluster.peer and cluster.lamport.
+"""Tests for cluster.shard, cluster.peer and cluster.ckit.lamport.
 
 The conformance tests replay ``ckit-shard-vectors.json``: outputs of ckit's own
 Go code (string keys, key builders and lookups for every sharder and op).
@@ -20,7 +20,7 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from cluster import shard
-from cluster.lamport import MAX_TIME, LamportClock
+from cluster.ckit.lamport import MAX_TIME, LamportClock
 from cluster.peer import Peer, PeerState, StateTransitionError, check_transition
 from cluster.shard import MAX_KEY, KeyBuilder, NotEnoughPeersError, Op, string_key
 
@@ -171,7 +171,7 @@ class BatchPathTests(SynchronousTestCase):
     def test_numpy_is_imported_only_by_a_batch(self) -> None:
         # It costs every process about 14 MiB; most nodes never ask a batch.
         script = (
-            "import sys, cluster, cluster.tap\n"
+            "import sys, cluster, cluster.daemon.tap\n"
             "assert 'numpy' not in sys.modules\n"
             "from cluster.shard import Op, ring\n"
             "from cluster.peer import Peer, PeerState\n"

@@ -33,7 +33,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from cluster.demo import LocalNode
+from cluster.daemon.demo import LocalNode
 from cluster.gossip import GossipConfig
 from tests.helpers import now, wait_for
 from tests.starved_node import StarvedNode

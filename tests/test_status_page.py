@@ -46,10 +46,10 @@ from twisted.trial.unittest import TestCase
 from twisted.web.server import Site
 
 from cluster import ClusterService, Options, PeerState
-from cluster.discovery import static
+from cluster.alloy.discovery import static
 from cluster.gossip import MemberState
 from cluster.testing import SimulatedNetwork
-from cluster.web import status_site
+from cluster.web.site import status_site
 from tests.helpers import address, node_of
 from tests.test_web import HOSTILE, parse
 

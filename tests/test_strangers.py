@@ -44,7 +44,8 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from cluster.demo import LocalNode
+from cluster.daemon.certs import Issued, issue_certificate, make_authority
+from cluster.daemon.demo import LocalNode
 from cluster.gossip import (
     GossipConfig,
     JoinError,
@@ -53,7 +54,6 @@ from cluster.gossip import (
     MemberState,
 )
 from cluster.testing import SimulatedNetwork
-from cluster.tls import Issued, issue_certificate, make_authority
 from tests.helpers import now, start_and_join, wait_for
 from tests.test_restarts import LOCAL, SPREAD, STARTUP, ProcessTestCase
 from tests.test_tls import CLUSTER_NAME, stream_tls, tls_node, transport_of

@@ -1,5 +1,5 @@
 """
-C{twistd clusternode}'s command line (L{cluster.tap.Options}) and plugin:
+C{twistd clusternode}'s command line (L{cluster.daemon.tap.Options}) and plugin:
 every flag with a good and a bad value; a bad one is a one-line usage
 error naming the flag, raised before anything binds.
 """
@@ -17,9 +17,15 @@ from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
+from cluster.daemon.certs import issue_certificate, make_authority
+from cluster.daemon.tap import (
+    ClusterNode,
+    Options,
+    _QuietSite,
+    makeService,
+    parse_duration,
+)
 from cluster.gossip import Keyring
-from cluster.tap import ClusterNode, Options, _QuietSite, makeService, parse_duration
-from cluster.tls import issue_certificate, make_authority
 
 KEY16 = base64.b64encode(bytes(range(16))).decode()
 KEY32 = base64.b64encode(bytes(range(32))).decode()

@@ -1,6 +1,6 @@
 """
 Mutual TLS on the TCP streams (L{cluster.gossip.tls}), over real sockets
-on 127.0.0.1 with certificates made at test time by L{cluster.tls}.
+on 127.0.0.1 with certificates made at test time by L{cluster.daemon.certs}.
 """
 
 from __future__ import annotations
@@ -17,10 +17,8 @@ from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from cluster.gossip import GossipConfig, JoinError, Keyring, Memberlist, MemberState
-from cluster.gossip.transport import NetTransport
-from cluster.options import Options
-from cluster.tls import (
+from cluster.alloy.options import Options
+from cluster.daemon.certs import (
     Issued,
     StreamTLS,
     issue_certificate,
@@ -28,6 +26,8 @@ from cluster.tls import (
     main,
     make_authority,
 )
+from cluster.gossip import GossipConfig, JoinError, Keyring, Memberlist, MemberState
+from cluster.gossip.transport import NetTransport
 from tests.helpers import wait_for
 
 KEY = Keyring([bytes(range(16))])

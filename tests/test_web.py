@@ -1,5 +1,5 @@
 """
-Tests for L{cluster.web.status_site}: every route, rendered in memory
+Tests for L{cluster.web.site.status_site}: every route, rendered in memory
 (treq's client over C{treq.testing.RequestTraversalAgent}, as
 C{StubTreq}) for services on the simulated network.
 """
@@ -24,11 +24,11 @@ from twisted.web.resource import Resource
 from twisted.web.test.requesthelper import DummyRequest
 
 from cluster import ClusterService, Op, Options, PeerState
-from cluster.discovery import static
+from cluster.alloy.discovery import static
 from cluster.shard import string_key
-from cluster.status import cluster_status
 from cluster.testing import SimulatedNetwork
-from cluster.web import status_site
+from cluster.web.site import status_site
+from cluster.web.status import cluster_status
 from tests.helpers import address, cluster_services, node_of
 
 HOSTILE = "<script>alert('x')</script>&\"evil\""

@@ -6,7 +6,7 @@ broadcasts alone, and request/reply exchanges run over streams.
 
 Everything sent is counted in the member's C{stats} as it goes, a Counter
 increment or two per message (metrics read them when scraped, see
-L{cluster.metrics}): C{packets.out} and C{bytes.out} per datagram,
+L{cluster.ckit.metrics}): C{packets.out} and C{bytes.out} per datagram,
 C{messages.out.<type>} per message (L{SENT_KEYS}; the type is the message's
 first byte, so piggybacked broadcasts count too), C{gossip.out} per gossip
 send, and for streams we dial C{streams.out}, C{streams.out.failed},

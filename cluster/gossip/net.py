@@ -13,7 +13,7 @@ peer with the wrong cluster name or key shows in the log, and a flood of
 garbage does not fill it.
 
 What arrives is counted in C{stats} too, a Counter increment or two per
-message (metrics read them when scraped, see L{cluster.metrics}):
+message (metrics read them when scraped, see L{cluster.ckit.metrics}):
 C{packets.in} and C{bytes.in} per datagram, C{packets.in.failed} per
 datagram with a part we dropped, C{messages.in.<type>} per message
 decoded (L{RECEIVED_KEYS}), and for streams we accept C{streams.in},

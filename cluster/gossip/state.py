@@ -344,7 +344,7 @@ class MemberTable:
                 updates_address = True
             else:
                 # Counted every time, said by the conflict delegate: once
-                # per claimant, in words, by cluster.node (memberlist logs
+                # per claimant, in words, by cluster.ckit.node (memberlist logs
                 # every claim).
                 self.stats["conflicts"] += 1
                 other = attrs.evolve(

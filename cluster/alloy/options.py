@@ -63,7 +63,7 @@ def _interface_names(names: Iterable[str]) -> tuple[str, ...]:
 @attrs.frozen
 class Options:
     """
-    How to run a L{cluster.service.ClusterService}.  Fixed for the life of
+    How to run a L{cluster.alloy.service.ClusterService}.  Fixed for the life of
     the service.
 
     Alloy's fields: C{log}, C{metrics} (a per-node

@@ -3,8 +3,9 @@ TLS for the cluster's TCP streams: loading (L{load_stream_tls}, see
 L{cluster.gossip.tls}) and a small certificate authority for setting a
 cluster up or testing it, so that no C{openssl} incantation is needed::
 
-    python -m cluster.tls ca certs/                      # certs/ca.pem, ca-key.pem
-    python -m cluster.tls node certs/ node-a --dns cluster.internal --ip 10.0.0.5
+    python -m cluster.daemon.certs ca certs/      # certs/ca.pem, ca-key.pem
+    python -m cluster.daemon.certs node certs/ node-a \
+        --dns cluster.internal --ip 10.0.0.5
 
 Every node certificate is good for both TLS roles (each member both
 accepts and dials streams) and is an EC P-256 key, quick to make and to
@@ -166,11 +167,11 @@ def _read_authority(directory: str) -> Issued:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """
-    C{python -m cluster.tls ca DIR} or C{python -m cluster.tls node DIR NAME
-    [--dns NAME]... [--ip ADDRESS]...}.
+    C{python -m cluster.daemon.certs ca DIR} or
+    C{python -m cluster.daemon.certs node DIR NAME [--dns NAME]... [--ip ADDRESS]...}.
     """
     parser = argparse.ArgumentParser(
-        prog="python -m cluster.tls",
+        prog="python -m cluster.daemon.certs",
         description="Make a cluster certificate authority and node certificates.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -194,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             paths = issued.write(args.directory, args.name)
     except (OSError, ValueError) as e:
-        print(f"python -m cluster.tls: {e}", file=sys.stderr)
+        print(f"python -m cluster.daemon.certs: {e}", file=sys.stderr)
         return 1
     print("\n".join(paths))
     return 0

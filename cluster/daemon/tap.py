@@ -13,7 +13,7 @@ Start-up failures end the process with status 1 and one line naming the
 cause: an address in use (or no address to advertise), join addresses of
 which none resolves while there is nothing else to join, and a node name
 that another live node of the cluster uses (the others keep that node;
-see L{cluster.node}).  SIGTERM and
+see L{cluster.ckit.node}).  SIGTERM and
 Ctrl-C stop the node gracefully: it announces I{terminating}, leaves (its
 peers record I{left}), and closes its sockets.
 """
@@ -37,13 +37,13 @@ from twisted.python.failure import Failure
 from twisted.web.http import Request
 from twisted.web.server import Site
 
-from cluster.discovery import DiscoverFn, DiscoveryError, peer_discovery
+from cluster.alloy.discovery import DiscoverFn, DiscoveryError, peer_discovery
+from cluster.alloy.options import Options as ClusterOptions
+from cluster.alloy.service import ClusterService
 from cluster.gossip import GossipConfig, Keyring
 from cluster.gossip.address import parse_ip, split_host_port
 from cluster.gossip.interfaces import reactor_or_global
-from cluster.options import Options as ClusterOptions
 from cluster.peer import PeerState
-from cluster.service import ClusterService
 
 __all__ = ["ClusterNode", "Options", "makeService", "parse_duration"]
 
@@ -343,7 +343,7 @@ class ClusterNode(service.MultiService):
         self.cluster.setServiceParent(self)
         registry = cluster_options.metrics
         assert registry is not None
-        from cluster.web import status_site
+        from cluster.web.site import status_site
 
         site = _QuietSite(status_site(self.cluster, registry))
         strports.service(self.options["http"], site).setServiceParent(self)

@@ -15,7 +15,7 @@ from html import escape
 
 from cluster.gossip.members import MemberState
 from cluster.peer import PeerState
-from cluster.status import ClusterStatus, MemberStatus
+from cluster.web.status import ClusterStatus, MemberStatus
 
 __all__ = ["render_status_page"]
 

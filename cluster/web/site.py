@@ -24,13 +24,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from twisted.web.resource import NoResource, Resource
 from twisted.web.server import Request
 
-from cluster.interfaces import Cluster
+from cluster.alloy.interfaces import Cluster
 from cluster.shard import NotEnoughPeersError, Op, string_key
-from cluster.status import cluster_status
-from cluster.status_page import render_status_page
+from cluster.web.page import render_status_page
+from cluster.web.status import cluster_status
 
 if TYPE_CHECKING:
-    from cluster.service import ClusterService
+    from cluster.alloy.service import ClusterService
 
 __all__ = [
     "ClusterResource",
@@ -110,7 +110,7 @@ class DisabledResource(Resource):
 class ClusterStatusResource(Resource):
     """
     C{GET} answers the node and every memberlist member (see
-    L{cluster.status.ClusterStatus.to_json})::
+    L{cluster.web.status.ClusterStatus.to_json})::
 
         {"clustering": true,
          "self": {"name", "addr", "state", "lamportTime", "healthScore",

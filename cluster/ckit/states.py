@@ -7,7 +7,7 @@ announcement wins.
 The table sends nothing itself: what it wants gossiped goes into its
 L{BroadcastQueue}, which the node hands to memberlist as its delegate's
 broadcasts, and every change of the peer list is reported to C{on_change}.
-See L{cluster.node} for why a peer's state is forgotten when it departs
+See L{cluster.ckit.node} for why a peer's state is forgotten when it departs
 and what brings it back.
 """
 
@@ -18,15 +18,15 @@ from collections.abc import Callable
 
 import attrs
 
-from cluster.gossip.broadcast import BroadcastQueue
-from cluster.gossip.members import Member
-from cluster.lamport import LamportClock
-from cluster.messages import (
+from cluster.ckit.lamport import LamportClock
+from cluster.ckit.messages import (
     StateMessage,
     decode_local_state,
     encode_local_state,
     encode_state,
 )
+from cluster.gossip.broadcast import BroadcastQueue
+from cluster.gossip.members import Member
 from cluster.peer import Peer, PeerState, check_transition
 
 __all__ = ["PeerStates"]
@@ -144,7 +144,7 @@ class PeerStates:
         """
         A peer's push/pull user state: take every newer state of a peer we
         know, gossip what was news, and announce our own state again when
-        the peer lacks it (see L{cluster.node}), unless we have left.
+        the peer lacks it (see L{cluster.ckit.node}), unless we have left.
 
         @raise MessageError: when C{data} is not ckit's state.
         """

@@ -1,7 +1,7 @@
 """
 L{NodeMetrics}: the Prometheus metrics of one cluster node.
 
-Every L{cluster.node.Node} carries one, C{node.metrics}, as ckit's node
+Every L{cluster.ckit.node.Node} carries one, C{node.metrics}, as ckit's node
 carries the collector its C{Metrics()} returns.  It is a custom collector:
 nothing is registered anywhere until the owner of a registry does so, and
 two nodes in one process each go to a registry of their own::
@@ -19,7 +19,7 @@ and the counters memberlist keeps as it works (C{Memberlist.stats}, a
 C{Counter} the hot paths increment; see L{cluster.gossip.net} and
 L{cluster.gossip.messenger}).  Only the time observers take to hear of a
 change is recorded as it happens, in a histogram here.  Reading takes no
-lock, so scrape on the reactor thread (as L{cluster.web} does), never with
+lock, so scrape on the reactor thread (as L{cluster.web.site} does), never with
 C{prometheus_client}'s thread-pooled Twisted resource or HTTP server.
 
 Every metric carries the label C{cluster_name}: the node's gossip label
@@ -119,10 +119,10 @@ go-metrics (its name in brackets); seconds, not milliseconds:
     table counts beyond ckit: C{stale_state} (a state message no newer than
     the one stored), C{unknown_state} (push/pull entries in a state we do
     not know), C{state_reannounced} (our state gossiped again because a
-    peer lacked it; see L{cluster.node}).
+    peer lacked it; see L{cluster.ckit.node}).
 
 C{cluster_ready_for_traffic} and C{cluster_minimum_size} belong to the
-cluster service (L{cluster.service}), registered on the same registry.
+cluster service (L{cluster.alloy.service}), registered on the same registry.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ from cluster.gossip.probe import round_histogram
 from cluster.peer import PeerState
 
 if TYPE_CHECKING:
-    from cluster.node import Node
+    from cluster.ckit.node import Node
 
 _Family = TypeVar("_Family", GaugeMetricFamily, CounterMetricFamily)
 

@@ -13,7 +13,7 @@ I{terminating} (bounded to 5 s), leaves (5 s) and shuts down.
 
 A node whose name another live node of the cluster already uses never
 takes part: L{ClusterService.when_joined} fails with L{NameConflictError}
-and the service is never ready (see L{cluster.node}).
+and the service is never ready (see L{cluster.ckit.node}).
 """
 
 from __future__ import annotations
@@ -39,13 +39,13 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
+from cluster.alloy.interfaces import Cluster, Component, ServiceHost
+from cluster.alloy.options import Options, split_advertise_address
+from cluster.ckit.node import FuncObserver, NameConflictError, Node
 from cluster.gossip.interfaces import ITransport, reactor_or_global
-from cluster.interfaces import Cluster, Component, ServiceHost
-from cluster.node import FuncObserver, NameConflictError, Node
-from cluster.options import Options, split_advertise_address
 from cluster.peer import Peer, PeerState
 from cluster.shard import Op, Sharder, ring
-from cluster.web import ClusterResource, DisabledResource
+from cluster.web.site import ClusterResource, DisabledResource
 
 __all__ = [
     "SERVICE_NAME",

@@ -96,7 +96,7 @@ Metrics
 =======
 
 As ckit's C{Node.Metrics()}, every node carries its Prometheus collector,
-L{Node.metrics} (a L{cluster.metrics.NodeMetrics} labelled with the
+L{Node.metrics} (a L{cluster.ckit.metrics.NodeMetrics} labelled with the
 gossip label as C{cluster_name}); whoever owns the registry registers it:
 C{registry.register(node.metrics)}.
 """
@@ -114,6 +114,9 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from cluster.ckit.messages import MessageError, decode_state
+from cluster.ckit.metrics import NodeMetrics
+from cluster.ckit.states import PeerStates
 from cluster.gossip import GossipConfig, Member, Memberlist, NoPingResponseError
 from cluster.gossip.interfaces import (
     IBroadcastWaker,
@@ -123,11 +126,8 @@ from cluster.gossip.interfaces import (
     ITransport,
     reactor_or_global,
 )
-from cluster.messages import MessageError, decode_state
-from cluster.metrics import NodeMetrics
 from cluster.peer import Peer, PeerState, StateTransitionError
 from cluster.shard import Sharder, SteppedSharder
-from cluster.states import PeerStates
 
 __all__ = [
     "FuncObserver",

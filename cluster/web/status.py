@@ -1,8 +1,8 @@
 """
-A snapshot of what a L{cluster.service.ClusterService} knows about itself
-and its cluster, for the status site (L{cluster.web}): taken once per
+A snapshot of what a L{cluster.alloy.service.ClusterService} knows about itself
+and its cluster, for the status site (L{cluster.web.site}): taken once per
 request, then rendered as JSON (C{/api/v0/web/cluster}) or as the HTML
-status page (L{cluster.status_page}), so both always agree.
+status page (L{cluster.web.page}), so both always agree.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from cluster.gossip.members import Member, MemberState
 from cluster.peer import Peer, PeerState
 
 if TYPE_CHECKING:
-    from cluster.service import ClusterService
+    from cluster.alloy.service import ClusterService
 
 __all__ = ["ClusterStatus", "LocalStatus", "MemberStatus", "cluster_status"]
 

@@ -1,5 +1,5 @@
 """
-A local demo cluster: C{python -m cluster.demo [--nodes 3]}.
+A local demo cluster: C{python -m cluster.daemon.demo [--nodes 3]}.
 
 It starts that many C{twistd clusternode} processes on 127.0.0.1 with free
 ports, joins them through the first, and prints the peer table and the
@@ -288,7 +288,7 @@ def main(reactor: IReactorTime, *argv: str) -> Deferred[None]:
     """
     Run the demo until Ctrl-C.
     """
-    parser = argparse.ArgumentParser(prog="python -m cluster.demo")
+    parser = argparse.ArgumentParser(prog="python -m cluster.daemon.demo")
     parser.add_argument("--nodes", type=int, default=3, help="how many (default 3)")
     parser.add_argument("--profile", default="local", choices=["lan", "wan", "local"])
     args = parser.parse_args(argv)
