@@ -18,17 +18,30 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from cluster import shard
 from cluster.ckit.lamport import MAX_TIME, LamportClock
 from cluster.peer import Peer, PeerState, StateTransitionError, check_transition
-from cluster.shard import MAX_KEY, KeyBuilder, NotEnoughPeersError, Op, string_key
+from cluster.shard import (
+    MAX_KEY,
+    ISharder,
+    ISteppedSharder,
+    KeyBuilder,
+    NotEnoughPeersError,
+    Op,
+    _ring,
+    _sharder,
+    _stepped,
+    string_key,
+)
+from cluster.shard import _vectors as numpy_batches
 
 # Facts generated from ckit's own code, kept in the repository: a missing
 # file is a failure, never a skip.
 VECTORS = os.path.join(os.path.dirname(__file__), "data", "ckit-shard-vectors.json")
 
-_SHARDERS: dict[str, Callable[[], shard.Sharder]] = {
+_SHARDERS: dict[str, Callable[[], ISteppedSharder]] = {
     "ring512": lambda: shard.ring(512),
     "ring256": lambda: shard.ring(256),
     "rendezvous": shard.rendezvous,
@@ -152,9 +165,9 @@ def _batch_paths(test: SynchronousTestCase) -> Iterator[str]:
     Run the body once per batch path: numpy's (when installed, as with the
     test extras) and the pure-Python fallback.
     """
-    if shard._vectorised:
+    if numpy_batches.enabled:
         yield "numpy"
-    test.patch(shard, "_vectorised", False)
+    test.patch(numpy_batches, "enabled", False)
     yield "pure Python"
 
 
@@ -166,7 +179,7 @@ class BatchPathTests(SynchronousTestCase):
     """
 
     def test_numpy_is_installed_with_the_test_extras(self) -> None:
-        self.assertTrue(shard._vectorised)
+        self.assertTrue(numpy_batches.enabled)
 
     def test_numpy_is_imported_only_by_a_batch(self) -> None:
         # It costs every process about 14 MiB; most nodes never ask a batch.
@@ -203,7 +216,8 @@ class BatchPathTests(SynchronousTestCase):
                         )
                 for (n, op), entries in groups.items():
                     # Repeated past the vector threshold, whatever the group.
-                    entries = entries * (1 + 2 * shard._VECTOR_BATCH // len(entries))
+                    repeats = 1 + 2 * numpy_batches.VECTOR_BATCH // len(entries)
+                    entries = entries * repeats
                     got = sharder.lookup_many([k for k, _ in entries], n, op)
                     self.assertEqual(
                         [_names(r) for r in got],
@@ -225,7 +239,7 @@ class BatchPathTests(SynchronousTestCase):
                 ]
                 sharder = shard.ring(rng.choice([1, 8, 512]))
                 sharder.set_peers(peers)
-                tokens = [t for p in peers[:3] for t in shard._ring_tokens(p.name, 8)]
+                tokens = [t for p in peers[:3] for t in _ring.ring_tokens(p.name, 8)]
                 keys = [0, MAX_KEY, *_random_keys(200)]
                 keys += [k for t in tokens for k in (t - 1, t, t + 1) if 0 <= k]
                 keys = [k for k in keys if k <= MAX_KEY]
@@ -247,7 +261,7 @@ class BatchPathTests(SynchronousTestCase):
         key space; tokens placed on, just before and just after slot
         boundaries, and keys all around them, still answer as C{lookup}.
         """
-        bits = (8 * shard._SLOTS_PER_TOKEN).bit_length()  # 8 tokens: 128 slots
+        bits = (8 * numpy_batches.SLOTS_PER_TOKEN).bit_length()  # 8 tokens: 128 slots
         width = 1 << (64 - bits)
         layout = {
             "a": [5 * width, 9 * width - 1],
@@ -255,7 +269,7 @@ class BatchPathTests(SynchronousTestCase):
             "c": [20 * width, 63 * width],
             "d": [63 * width + 7, 1],
         }
-        self.patch(shard, "_ring_tokens", lambda name, num_tokens: layout[name])
+        self.patch(_ring, "ring_tokens", lambda name, num_tokens: layout[name])
         sharder = shard.ring(2)
         sharder.set_peers(_peers(sorted(layout)))
         every = [t for tokens in layout.values() for t in tokens]
@@ -310,14 +324,39 @@ class KeyTests(SynchronousTestCase):
         self.assertEqual(kb.key(), string_key(""))
 
 
-def _all_sharders() -> dict[str, shard.Sharder]:
+def _all_sharders() -> dict[str, ISteppedSharder]:
     return {name: make() for name, make in _SHARDERS.items()}
 
 
 class LookupSemanticsTests(SynchronousTestCase):
-    def test_protocol(self) -> None:
+    def test_interface(self) -> None:
         for sharder in _all_sharders().values():
-            self.assertIsInstance(sharder, shard.Sharder)
+            self.assertTrue(verifyObject(ISharder, sharder))
+
+    def test_former_names(self) -> None:
+        """
+        Every name C{cluster.shard} exported before it became a package
+        still imports from it; the former protocol names are the interfaces.
+        """
+        former = [
+            "MAX_KEY",
+            "Key",
+            "KeyBuilder",
+            "NotEnoughPeersError",
+            "Op",
+            "Sharder",
+            "SteppedSharder",
+            "multiprobe",
+            "rendezvous",
+            "ring",
+            "string_key",
+        ]
+        self.assertEqual(sorted(set(former) - set(shard.__all__)), [])
+        for name in former:
+            self.assertTrue(hasattr(shard, name), name)
+        self.assertIs(shard.Sharder, ISharder)
+        self.assertIs(shard.SteppedSharder, ISteppedSharder)
+        self.assertTrue(ISteppedSharder.extends(ISharder))
 
     def test_op_str(self) -> None:
         self.assertEqual(str(Op.READ), "Read")
@@ -440,17 +479,17 @@ class LookupSemanticsTests(SynchronousTestCase):
             self.assertEqual(len(sharder.peers()), 1)
 
 
-def _ring_internals(sharder: shard.Sharder, op: Op) -> tuple[list[int], list[str]]:
-    assert isinstance(sharder, shard._HashSharder)
+def _ring_internals(sharder: ISharder, op: Op) -> tuple[list[int], list[str]]:
+    assert isinstance(sharder, _sharder.HashSharder)
     table = sharder._state.tables[op]
-    assert isinstance(table, shard._RingTable)
+    assert isinstance(table, _ring.RingTable)
     return table.tokens, table.owners
 
 
 class RingBuildTests(SynchronousTestCase):
     """The incremental ring rebuild gives exactly what a full build gives."""
 
-    def _assert_same_as_fresh(self, sharder: shard.Sharder, peers: list[Peer]) -> None:
+    def _assert_same_as_fresh(self, sharder: ISharder, peers: list[Peer]) -> None:
         fresh = shard.ring(64)
         fresh.set_peers(peers)
         for op in Op:
@@ -479,7 +518,7 @@ class RingBuildTests(SynchronousTestCase):
         def fake_tokens(name: str, num_tokens: int) -> list[int]:
             return [1000 * (t // 2) for t in range(num_tokens)]
 
-        self.patch(shard, "_ring_tokens", fake_tokens)
+        self.patch(_ring, "ring_tokens", fake_tokens)
         names = [f"n{i:02d}" for i in range(20)]
         sharder = shard.ring(64)
         sharder.set_peers(_peers(names[1:7] + names[8:]))
@@ -502,7 +541,7 @@ class SteppedUpdateTests(SynchronousTestCase):
 
     def test_every_sharder_is_stepped(self) -> None:
         for make in _SHARDERS.values():
-            self.assertIsInstance(make(), shard.SteppedSharder)
+            self.assertTrue(verifyObject(ISteppedSharder, make()))
 
     def test_full_build_in_steps_matches_a_plain_sort(self) -> None:
         names = [f"node-{i:03d}" for i in range(300)]
@@ -512,11 +551,32 @@ class SteppedUpdateTests(SynchronousTestCase):
         # than one step each.
         self.assertGreaterEqual(steps, 8)
         pairs = sorted(
-            (token, name) for name in names for token in shard._ring_tokens(name, 512)
+            (token, name) for name in names for token in _ring.ring_tokens(name, 512)
         )
         tokens, owners = _ring_internals(sharder, Op.READ)
         self.assertEqual(tokens, [t for t, _ in pairs])
         self.assertEqual(owners, [n for _, n in pairs] + [pairs[0][1]])
+
+    def test_the_step_size_is_read_at_each_build(self) -> None:
+        """
+        C{STEP_TOKENS} sizes the steps of the next build: tests (and
+        C{tests/test_ownership.py}) shrink it to step small rings.
+        """
+        names = [f"node-{i:03d}" for i in range(4)]
+        self.assertEqual(
+            sum(1 for _ in shard.ring(512).set_peers_in_steps(_peers(names))), 0
+        )
+        self.patch(_stepped, "STEP_TOKENS", 128)
+        sharder = shard.ring(512)
+        # 2,048 tokens, 512 per node: a step after each node's tokens.
+        steps = sum(1 for _ in sharder.set_peers_in_steps(_peers(names)))
+        self.assertGreaterEqual(steps, len(names))
+        fresh = shard.ring(512)
+        self.patch(_stepped, "STEP_TOKENS", 1 << 30)
+        fresh.set_peers(_peers(names))
+        self.assertEqual(
+            _ring_internals(sharder, Op.READ), _ring_internals(fresh, Op.READ)
+        )
 
     def test_lookups_answer_from_the_old_peers_until_the_last_step(self) -> None:
         sharder = shard.ring(512)
