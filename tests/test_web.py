@@ -27,7 +27,7 @@ from cluster import ClusterService, Op, Options, PeerState
 from cluster.alloy.discovery import static
 from cluster.shard import string_key
 from cluster.testing import SimulatedNetwork
-from cluster.web.site import status_site
+from cluster.web.site import service_handler, status_site
 from cluster.web.status import cluster_status
 from tests.helpers import address, cluster_services, node_of
 
@@ -197,7 +197,7 @@ class PeersTests(SynchronousTestCase):
         """
         c = Cluster3.build(seed=701)
         self.addCleanup(c.stop)
-        base, handler = c.services[0].service_handler(None)
+        base, handler = service_handler(c.services[0])
         self.assertEqual(base, "/api/v0/web/")
         reply = fetch(self, handler, "/peers")
         self.assertEqual(len(reply.json()), 2)
@@ -426,6 +426,7 @@ class PageTests(SynchronousTestCase):
         self.assertEqual(reply.code, 200)
         self.assertEqual(reply.headers["content-type"], "text/html; charset=utf-8")
         self.assertIn("default-src 'none'", reply.headers["content-security-policy"])
+        self.assertTrue(reply.text.startswith('<!DOCTYPE html>\n<html lang="en">'))
         page = parse(reply.text)
         self.assertIn(
             {"http-equiv": "refresh", "content": "5"},
@@ -454,6 +455,18 @@ class PageTests(SynchronousTestCase):
         self.assertNotIn("script", page.tags)
         self.assertNotIn("link", page.tags)
         self.assertNotIn("http", reply.text.replace("http-equiv", ""))
+
+    def test_stylesheet_is_sent_as_written(self) -> None:
+        """
+        The flattener escapes the text of C{<style>}, which browsers read
+        raw: the stylesheet holds nothing it would escape.
+        """
+        network = SimulatedNetwork(seed=715)
+        (svc,) = cluster_services(network, 1)
+        text = fetch(self, status_site(svc, CollectorRegistry()), "/").text
+        style = text[text.index("<style>") : text.index("</style>")]
+        self.assertIn(".badge.good", style)
+        self.assertNotIn("&", style)
 
     def test_refresh_setting(self) -> None:
         network = SimulatedNetwork(seed=711)
@@ -489,10 +502,11 @@ class PageTests(SynchronousTestCase):
             text = fetch(self, status_site(svc, CollectorRegistry()), "/").text
             self.assertNotIn("<script", text)
             self.assertNotIn("<b>", text)
-            self.assertIn(
-                "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;&amp;&quot;evil&quot;",
-                text,
-            )
+            # Escaped as a cell's text, and (quotes too) as the row's data-name.
+            as_text = "&lt;script&gt;alert('x')&lt;/script&gt;&amp;\"evil\""
+            as_attribute = as_text.replace('"', "&quot;")
+            self.assertIn(f'<td class="name">{as_text}', text)
+            self.assertIn(f'data-name="{as_attribute}"', text)
             page = parse(text)
             # The parser unescapes attribute values: the name is intact.
             self.assertEqual(
@@ -534,7 +548,7 @@ class DisabledTests(SynchronousTestCase):
             ],
         )
         # While the service's own handler stays Alloy's 404.
-        _base, handler = self.svc.service_handler(None)
+        _base, handler = service_handler(self.svc)
         reply = fetch(self, handler, "/peers")
         self.assertEqual((reply.code, reply.body), (404, b"clustering is disabled\n"))
 

@@ -1,23 +1,27 @@
 """
-The HTML status page of a cluster node: one self-contained document (inline
-CSS, no script, no external asset) rendered from a L{ClusterStatus}.
+The HTML status page of a cluster node: L{StatusPage}, a
+L{twisted.web.template} element that renders a L{ClusterStatus} as one
+self-contained document (inline CSS, no script, no external asset).
 
-It refreshes itself with C{<meta http-equiv="refresh">}, which works with
-JavaScript off.  Every value that comes from the cluster (node names above
-all: any peer picks its own) goes through L{html.escape}; the CSS classes
+The page reloads itself with C{<meta http-equiv="refresh">}, which works
+with JavaScript off.  Every value that comes from the cluster (node names
+above all: any peer picks its own) enters the document as a slot, a tag's
+child or an attribute value, which the flattener escapes; the CSS classes
 of the badges come from fixed tables, never from the data.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from html import escape
+
+from twisted.web.iweb import IRequest
+from twisted.web.template import Element, Flattenable, Tag, XMLString, renderer, tags
 
 from cluster.gossip.members import MemberState
 from cluster.peer import PeerState
-from cluster.web.status import ClusterStatus, MemberStatus
+from cluster.web.status import ClusterStatus, LocalStatus, MemberStatus
 
-__all__ = ["render_status_page"]
+__all__ = ["StatusPage"]
 
 # Badge colours (CSS classes below) for each state; the text is the
 # state's name, so colour is never the only signal.
@@ -32,8 +36,19 @@ _PEER_TONE = {
     PeerState.VIEWER: "muted",
     PeerState.TERMINATING: "warn",
 }
+_PEER_ORDER = (PeerState.PARTICIPANT, PeerState.VIEWER, PeerState.TERMINATING)
 
-_STYLE = """
+# The flattener escapes the text of <style> too, and browsers read it raw:
+# the stylesheet must hold no "<", ">" or "&".
+_TEMPLATE = """\
+<html xmlns:t="http://twistedmatrix.com/ns/twisted.web.template/0.1"
+  lang="en" t:render="page">
+<head>
+<meta charset="utf-8" />
+<meta name="viewport" content="width=device-width, initial-scale=1" />
+<meta t:render="auto_refresh" http-equiv="refresh" />
+<title><t:slot name="name" /> - cluster status</title>
+<style>
 :root {
   --bg: #f6f7f9; --fg: #1d2330; --card: #ffffff; --line: #dde1e8;
   --dim: #5d6675; --self: #eef4ff; --accent: #3b6fd8;
@@ -102,61 +117,120 @@ input[type=number] { width: 80px; }
 button { cursor: pointer; }
 footer { margin-top: 24px; color: var(--dim); font-size: 13px; }
 a { color: var(--accent); }
+</style>
+</head>
+<body>
+<header>
+<h1 id="node-name"><t:slot name="name" /></h1>
+<t:slot name="state" /> <t:slot name="ready" />
+</header>
+<p class="sub"><t:slot name="where" /></p>
+<dl class="cards" id="node"><t:slot name="cards" /></dl>
+<h2>Members</h2>
+<p class="sub" id="summary"><t:slot name="summary" /></p>
+<table id="members">
+<thead><tr><th>Name</th><th>Address</th><th>Gossip</th><th>Peer state</th>
+<th>Incarnation</th></tr></thead>
+<tbody><t:slot name="members" /></tbody>
+</table>
+<h2>Key lookup</h2>
+<form method="get" action="api/v0/web/lookup">
+<input name="key" placeholder="key" required="" aria-label="key" />
+<input name="n" type="number" min="1" value="1" aria-label="owners" />
+<select name="op" aria-label="operation">
+<option value="readwrite">readwrite</option><option value="read">read</option>
+</select>
+<button type="submit">Find owners</button>
+</form>
+<footer>
+<t:slot name="again" />
+JSON: <a href="api/v0/web/peers">peers</a>,
+<a href="api/v0/web/cluster">cluster</a> &#183;
+<a href="metrics">metrics</a> &#183;
+<a href="-/ready">ready</a> &#183; <a href="-/healthy">healthy</a>
+</footer>
+</body>
+</html>
 """
 
 
-_PEER_ORDER = (PeerState.PARTICIPANT, PeerState.VIEWER, PeerState.TERMINATING)
+def _badge(text: str, tone: str) -> Tag:
+    return tags.span(text, class_=f"badge {tone}")
 
 
-def _plural(state: PeerState, count: int) -> str:
-    return "s" if count != 1 and state != PeerState.TERMINATING else ""
-
-
-def _badge(text: str, tone: str) -> str:
-    return f'<span class="badge {tone}">{escape(text)}</span>'
-
-
-def _peer_badge(state: PeerState | None) -> str:
+def _peer_badge(state: PeerState | None) -> Tag:
     if state is None:
         return _badge("unknown", "unknown")
     return _badge(str(state), _PEER_TONE[state])
 
 
-def _ready_badge(ready: bool) -> str:
+def _ready_badge(ready: bool) -> Tag:
     return _badge("ready", "good") if ready else _badge("not ready", "bad")
 
 
-def _health_badge(score: int) -> str:
+def _health_badge(score: int) -> Tag:
     if score == 0:
         return _badge("healthy (0)", "good")
     return _badge(f"degraded ({score})", "warn")
 
 
-def _card(label: str, value: str, key: str) -> str:
-    return (
-        f'<div class="card" data-field="{key}"><dt>{escape(label)}</dt>'
-        f"<dd>{value}</dd></div>"
-    )
+def _cards(local: LocalStatus) -> list[Tag]:
+    protocol = "n/a" if local.protocol_version is None else local.protocol_version
+    cards: list[tuple[str, str, Flattenable]] = [
+        ("state", "State", _peer_badge(local.state)),
+        ("ready", "Readiness", _ready_badge(local.ready)),
+        ("health", "Health score", _health_badge(local.health_score)),
+        ("cluster", "Cluster name", local.cluster_name or "(none)"),
+        ("addr", "Address", tags.code(local.addr or "-")),
+        ("lamport", "Lamport time", str(local.lamport_time)),
+        ("protocol", "Protocol", str(protocol)),
+    ]
+    return [
+        tags.div(tags.dt(label), tags.dd(value), class_="card", **{"data-field": key})
+        for key, label, value in cards
+    ]
 
 
-def _row(member: MemberStatus) -> str:
-    name = escape(member.name)
-    you = '<span class="you">this node</span>' if member.is_self else ""
-    css = "member self" if member.is_self else "member"
-    current = ' aria-current="true"' if member.is_self else ""
-    return (
-        f'<tr class="{css}" data-name="{name}"{current}>'
-        f'<td class="name">{name}{you}</td>'
-        f'<td class="addr"><code>{escape(member.full_address)}</code></td>'
-        f'<td class="gossip">'
-        f"{_badge(str(member.state), _GOSSIP_TONE[member.state])}</td>"
-        f'<td class="peer-state">{_peer_badge(member.peer_state)}</td>'
-        f'<td class="incarnation num">{member.incarnation}</td>'
-        "</tr>"
+def _row(member: MemberStatus) -> Tag:
+    row = tags.tr(
+        tags.td(
+            member.name,
+            tags.span("this node", class_="you") if member.is_self else "",
+            class_="name",
+        ),
+        tags.td(tags.code(member.full_address), class_="addr"),
+        tags.td(_badge(str(member.state), _GOSSIP_TONE[member.state]), class_="gossip"),
+        tags.td(_peer_badge(member.peer_state), class_="peer-state"),
+        tags.td(str(member.incarnation), class_="incarnation num"),
+        class_="member self" if member.is_self else "member",
+        **{"data-name": member.name},
     )
+    if member.is_self:
+        row(**{"aria-current": "true"})
+    return row
+
+
+def _where(status: ClusterStatus) -> str:
+    if not status.clustering:
+        where = "clustering disabled: a one-node cluster"
+    elif status.local.cluster_name:
+        where = f"cluster {status.local.cluster_name}"
+    else:
+        where = "unnamed cluster"
+    if not status.running:
+        where += " (service not running)"
+    return where
+
+
+def _plural(state: PeerState, count: int) -> str:
+    # "2 terminating": that state is an adjective.
+    return "s" if count != 1 and state != PeerState.TERMINATING else ""
 
 
 def _summary(status: ClusterStatus) -> str:
+    """
+    C{"3 members · 2 alive, 1 dead · 1 participant, 1 viewer"}.
+    """
     gossip = Counter(member.state for member in status.members)
     peers = Counter(member.peer_state for member in status.members)
     gossiped = ", ".join(f"{gossip[s]} {s}" for s in MemberState if gossip[s])
@@ -165,82 +239,46 @@ def _summary(status: ClusterStatus) -> str:
     )
     count = len(status.members)
     total = f"{count} member{'' if count == 1 else 's'}"
-    return escape(" \u00b7 ".join(part for part in (total, gossiped, states) if part))
+    return " \u00b7 ".join(part for part in (total, gossiped, states) if part)
 
 
-def render_status_page(status: ClusterStatus, refresh: int = 5) -> str:
+class StatusPage(Element):
     """
-    The status page for C{status}.
+    The status page for one L{ClusterStatus}: render it with
+    L{twisted.web.template.renderElement}, which writes the HTML5 doctype.
 
-    @param refresh: seconds between automatic reloads (0 turns them off).
-    @return: a complete HTML document.
+    @ivar status: the snapshot shown.
+    @ivar refresh: seconds between automatic reloads (0 turns them off).
     """
-    local = status.local
-    if not status.clustering:
-        where = "clustering disabled: a one-node cluster"
-    elif local.cluster_name:
-        where = f"cluster {local.cluster_name}"
-    else:
-        where = "unnamed cluster"
-    if not status.running:
-        where += " (service not running)"
-    protocol = "n/a" if local.protocol_version is None else local.protocol_version
-    cards = "".join(
-        [
-            _card("State", _peer_badge(local.state), "state"),
-            _card("Readiness", _ready_badge(local.ready), "ready"),
-            _card("Health score", _health_badge(local.health_score), "health"),
-            _card("Cluster name", escape(local.cluster_name or "(none)"), "cluster"),
-            _card("Address", f"<code>{escape(local.addr or '-')}</code>", "addr"),
-            _card("Lamport time", f"{local.lamport_time}", "lamport"),
-            _card("Protocol", escape(str(protocol)), "protocol"),
-        ]
-    )
-    rows = "".join(_row(member) for member in status.members)
-    if not rows:
-        rows = '<tr><td colspan="5">no members yet</td></tr>'
-    meta = f'<meta http-equiv="refresh" content="{refresh}">' if refresh > 0 else ""
-    again = f"Refreshes every {refresh} s." if refresh > 0 else ""
-    name = escape(local.name)
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-{meta}
-<title>{name} - cluster status</title>
-<style>{_STYLE}</style>
-</head>
-<body>
-<header>
-<h1 id="node-name">{name}</h1>
-{_peer_badge(local.state)} {_ready_badge(local.ready)}
-</header>
-<p class="sub">{escape(where)}</p>
-<dl class="cards" id="node">{cards}</dl>
-<h2>Members</h2>
-<p class="sub" id="summary">{_summary(status)}</p>
-<table id="members">
-<thead><tr><th>Name</th><th>Address</th><th>Gossip</th><th>Peer state</th>
-<th>Incarnation</th></tr></thead>
-<tbody>{rows}</tbody>
-</table>
-<h2>Key lookup</h2>
-<form method="get" action="api/v0/web/lookup">
-<input name="key" placeholder="key" required aria-label="key">
-<input name="n" type="number" min="1" value="1" aria-label="owners">
-<select name="op" aria-label="operation">
-<option value="readwrite">readwrite</option><option value="read">read</option>
-</select>
-<button type="submit">Find owners</button>
-</form>
-<footer>
-{again}
-JSON: <a href="api/v0/web/peers">peers</a>,
-<a href="api/v0/web/cluster">cluster</a> &middot;
-<a href="metrics">metrics</a> &middot;
-<a href="-/ready">ready</a> &middot; <a href="-/healthy">healthy</a>
-</footer>
-</body>
-</html>
-"""
+
+    loader = XMLString(_TEMPLATE)
+
+    def __init__(self, status: ClusterStatus, refresh: int = 5) -> None:
+        super().__init__()
+        self.status = status
+        self.refresh = refresh
+
+    @renderer
+    def page(self, request: IRequest | None, tag: Tag) -> Tag:
+        """
+        The document, its slots filled from L{status}.
+        """
+        local = self.status.local
+        rows = [_row(member) for member in self.status.members]
+        return tag.fillSlots(
+            name=local.name,
+            state=_peer_badge(local.state),
+            ready=_ready_badge(local.ready),
+            where=_where(self.status),
+            cards=_cards(local),
+            summary=_summary(self.status),
+            members=rows or tags.tr(tags.td("no members yet", colspan="5")),
+            again=f"Refreshes every {self.refresh} s." if self.refresh > 0 else "",
+        )
+
+    @renderer
+    def auto_refresh(self, request: IRequest | None, tag: Tag) -> Flattenable:
+        """
+        The C{refresh} meta tag, or nothing when reloads are off.
+        """
+        return tag(content=str(self.refresh)) if self.refresh > 0 else ""

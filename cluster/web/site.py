@@ -1,11 +1,9 @@
 """
-The cluster's HTTP resources.
+The HTTP resources of a cluster node, mounted two ways:
 
-Two ways to mount them:
-
-  - L{ClusterService.service_handler} returns Alloy's handler for
-    C{/api/v0/web/}: L{ClusterResource} (C{peers}), or L{DisabledResource}
-    (404 C{clustering is disabled}) when clustering is off;
+  - L{service_handler} builds Alloy's handler for C{/api/v0/web/}:
+    L{ClusterResource} (C{peers}), or L{DisabledResource} (404
+    C{clustering is disabled}) when clustering is off;
   - L{status_site} builds a whole site for a node's HTTP endpoint: the
     JSON API (C{peers}, C{cluster}, C{lookup}), C{/-/ready},
     C{/-/healthy}, C{/metrics} over the node's own registry, and the HTML
@@ -18,21 +16,20 @@ Every resource renders synchronously on the reactor thread.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from twisted.web.resource import NoResource, Resource
 from twisted.web.server import Request
+from twisted.web.template import renderElement
 
 from cluster.alloy.interfaces import Cluster
+from cluster.alloy.service import ClusterService
 from cluster.shard import NotEnoughPeersError, Op, string_key
-from cluster.web.page import render_status_page
+from cluster.web.page import StatusPage
 from cluster.web.status import cluster_status
 
-if TYPE_CHECKING:
-    from cluster.alloy.service import ClusterService
-
 __all__ = [
+    "HANDLER_BASE",
     "ClusterResource",
     "ClusterStatusResource",
     "DisabledResource",
@@ -42,8 +39,12 @@ __all__ = [
     "PeersResource",
     "ReadyResource",
     "StatusPageResource",
+    "service_handler",
     "status_site",
 ]
+
+# Where Alloy mounts the cluster service's handler.
+HANDLER_BASE = "/api/v0/web/"
 
 _OPS = {"read": Op.READ, "readwrite": Op.READ_WRITE}
 
@@ -86,7 +87,8 @@ class PeersResource(Resource):
 
 class ClusterResource(Resource):
     """
-    The service's handler root, mounted at C{/api/v0/web/}.
+    Alloy's handler of the cluster service, mounted at L{HANDLER_BASE}:
+    C{peers} alone (see L{service_handler}).
     """
 
     def __init__(self, cluster: Cluster) -> None:
@@ -250,8 +252,8 @@ class MetricsResource(Resource):
 
 class StatusPageResource(Resource):
     """
-    C{GET} answers the HTML status page (L{render_status_page}), which
-    reloads itself every C{refresh} seconds.
+    C{GET} answers the HTML status page (L{StatusPage}), which reloads
+    itself every C{refresh} seconds.
     """
 
     isLeaf = True
@@ -267,12 +269,12 @@ class StatusPageResource(Resource):
         self.service = service
         self.refresh = refresh
 
-    def render_GET(self, request: Request) -> bytes:
-        page = render_status_page(cluster_status(self.service), self.refresh)
+    def render_GET(self, request: Request) -> object:
+        page = StatusPage(cluster_status(self.service), self.refresh)
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"content-security-policy", self._POLICY)
         _no_store(request)
-        return page.encode("utf-8")
+        return renderElement(request, page)
 
 
 class _Branch(Resource):
@@ -296,6 +298,23 @@ def _branch(parent: Resource, *path: bytes) -> Resource:
     return parent
 
 
+def service_handler(
+    service: ClusterService, host: object = None
+) -> tuple[str, Resource]:
+    """
+    Alloy's C{ServiceHandler} for C{service}: the base path
+    C{/api/v0/web/} and the resource to mount there, which answers C{GET
+    peers} with Alloy's JSON, or 404 C{clustering is disabled} on every
+    path when clustering is off.
+
+    @param host: Alloy's service host, taken for the signature's sake; the
+        handler does not use it.
+    """
+    if not service.options.enable_clustering:
+        return HANDLER_BASE, DisabledResource()
+    return HANDLER_BASE, ClusterResource(service.data())
+
+
 def status_site(
     service: ClusterService, registry: CollectorRegistry, refresh: int = 5
 ) -> Resource:
@@ -311,8 +330,8 @@ def status_site(
         GET /metrics             C{registry}, Prometheus text format
 
     Serve it with C{twisted.web.server.Site(status_site(...))}.  Unlike
-    L{ClusterService.service_handler}, the API answers with clustering
-    off, as a one-node cluster whose only peer is the local participant.
+    L{service_handler}, the API answers with clustering off, as a one-node
+    cluster whose only peer is the local participant.
 
     @param service: the node to show.
     @param registry: the node's own metrics registry (never the global

@@ -7,15 +7,11 @@ status page (L{cluster.web.page}), so both always agree.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import attrs
 
+from cluster.alloy.service import ClusterService
 from cluster.gossip.members import Member, MemberState
 from cluster.peer import Peer, PeerState
-
-if TYPE_CHECKING:
-    from cluster.alloy.service import ClusterService
 
 __all__ = ["ClusterStatus", "LocalStatus", "MemberStatus", "cluster_status"]
 
