@@ -4,7 +4,14 @@ A Twisted gossip cluster: memberlist-compatible membership
 L{cluster.shard}), and Alloy's cluster service (L{ClusterService}).
 """
 
-from cluster.alloy.interfaces import Cluster, Component, ServiceHost
+from cluster.alloy.interfaces import (
+    Cluster,
+    Component,
+    ICluster,
+    IComponent,
+    IServiceHost,
+    ServiceHost,
+)
 from cluster.alloy.options import Options
 from cluster.alloy.service import (
     SERVICE_NAME,
@@ -23,6 +30,9 @@ __all__ = [
     "Component",
     "ComponentBlock",
     "Definition",
+    "ICluster",
+    "IComponent",
+    "IServiceHost",
     "Op",
     "Options",
     "Peer",

@@ -12,21 +12,21 @@ import attrs
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from cluster import Cluster, Component, Op
+from cluster import ICluster, IComponent, Op
 from cluster.shard import NotEnoughPeersError, string_key
 
 ITEMS = [f"work-item-{i}" for i in range(1000)]
 KEYS = [string_key(item) for item in ITEMS]
 
 
-@implementer(Component)
+@implementer(IComponent)
 @attrs.define(eq=False)
 class WorkItems:
     """
     Recomputes which work items are ours on every cluster change.
     """
 
-    cluster: Cluster
+    cluster: ICluster
     node_name: str
     owned: list[str] = attrs.field(factory=list)
     _log = Logger()

@@ -26,6 +26,7 @@ from cluster.alloy.discovery import (
     static,
     validate_discovery,
 )
+from cluster.alloy.options import OptionError
 from cluster.gossip import address as address_module
 from tests.helpers import FakeResolver
 
@@ -600,8 +601,9 @@ class MutualExclusionTests(SynchronousTestCase):
         configuration (it may hold credentials).
         """
         for other in ("provider=aws secret_access_key=hidden", static([])):
-            with self.assertRaises(ValueError) as raised:
+            with self.assertRaises(OptionError) as raised:
                 validate_discovery(["127.0.0.1"], other)
+            self.assertEqual(raised.exception.field, "discover_peers")
             message = str(raised.exception)
             self.assertIn("at most one of join_addresses", message)
             self.assertIn("discover_peers", message)
@@ -644,7 +646,8 @@ class MutualExclusionTests(SynchronousTestCase):
         Alloy's go-discover settings (a string) have no counterpart: a
         clear error naming the field, without echoing the settings.
         """
-        with self.assertRaises(ValueError) as raised:
+        with self.assertRaises(OptionError) as raised:
             peer_discovery([], "provider=aws secret=hidden", default_port=7946)
+        self.assertEqual(raised.exception.field, "discover_peers")
         self.assertIn("discover_peers", str(raised.exception))
         self.assertNotIn("hidden", str(raised.exception))

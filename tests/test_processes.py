@@ -10,12 +10,13 @@ three members); the times seen are logged.
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import cast
 
+import attrs
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
@@ -23,14 +24,12 @@ from twisted.trial.unittest import TestCase
 from cluster.ckit.node import NAME_CHECK_PINGS
 from cluster.daemon.demo import LocalNode
 from cluster.gossip import GossipConfig
-from cluster.gossip.suspicion import suspicion_timeout
+from cluster.gossip.suspicion import worst_case_detection
 from tests.helpers import wait_for
 
 LOCAL = GossipConfig.local()
 SPREAD = LOCAL.push_pull_interval + LOCAL.tcp_timeout + 5
-DETECTION = 3 * LOCAL.probe_interval + LOCAL.suspicion_max_timeout_mult * (
-    suspicion_timeout(LOCAL.suspicion_mult, 3, LOCAL.probe_interval)
-)
+DETECTION = worst_case_detection(LOCAL, 3)
 STARTUP = 30.0  # a cold interpreter importing Twisted, on a loaded machine
 # A join (a push/pull per seed, at once) and the name check's pings.
 NAME_CHECK = LOCAL.tcp_timeout + NAME_CHECK_PINGS * LOCAL.probe_timeout
@@ -117,13 +116,38 @@ class ThreeNodeTests(ProcessTestCase):
         await wait_for(left, SPREAD, "the SIGTERMed node is left, not failed")
 
 
+@attrs.define(eq=False)
+class PidFileNode(LocalNode):
+    """
+    A node whose twistd keeps a pid file at C{pid_file}.
+    """
+
+    pid_file: str = ""
+
+    def command(self) -> list[str]:
+        return [
+            f"--pidfile={self.pid_file}" if arg == "--pidfile=" else arg
+            for arg in super().command()
+        ]
+
+
 class StartupFailureTests(ProcessTestCase):
-    def assertOneLine(self, node: LocalNode, cause: str) -> None:
-        lines = [line for line in node.output.splitlines() if cause in line]
-        self.assertTrue(lines, node.output[-3000:])
+    """
+    The wiring of a failed start through twistd, before and after the
+    reactor runs: exit status 1, one line on stderr, twistd's clean-up
+    done.  What the line says for each cause is tested in-process
+    (C{tests/test_tap.py}).
+    """
+
+    def assertOneLine(self, node: LocalNode, line: str) -> None:
+        self.assertEqual(node.errors.count("\n"), 1, node.output[-3000:])
+        self.assertTrue(node.errors.startswith(line), node.errors)
         self.assertNotIn("Traceback", node.output)
 
     async def test_port_in_use(self) -> None:
+        """
+        Before twistd runs the reactor: it runs it only to stop.
+        """
         taken = LocalNode(reactor, "taken")
         tcp = socket.socket()
         tcp.bind(("127.0.0.1", taken.gossip_port))
@@ -139,32 +163,34 @@ class StartupFailureTests(ProcessTestCase):
             node,
             f"twistd clusternode: cannot bind {taken.gossip_address} (UDP and TCP)",
         )
-
-    async def test_unreadable_certificate(self) -> None:
-        node = self.node(
-            "nocert",
-            "--enable-tls",
-            "--allow-plaintext-udp",
-            "--tls-ca-path",
-            "/nonexistent/ca.pem",
-            "--tls-cert-path",
-            "/nonexistent/n.pem",
-            "--tls-key-path",
-            "/nonexistent/n-key.pem",
-        )
-        self.assertEqual(await node.ended, 1)
-        self.assertOneLine(node, "--tls-ca-path does not exist: /nonexistent/ca.pem")
+        self.assertIn("Server Shut Down", node.output)
 
     async def test_unresolvable_join_address(self) -> None:
+        """
+        Once the reactor runs: the node stops, twistd shuts down and
+        removes its pid file, and the process ends with status 1.
+        """
+        pid_file = os.path.abspath(self.mktemp())
         # .invalid never resolves (RFC 6761); the hosts file answers first.
-        node = self.node("lost", "--join-addresses", "nowhere.invalid")
-        deadline: Deferred[int] = node.ended
-        self.assertEqual(await deadline, 1)
+        node = PidFileNode(
+            reactor,
+            "lost",
+            ["--profile", "local", "--join-addresses", "nowhere.invalid"],
+            pid_file=pid_file,
+        )
+        node.start()
+        self.addCleanup(self.stopped, node)
+        self.assertEqual(await node.ended, 1)
         self.assertOneLine(
             node,
             "twistd clusternode: --join-addresses: failed to find any valid join "
-            "addresses",
+            "addresses: 'nowhere.invalid': ",
         )
+        self.assertIn("Server Shut Down", node.output)
+        self.assertFalse(os.path.exists(pid_file))
+        # It never made a cluster of its own.
+        self.assertNotIn("will create a new cluster", node.output)
+        self.assertNotIn("starting cluster node", node.output)
 
 
 class NameConflictTests(ProcessTestCase):

@@ -22,18 +22,30 @@ from cluster import (
     Cluster,
     Component,
     ComponentBlock,
+    ICluster,
+    IComponent,
+    IServiceHost,
     Op,
     Options,
     PeerState,
     ServiceHost,
     SimpleServiceHost,
 )
+from cluster.alloy.discovery import DiscoveryError
+from cluster.alloy.options import OptionError
 from cluster.gossip import GossipConfig
-from cluster.testing import SimulatedNetwork
-from tests.helpers import address, cluster_services, host_of, node_of
+from cluster.testing import SimulatedNetwork, SimulatedTransport
+from cluster.web.site import service_handler
+from tests.helpers import (
+    address,
+    cluster_services,
+    host_of,
+    node_of,
+    transport_of,
+)
 
 
-@implementer(Component)
+@implementer(IComponent)
 class RecordingComponent:
     def __init__(self, clock: Any) -> None:
         self.clock = clock
@@ -43,7 +55,7 @@ class RecordingComponent:
         self.calls.append(self.clock.seconds())
 
 
-@implementer(Component)
+@implementer(IComponent)
 class BrokenComponent:
     def notify_cluster_change(self) -> None:
         raise RuntimeError("component bug")
@@ -223,10 +235,10 @@ class DiscoveryAndJoinTests(SynchronousTestCase):
                 gossip=quiet,
             )
         )
-        before = network.stats["streams.opened"]
+        before = network.counters.streams_opened
         newcomer.startService()
         network.run(0.1)
-        return network.stats["streams.opened"] - before
+        return network.counters.streams_opened - before
 
     def test_max_join_peers(self) -> None:
         self.assertEqual(self.joins_with_limit(2), 2)
@@ -270,6 +282,41 @@ class DiscoveryAndJoinTests(SynchronousTestCase):
         svc.stopService()
         network.run(6)
 
+    def test_discovery_failure_fails_start_when_asked(self) -> None:
+        """
+        With C{fail_on_discovery_error}, a discovery that fails at start-up
+        fails L{ClusterService.when_joined} with its error instead of
+        bootstrapping: the service stops, its node too, and it never
+        rejoins.
+        """
+        network = SimulatedNetwork(seed=50)
+        calls: list[int] = []
+
+        def discover() -> Deferred[list[str]]:
+            calls.append(1)
+            return fail(DiscoveryError({"peers.invalid": ["no such host"]}))
+
+        svc = network.cluster_service(
+            Options(
+                enable_clustering=True,
+                node_name="lost",
+                discover_peers=discover,
+                fail_on_discovery_error=True,
+                rejoin_interval=10.0,
+            )
+        )
+        svc.startService()
+        network.run(1)
+        failure = self.failureResultOf(svc.when_joined(), DiscoveryError)
+        self.assertEqual(failure.value.reasons, {"peers.invalid": ["no such host"]})
+        self.assertFalse(svc.running)
+        transport = transport_of(svc)
+        assert isinstance(transport, SimulatedTransport)
+        self.assertIsNone(transport.handler)  # bound, then closed
+        self.assertEqual(node_of(svc).peers(), [])
+        network.run(60)
+        self.assertEqual(calls, [1])
+
 
 class DisabledTests(SynchronousTestCase):
     def test_single_node_cluster(self) -> None:
@@ -284,11 +331,11 @@ class DisabledTests(SynchronousTestCase):
             owners = svc.data().lookup(key, 1, Op.READ_WRITE)
             self.assertEqual([(p.name, p.is_self) for p in owners], [("solo", True)])
         self.assertEqual(svc.data().peers()[0].state, PeerState.PARTICIPANT)
-        _base, resource = svc.service_handler(None)
+        _base, resource = service_handler(svc)
         code, body = render(resource, [b"peers"])
         self.assertEqual((code, body), (404, b"clustering is disabled\n"))
         # No sockets: the simulated host never came up.
-        self.assertEqual(network.stats["packets.sent"], 0)
+        self.assertEqual(network.counters.packets_sent, 0)
         self.successResultOf(svc.stopService())
 
 
@@ -301,8 +348,12 @@ class ServiceSurfaceTests(SynchronousTestCase):
         definition = svc.definition()
         self.assertEqual((definition.name, definition.config_type), ("cluster", None))
         self.assertRaises(ValueError, svc.update, {})
-        self.assertTrue(verifyObject(Cluster, svc.data()))
-        self.assertTrue(verifyObject(ServiceHost, SimpleServiceHost()))
+        self.assertTrue(verifyObject(ICluster, svc.data()))
+        self.assertTrue(verifyObject(IServiceHost, SimpleServiceHost()))
+        # The names before the I prefix, kept for one release.
+        self.assertEqual(
+            (Cluster, Component, ServiceHost), (ICluster, IComponent, IServiceHost)
+        )
         self.assertEqual(ComponentBlock().enabled, False)
         self.assertEqual(ComponentBlock(enabled=True).enabled, True)
 
@@ -314,7 +365,7 @@ class ServiceSurfaceTests(SynchronousTestCase):
         network.run(3)
         services[1].change_state(PeerState.PARTICIPANT)
         network.run(3)
-        base, resource = services[0].service_handler(None)
+        base, resource = service_handler(services[0])
         self.assertEqual(base, "/api/v0/web/")
         code, body = render(resource, [b"peers"])
         self.assertEqual(code, 200)
@@ -340,11 +391,15 @@ class ServiceSurfaceTests(SynchronousTestCase):
             ({"advertise_address": "not-an-ip"}, "advertise_address"),
             ({"bind_port": 99999}, "bind_port"),
             ({"node_name": ""}, "node_name"),
-            ({"cluster_name": "x" * 300}, "label"),
+            ({"cluster_name": "x" * 300}, "cluster_name"),
+            ({"bind_address": "localhost"}, "bind_address"),
+            ({"advertise_interfaces": ["eth0", ""]}, "advertise_interfaces"),
+            ({"discover_peers": ["127.0.0.1:7946"]}, "discover_peers"),
         ]
         for kwargs, field in cases:
-            error = self.assertRaises(ValueError, Options, **kwargs)
-            self.assertIn(field, str(error))
+            error = self.assertRaises(OptionError, Options, **kwargs)
+            self.assertEqual(error.field, field)
+            self.assertEqual(str(error), f"{field}: {error.reason}")
         options = Options(advertise_address="127.0.0.5:9000", node_name="n")
         config = options.gossip_config()
         self.assertEqual(

@@ -60,6 +60,7 @@ from twisted.logger import Logger
 from twisted.names import dns
 from twisted.python.failure import Failure
 
+from cluster.alloy.options import OptionError
 from cluster.gossip.address import (
     DNS_TIMEOUT,
     LookupResult,
@@ -303,15 +304,17 @@ def validate_discovery(
     (C{--cluster.discover-peers}; here any non-empty C{discover_peers})
     cannot both be configured.
 
-    @raise ValueError: naming both fields, when both are set.
+    @raise OptionError: about C{discover_peers}, naming both fields, when
+        both are set.
     """
     if _split_entries(join_addresses) and discover_peers:
         # The other method's configuration is not echoed: go-discover
         # settings can hold credentials (Alloy avoids logging them too).
-        raise ValueError(
+        raise OptionError(
+            "discover_peers",
             "at most one of join_addresses (--cluster.join-addresses) and "
             "discover_peers (--cluster.discover-peers) may be set, got join "
-            f"addresses {_split_entries(join_addresses)!r} and discover_peers too"
+            f"addresses {_split_entries(join_addresses)!r} and discover_peers too",
         )
 
 
@@ -333,16 +336,18 @@ def peer_discovery(
         discovery has no counterpart here.
     @return: L{join_addresses} discovery, or C{discover_peers}, or C{None}
         when neither is set (a seed node that others join).
-    @raise ValueError: when both are set, or C{discover_peers} is a string.
+    @raise OptionError: about C{discover_peers}, when both are set or it
+        is a string.
     """
     validate_discovery(join_peers, discover_peers)
     if _split_entries(join_peers):
         return join_addresses(join_peers, default_port, resolver, reactor)
     if isinstance(discover_peers, str):
         if discover_peers:
-            raise ValueError(
-                "discover_peers: cloud provider discovery (go-discover) is not "
-                "supported; use join_addresses or a discovery function"
+            raise OptionError(
+                "discover_peers",
+                "cloud provider discovery (go-discover) is not supported; use "
+                "join_addresses or a discovery function",
             )
         return None
     return discover_peers

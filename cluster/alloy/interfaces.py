@@ -1,6 +1,9 @@
 """
 The interfaces of the cluster service (Alloy's C{cluster.Cluster},
 C{cluster.Component} and the part of C{service.Host} it uses).
+
+C{Cluster}, C{Component} and C{ServiceHost}, their names before they took
+zope's C{I} prefix, stay as aliases for one release.
 """
 
 from __future__ import annotations
@@ -13,10 +16,17 @@ if TYPE_CHECKING:
     from cluster.peer import Peer
     from cluster.shard import Op
 
-__all__ = ["Cluster", "Component", "ServiceHost"]
+__all__ = [
+    "Cluster",
+    "Component",
+    "ICluster",
+    "IComponent",
+    "IServiceHost",
+    "ServiceHost",
+]
 
 
-class Cluster(Interface):
+class ICluster(Interface):
     """
     The read-only view of the cluster that components use.
     """
@@ -41,7 +51,7 @@ class Cluster(Interface):
         """
 
 
-class Component(Interface):
+class IComponent(Interface):
     """
     A component that wants to hear about cluster changes.
     """
@@ -53,13 +63,29 @@ class Component(Interface):
         """
 
 
-class ServiceHost(Interface):
+class IServiceHost(Interface):
     """
     What the service needs from the program embedding it.
     """
 
     def list_components() -> list[object]:
         """
-        Every running component; those providing L{Component} are told
+        Every running component; those providing L{IComponent} are told
         about cluster changes.
         """
+
+
+Cluster = ICluster
+"""
+Deprecated alias of L{ICluster}, kept for one release.
+"""
+
+Component = IComponent
+"""
+Deprecated alias of L{IComponent}, kept for one release.
+"""
+
+ServiceHost = IServiceHost
+"""
+Deprecated alias of L{IServiceHost}, kept for one release.
+"""
