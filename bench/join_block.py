@@ -20,17 +20,18 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 
-from twisted.internet import reactor, task
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet import task
+from twisted.internet.interfaces import IReactorTime
 
 # Running the script directly puts bench/ (not the repo root) on sys.path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench import _harness as harness
 from cluster.ckit.messages import StateMessage, encode_local_state
 from cluster.ckit.node import Node
 from cluster.gossip import GossipConfig
@@ -48,11 +49,12 @@ class BlockMonitor:
     Fires every C{interval} seconds and keeps the longest lateness.
     """
 
-    def __init__(self, interval: float = 0.001) -> None:
+    def __init__(self, clock: IReactorTime, interval: float = 0.001) -> None:
         self.interval = interval
         self.longest = 0.0
         self._last = time.perf_counter()
         self._loop = task.LoopingCall(self._tick)
+        self._loop.clock = clock
 
     def start(self) -> None:
         self._last = time.perf_counter()
@@ -90,20 +92,20 @@ def config(name: str) -> GossipConfig:
     return GossipConfig.lan(name=name, bind_address="127.0.0.1", bind_port=0)
 
 
-async def measure(members: int) -> dict[str, object]:
+async def measure(reactor: IReactorTime, members: int) -> dict[str, object]:
     seed = Node(config("seed"), sharder=ring(512), reactor=reactor)
     await seed.start()
     await seed.change_state(PeerState.PARTICIPANT)
     # The seed merges the cluster's state as from a push/pull it received.
-    seed.memberlist._merge_remote(synthetic_cluster(seed, members))
+    seed.memberlist.sync.merge(synthetic_cluster(seed, members))
     if len(seed.peers()) != members:
-        raise SystemExit(f"the seed knows {len(seed.peers())} peers, not {members}")
+        harness.exit_failed(f"the seed knows {len(seed.peers())} peers, not {members}")
 
     joiner = Node(config("joiner"), sharder=ring(512), reactor=reactor)
     await joiner.start()
-    monitor = BlockMonitor()
+    monitor = BlockMonitor(reactor)
     monitor.start()
-    await task.deferLater(reactor, 0.2, lambda: None)
+    await harness.sleep(reactor, 0.2)
     idle_block = monitor.longest
     monitor.reset()
     started = time.perf_counter()
@@ -111,10 +113,10 @@ async def measure(members: int) -> dict[str, object]:
     sharder = joiner.sharder
     assert sharder is not None
     while len(sharder.peers()) < members:
-        await task.deferLater(reactor, 0.001, lambda: None)
+        await harness.sleep(reactor, 0.001)
     ready = time.perf_counter() - started
     # A little longer: anything the join scheduled for later.
-    await task.deferLater(reactor, 0.5, lambda: None)
+    await harness.sleep(reactor, 0.5)
     monitor.stop()
     await joiner.stop()
     await seed.stop()
@@ -126,37 +128,29 @@ async def measure(members: int) -> dict[str, object]:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--members", type=int, default=1000)
-    parser.add_argument("--json", metavar="PATH")
-    args = parser.parse_args(argv)
-    if args.members < 2:
-        parser.error("--members: at least 2")
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    options = harness.parser(__file__, __doc__)
+    options.add_argument("--members", type=harness.at_least(2), default=1000)
+    args = options.parse_args(argv)
     if args.members > SYNTHETIC_NETWORK.num_addresses - 2:
-        parser.error(f"--members: at most {SYNTHETIC_NETWORK.num_addresses - 2}")
+        options.error(f"--members: at most {SYNTHETIC_NETWORK.num_addresses - 2}")
+    return args
 
-    result: dict[str, object] = {}
 
-    def done(outcome: object) -> None:
-        if isinstance(outcome, dict):
-            result.update(outcome)
-        else:
-            print(outcome, file=sys.stderr)
-        reactor.stop()
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
 
-    d: Deferred[dict[str, object]] = ensureDeferred(measure(args.members))
-    d.addBoth(done)
-    reactor.run()
-    if not result:
-        raise SystemExit("the join did not complete")
-    for key, value in result.items():
-        print(f"{key:<20} {value}")
-    if float(str(result["longest_block_ms"])) > TARGET_BLOCK_MS:
-        print(f"missed: a block longer than {TARGET_BLOCK_MS:.0f} ms")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    async def run(reactor: IReactorTime) -> None:
+        try:
+            result = await measure(reactor, args.members)
+        except Exception as e:
+            harness.exit_failed(f"the join did not complete: {e}")
+        harness.print_fields(result)
+        if float(str(result["longest_block_ms"])) > TARGET_BLOCK_MS:
+            print(f"missed: a block longer than {TARGET_BLOCK_MS:.0f} ms")
+        harness.write_json(args.json, result)
+
+    harness.react(run)
 
 
 if __name__ == "__main__":

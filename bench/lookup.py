@@ -28,8 +28,6 @@ over 100 ms.  A missed target is printed, not a failure.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 import random
@@ -37,14 +35,15 @@ import statistics
 import sys
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterator, Sized
+from collections.abc import Callable, Iterator, Sequence, Sized
 
 # Running the script directly puts bench/ (not the repo root) on sys.path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cluster import shard
+from bench import _harness as harness
 from cluster.peer import Peer, PeerState
-from cluster.shard import Op, Sharder, SteppedSharder, ring
+from cluster.shard import ISteppedSharder, Op, Sharder, ring
+from cluster.shard import _vectors as shard_vectors
 
 NODE_COUNTS = (10, 100, 1000)
 NUM_TOKENS = 512
@@ -67,7 +66,7 @@ def _longest_step(peers: list[Peer]) -> float:
     Seconds of the longest step of a full build run in steps.
     """
     sharder = ring(NUM_TOKENS)
-    assert isinstance(sharder, SteppedSharder)
+    assert ISteppedSharder.providedBy(sharder)
     steps: Iterator[None] = iter(sharder.set_peers_in_steps(peers))
     longest = 0.0
     while True:
@@ -118,12 +117,12 @@ def _batch_rate(sharder: Sharder, keys: list[int], n: int) -> float:
 
 
 def _fallback_rate(sharder: Sharder, keys: list[int], n: int) -> float:
-    vectorised = shard._vectorised
-    shard._vectorised = False
+    vectorised = shard_vectors.enabled
+    shard_vectors.enabled = False
     try:
         return _batch_rate(sharder, keys, n)
     finally:
-        shard._vectorised = vectorised
+        shard_vectors.enabled = vectorised
 
 
 def _single_rate(sharder: Sharder, keys: list[int]) -> float:
@@ -201,74 +200,63 @@ def misses(rows: list[dict[str, float]]) -> list[str]:
     return missed
 
 
-def print_table(
-    rows: list[dict[str, float]], columns: list[tuple[str, str, str]]
-) -> None:
+# Two tables, the costs and the rates: (title, key, format) per column.
+TABLES = (
+    (
+        ("nodes", "nodes", "d"),
+        ("full build ms", "full_build_ms", ".1f"),
+        ("longest step ms", "longest_step_ms", ".1f"),
+        ("join ms", "join_ms", ".1f"),
+        ("first batch ms", "first_batch_ms", ".1f"),
+    ),
+    (
+        ("nodes", "nodes", "d"),
+        ("batch n=1/s", "batch_n1_per_s", ",.0f"),
+        ("batch n=3/s", "batch_n3_per_s", ",.0f"),
+        ("fallback n=1/s", "fallback_n1_per_s", ",.0f"),
+        ("single/s", "single_per_s", ",.0f"),
+        ("bisect loop/s", "bisect_loop_per_s", ",.0f"),
+        ("batch/bisect", "batch_over_bisect", ".2f"),
+        ("single/bisect", "single_over_bisect", ".2f"),
+    ),
+)
+
+
+def table_lines(
+    rows: list[dict[str, float]], columns: Sequence[tuple[str, str, str]]
+) -> list[str]:
     """
     C{rows} as a table: one column per C{(title, key, format)}.
     """
-    widths = [max(len(title), 11) for title, _, _ in columns]
-    header = " | ".join(
-        f"{title:>{width}}"
-        for (title, _, _), width in zip(columns, widths, strict=True)
-    )
-    print(header)
-    print("-" * len(header))
-    for row in rows:
-        cells = (
-            f"{(int(row[key]) if spec == 'd' else row[key]):>{width}{spec}}"
-            for (_, key, spec), width in zip(columns, widths, strict=True)
-        )
-        print(" | ".join(cells))
+    cells = [
+        [
+            format(int(row[key]) if spec == "d" else row[key], spec)
+            for _, key, spec in columns
+        ]
+        for row in rows
+    ]
+    titles = [title for title, _, _ in columns]
+    return harness.Table.fitting(titles, cells, narrowest=11).lines(cells, rule=True)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument("--keys", type=int, default=1_000_000)
-    parser.add_argument("--single-keys", type=int, default=200_000)
-    parser.add_argument("--joins", type=int, default=5)
-    parser.add_argument("--json", metavar="PATH")
-    args = parser.parse_args(argv)
-    for flag in ("keys", "single_keys", "joins"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')}: at least 1")
+def main(argv: Sequence[str] | None = None) -> None:
+    options = harness.parser(__file__, __doc__)
+    options.add_argument("--keys", type=harness.at_least(1), default=1_000_000)
+    options.add_argument("--single-keys", type=harness.at_least(1), default=200_000)
+    options.add_argument("--joins", type=harness.at_least(1), default=5)
+    args = options.parse_args(argv)
 
     rng = random.Random(42)
     keys = [rng.getrandbits(64) for _ in range(args.keys)]
     single_keys = keys[: args.single_keys]
     rows = [measure(count, keys, single_keys, args.joins) for count in NODE_COUNTS]
 
-    numpy = "numpy" if shard._vectorised else "no numpy: batch = fallback"
+    numpy = "numpy" if shard_vectors.enabled else "no numpy: batch = fallback"
     print(f"ring({NUM_TOKENS}), {len(keys):,} random keys, Op.READ_WRITE ({numpy})")
-    print_table(
-        rows,
-        [
-            ("nodes", "nodes", "d"),
-            ("full build ms", "full_build_ms", ".1f"),
-            ("longest step ms", "longest_step_ms", ".1f"),
-            ("join ms", "join_ms", ".1f"),
-            ("first batch ms", "first_batch_ms", ".1f"),
-        ],
-    )
-    print()
-    print_table(
-        rows,
-        [
-            ("nodes", "nodes", "d"),
-            ("batch n=1/s", "batch_n1_per_s", ",.0f"),
-            ("batch n=3/s", "batch_n3_per_s", ",.0f"),
-            ("fallback n=1/s", "fallback_n1_per_s", ",.0f"),
-            ("single/s", "single_per_s", ",.0f"),
-            ("bisect loop/s", "bisect_loop_per_s", ",.0f"),
-            ("batch/bisect", "batch_over_bisect", ".2f"),
-            ("single/bisect", "single_over_bisect", ".2f"),
-        ],
-    )
+    print("\n\n".join("\n".join(table_lines(rows, columns)) for columns in TABLES))
     for line in misses(rows):
         print(f"missed: {line}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"vectorised": shard._vectorised, "rows": rows}, f, indent=2)
+    harness.write_json(args.json, {"vectorised": shard_vectors.enabled, "rows": rows})
 
 
 if __name__ == "__main__":

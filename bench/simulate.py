@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
+import math
 import os
 import statistics
 import sys
@@ -44,10 +44,11 @@ from zope.interface import implementer
 # Running the script directly puts bench/ (not the repo root) on sys.path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench import _harness as harness
 from cluster.gossip import GossipConfig, Member, Memberlist, MemberState
 from cluster.gossip.interfaces import IEventDelegate
-from cluster.gossip.memberlist import push_pull_scale
-from cluster.gossip.suspicion import suspicion_timeout
+from cluster.gossip.loops import push_pull_scale
+from cluster.gossip.suspicion import worst_case_detection
 from cluster.testing import SimulatedNetwork
 
 JOIN_BATCH = 10  # nodes joining together, every JOIN_SPACING simulated seconds
@@ -124,7 +125,8 @@ class Simulation:
 
     def bytes_sent(self) -> int:
         return sum(
-            n.stats["bytes.out"] + n.stats["stream_bytes.out"] for n in self.nodes
+            n.counters.traffic.bytes_out + n.counters.traffic.stream_bytes_out
+            for n in self.nodes
         )
 
 
@@ -141,7 +143,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     built = sim.build()
     build_wall = time.perf_counter() - wall
     if built is None:
-        raise SystemExit(f"the {args.nodes} nodes never all listed each other")
+        raise harness.RunFailed(f"the {args.nodes} nodes never all listed each other")
     network.run(args.settle)
 
     steady_start, wall = network.clock.seconds(), time.perf_counter()
@@ -152,11 +154,13 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         sim.all_see("joiner", MemberState.ALIVE), args.seconds, step=0.05
     )
     if join_spread is None:
-        raise SystemExit("the last join never reached every node")
+        raise harness.RunFailed("the last join never reached every node")
 
     members = len(sim.nodes)
-    worst = 6 * suspicion_timeout(
-        sim.config.suspicion_mult, members, sim.config.probe_interval
+    # With loss, a node that missed every retransmission of a death hears
+    # of it at its next push/pull.
+    worst = worst_case_detection(sim.config, members) + push_pull_scale(
+        sim.config.push_pull_interval, members
     )
     detections = []
     for k in range(args.kills):
@@ -164,10 +168,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         sim.crashed.add(victim.name)
         network.crash(victim)
         took = network.run_until(
-            sim.all_see(victim.name, MemberState.DEAD), worst + 10, step=0.05
+            sim.all_see(victim.name, MemberState.DEAD), worst, step=0.05
         )
         if took is None:
-            raise SystemExit(f"{victim.name} was never detected by everyone")
+            raise harness.RunFailed(f"{victim.name} was never detected by everyone")
         detections.append(took)
     remaining = args.seconds - (network.clock.seconds() - steady_start)
     if remaining > 0:
@@ -215,40 +219,50 @@ def check_targets(result: dict[str, object]) -> list[str]:
     return missed
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench/simulate.py", description=__doc__)
-    parser.add_argument("--nodes", type=int, default=1000)
-    parser.add_argument("--loss", type=float, default=0.01)
-    parser.add_argument("--seconds", type=float, default=120.0)
-    parser.add_argument("--kills", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    options = harness.parser(__file__, __doc__)
+    options.add_argument("--nodes", type=harness.at_least(3), default=1000)
+    options.add_argument("--loss", type=probability, default=0.01)
+    options.add_argument("--seconds", type=float, default=120.0)
+    options.add_argument("--kills", type=harness.at_least(0), default=10)
+    options.add_argument("--seed", type=int, default=1)
+    options.add_argument(
         "--settle",
         type=float,
         default=30.0,
         help="simulated seconds between the build and the measurements",
     )
-    parser.add_argument("--compression", action="store_true")
-    parser.add_argument("--gc-threshold", type=int, default=50_000)
-    parser.add_argument("--json", help="also write the result to this file")
-    args = parser.parse_args(argv)
-    if args.nodes < 3:
-        parser.error("--nodes: at least 3")
-    if not 0 <= args.loss < 1:
-        parser.error("--loss: a probability below 1")
-    if not 0 <= args.kills <= args.nodes - 2:
-        parser.error("--kills: between 0 and nodes - 2")
-    if args.gc_threshold < 1:
-        parser.error("--gc-threshold: at least 1")
-    result = run(args)
-    width = max(len(key) for key in result)
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
+    options.add_argument("--compression", action="store_true")
+    options.add_argument("--gc-threshold", type=harness.at_least(1), default=50_000)
+    args = options.parse_args(argv)
+    if args.kills > args.nodes - 2:
+        options.error("--kills: between 0 and nodes - 2")
+    return args
+
+
+def probability(text: str) -> float:
+    """
+    An argument type: a probability below 1.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError("a probability below 1")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        result = run(args)
+    except harness.RunFailed as e:
+        harness.exit_failed(str(e))
+    harness.print_fields(result)
     for target in check_targets(result):
         print(f"missed target: {target}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    harness.write_json(args.json, result)
     return 0
 
 

@@ -42,8 +42,9 @@ ok/miss; C{--json PATH} writes the same rows as JSON, with the samples):
 
 The run I{fails} (exit status 1) when it cannot measure: a node's status
 site never answers, the nodes do not converge within 120 s, a kill is not
-detected within the worst-case bound derived from the LAN configuration
-(see L{detection_bound}), or a node process exits that was not killed.  A
+detected within the worst case of the LAN configuration
+(L{cluster.gossip.suspicion.worst_case_detection}), or a node process exits
+that was not killed.  A
 missed target is printed as I{miss} and does not change the exit status.
 Ctrl-C stops the run (exit status 130).  Bad flags exit with status 2.
 
@@ -57,39 +58,26 @@ printed) otherwise.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import re
 import shutil
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine, Iterable, Iterator, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import Iterator, Sequence
 
 import attrs
 import psutil
-from twisted.internet import task
-from twisted.internet.defer import (
-    CancelledError,
-    Deferred,
-    DeferredSemaphore,
-    FirstError,
-    gatherResults,
-)
-from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 
 # Running the script directly puts bench/ (not the repo root) on sys.path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench import _harness as harness
 from cluster.daemon.demo import LocalNode
 from cluster.gossip import GossipConfig
-from cluster.gossip.suspicion import suspicion_timeout
-from cluster.gossip.transport import free_loopback_port
-
-T = TypeVar("T")
+from cluster.gossip.suspicion import worst_case_detection
 
 PROFILE = "lan"
 CONVERGENCE_TARGET = 10.0  # seconds after the last start
@@ -105,18 +93,7 @@ FETCH_CONCURRENCY = 20
 # announce "terminating", 5 s to leave); 100 of them stopping at once on 2
 # cores need most of that (11.8 s measured).
 STOP_GRACE = 20.0
-# Probe intervals allowed until some member probes a killed node and the
-# probe fails.  With N-1 members probing one member each per interval that
-# takes about one interval; the rest is room for a loaded machine
-# (Lifeguard stretches the intervals of unhealthy nodes).
-FIRST_PROBE_INTERVALS = 10
 DEAD_STATES = frozenset({"dead", "left"})
-MIB = 1024 * 1024
-
-_MEMBER_EVENT = re.compile(
-    r'^cluster_node_gossip_member_events_total\{[^}]*event="(\w+)"[^}]*\} (\S+)$',
-    re.MULTILINE,
-)
 
 
 @attrs.frozen
@@ -133,40 +110,6 @@ class View:
     answered: float
     members: dict[str, str]
     health_score: int
-
-
-class RunFailed(Exception):
-    """
-    The run could not measure what it is for (not a missed target).
-    """
-
-
-class Interrupted(Exception):
-    """
-    Ctrl-C (or SIGTERM) stopped the run.
-    """
-
-
-def detection_bound(config: GossipConfig, size: int) -> float:
-    """
-    The longest a SIGKILLed node may take to be listed dead by every
-    survivor before the run counts as failed, in seconds: the sum of
-
-      - probing: L{FIRST_PROBE_INTERVALS} probe intervals until a probe of
-        it fails;
-      - suspicion: the maximum suspicion timeout, C{suspicion_max_timeout_mult}
-        times the minimum (L{suspicion_timeout}); it applies when no other
-        member confirms the suspicion;
-      - dissemination: the dead message's retransmissions,
-        C{retransmit_mult * ceil(log10(N + 1))}, one gossip interval apart.
-
-    LAN, 100 nodes: 10 + 6 * 4 * 2 * 1 + 12 * 0.2 = 60.4 s.
-    """
-    probing = FIRST_PROBE_INTERVALS * config.probe_interval
-    minimum = suspicion_timeout(config.suspicion_mult, size, config.probe_interval)
-    suspicion = config.suspicion_max_timeout_mult * minimum
-    retransmits = config.retransmit_mult * math.ceil(math.log10(size + 1))
-    return probing + suspicion + retransmits * config.gossip_interval
 
 
 @attrs.define
@@ -346,32 +289,31 @@ def batches(numbers: Sequence[int], size: int) -> Iterator[Sequence[int]]:
         yield numbers[start : start + size]
 
 
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 class Soak:
     """
     One soak run; L{run} does it all, L{rows} tells what was measured (so
     far, when the run failed).
     """
 
-    def __init__(self, reactor: IReactorTime, args: argparse.Namespace) -> None:
-        self.reactor = reactor
+    def __init__(self, processes: harness.Processes, args: argparse.Namespace) -> None:
+        self.processes = processes
+        self.reactor = processes.reactor
+        self.sites = harness.StatusSites(
+            self.reactor, timeout=FETCH_TIMEOUT, concurrency=FETCH_CONCURRENCY
+        )
         self.size: int = args.nodes
         self.duration: float = args.minutes * 60
         self.batch: int = args.batch
         self.config = GossipConfig.lan()
-        self.bound = detection_bound(self.config, self.size)
+        self.bound = worst_case_detection(self.config, self.size)
         self.log_dir = tempfile.mkdtemp(prefix="soak-")
         self.seeds: int = args.seeds
         self.kill_count: int = args.kills
-        self.nodes: list[LocalNode] = []  # in the order they were spawned
+        self.nodes: list[harness.Child] = []  # in the order they were spawned
         self.started_at: dict[str, float] = {}
         self.killed: set[str] = set()
         self.kills: list[Kill] = []
         self.samples: list[Sample] = []
-        self.unexpected_exits: list[str] = []
         # Never-killed members some node listed dead (name -> the first
         # node seen listing it), and those listed suspect.
         self.falsely_dead: dict[str, str] = {}
@@ -385,18 +327,12 @@ class Soak:
         self.convergence: float | None = None
         self.soak_began: float | None = None
         self.soak_seconds: float | None = None
-        self.stop_seconds: float | None = None
-        self.stop_sigkilled: int | None = None
-        self.interrupted = False
-        self._stopping = False
-        self._stopped = False
         self._next_sample = math.inf
         self._meter: ProcessMeter | None = None
-        self._in_flight = DeferredSemaphore(FETCH_CONCURRENCY)
 
     # --- plumbing ---
 
-    def _spawn(self, number: int) -> LocalNode:
+    def _spawn(self, number: int) -> harness.Child:
         """
         Start node C{number}: the seeds join the seeds spawned before them,
         every other node all the seeds.  Ports are picked now, not ahead,
@@ -409,86 +345,27 @@ class Soak:
             self.reactor,
             name,
             ["--profile", PROFILE, *join],
-            gossip_port=free_loopback_port(),
-            http_port=free_loopback_port(),
             log_path=os.path.join(self.log_dir, f"{name}.log"),
         )
-        node.start()
-        self.nodes.append(node)
-        node.ended.addCallback(self._exited, node)
-        return node
+        child = self.processes.node(node)
+        self.nodes.append(child)
+        return child
 
-    async def _gather(
-        self, coroutines: Iterable[Coroutine[Deferred[Any], Any, T]]
-    ) -> list[T]:
-        """
-        Run C{coroutines} concurrently; the first to fail fails the lot
-        with its own exception (not wrapped in a L{FirstError}).
-        """
-        running = [Deferred.fromCoroutine(coroutine) for coroutine in coroutines]
-        try:
-            return await gatherResults(running, consumeErrors=True)
-        except FirstError as e:
-            e.subFailure.raiseException()
-
-    async def _sleep(self, seconds: float) -> None:
-        await task.deferLater(self.reactor, max(0.0, seconds), lambda: None)
-
-    def _checkpoint(self) -> None:
-        """
-        Stop the run on Ctrl-C or when a node died that was not killed.
-        """
-        if self.interrupted:
-            raise Interrupted()
-        if self.unexpected_exits:
-            raise RunFailed("; ".join(self.unexpected_exits))
-
-    def _exited(self, code: int, node: LocalNode) -> int:
-        if node.name not in self.killed and not self._stopping:
-            log_tail = "".join(_tail(node.log_path or "", 5))
-            self.unexpected_exits.append(
-                f"{node.name} exited unexpectedly with status {code}"
-            )
-            progress(
-                f"{node.name} exited with status {code}:\n"
-                f"{node.output[-2000:]}{log_tail}"
-            )
-        return code  # others may wait on it too
-
-    async def _get(self, node: LocalNode, path: str) -> bytes | None:
-        """
-        C{GET path} on a node's status site: the body of a 200 answer, or
-        C{None} for any other answer or none in time (a node not answering
-        yet, or any more: the callers poll again).
-        """
-        async with self._in_flight:
-            request = Deferred.fromCoroutine(node.fetch(path))
-            request.addTimeout(FETCH_TIMEOUT, self.reactor)
-            try:
-                code, body = await request
-            except CancelledError:
-                raise  # the run is being stopped
-            except Exception:
-                return None
-        return body if code == 200 else None
-
-    async def _view(self, node: LocalNode) -> View | None:
-        body = await self._get(node, "/api/v0/web/cluster")
-        if body is None:
+    async def _view(self, node: harness.Child) -> View | None:
+        status = await self.sites.cluster(node)
+        if status is None:
             return None
-        answered = time.monotonic()
-        status = json.loads(body)
         members = {member["name"]: member["state"] for member in status["members"]}
-        return View(answered, members, status["self"]["healthScore"])
+        return View(time.monotonic(), members, status["self"]["healthScore"])
 
-    async def _views(self, nodes: Sequence[LocalNode]) -> dict[str, View]:
+    async def _views(self, nodes: Sequence[harness.Child]) -> dict[harness.Child, View]:
         """
         The member tables of C{nodes} (those that answered), fetched
         concurrently; every table is checked for false deaths.
         """
-        results = await self._gather(self._view(node) for node in nodes)
+        results = await harness.gather(self._view(node) for node in nodes)
         views = {
-            node.name: view
+            node: view
             for node, view in zip(nodes, results, strict=True)
             if view is not None
         }
@@ -498,41 +375,34 @@ class Soak:
                 if member in self.killed:
                     continue
                 if state in DEAD_STATES:
-                    self.falsely_dead.setdefault(member, viewer)
+                    self.falsely_dead.setdefault(member, viewer.name)
                 elif state == "suspect":
                     self.falsely_suspect.add(member)
         return views
 
-    async def _read_member_events(self, nodes: Sequence[LocalNode]) -> None:
+    async def _read_member_events(self, nodes: Sequence[harness.Child]) -> None:
         kills_begun = len(self.kills)
 
-        async def read(node: LocalNode) -> None:
-            body = await self._get(node, "/metrics")
-            if body is None:
-                return
-            counts = {
-                event: float(value)
-                for event, value in _MEMBER_EVENT.findall(body.decode("utf-8"))
-            }
-            self.member_events[node.name] = MemberEvents(counts, kills_begun)
+        async def read(node: harness.Child) -> None:
+            samples = await self.sites.metrics(node)
+            if samples is not None:
+                counts = harness.by_label(samples, harness.MEMBER_EVENTS, "event")
+                self.member_events[node.name] = MemberEvents(counts, kills_begun)
 
-        await self._gather(read(node) for node in nodes)
+        await harness.gather(read(node) for node in nodes)
 
-    def _alive_nodes(self) -> list[LocalNode]:
+    def _alive_nodes(self) -> list[harness.Child]:
         return [node for node in self.nodes if node.name not in self.killed]
 
     # --- the run ---
 
     async def run(self) -> None:
-        try:
-            await self._start()
-            await self._converge()
-            await self._soak()
-        finally:
-            await self.stop_all()
+        await self._start()
+        await self._converge()
+        await self._soak()
 
     async def _start(self) -> None:
-        progress(
+        harness.progress(
             f"starting {self.size} nodes on 127.0.0.1 in batches of {self.batch} "
             f"(logs in {self.log_dir})"
         )
@@ -541,24 +411,28 @@ class Soak:
         report_at = 20
         for batch in batches(range(1, self.size + 1), self.batch):
             spawned = [self._spawn(number) for number in batch]
-            await self._gather(self._wait_started(node) for node in spawned)
+            await harness.gather(self._wait_started(node) for node in spawned)
             if len(self.started_at) >= report_at:
                 elapsed = time.monotonic() - self.start_began
-                progress(f"  {len(self.started_at)} answering after {elapsed:.1f} s")
+                harness.progress(
+                    f"  {len(self.started_at)} answering after {elapsed:.1f} s"
+                )
                 report_at += 20
         self.start_seconds = max(self.started_at.values()) - self.start_began
         self.start_cpu_percent = psutil.cpu_percent(None)
 
-    async def _wait_started(self, node: LocalNode) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while await self._get(node, "/-/ready") is None:
-            self._checkpoint()
-            if time.monotonic() > deadline:
-                raise RunFailed(
-                    f"{node.name}'s status site did not answer within "
-                    f"{START_TIMEOUT:.0f} s of its start"
-                )
-            await self._sleep(0.1)
+    async def _wait_started(self, node: harness.Child) -> None:
+        async def ready() -> bool:
+            return await self.sites.get(node, "/-/ready") is not None
+
+        await harness.Poller(self.processes, 0.1).until(
+            ready,
+            START_TIMEOUT,
+            lambda: (
+                f"{node.name}'s status site did not answer within "
+                f"{START_TIMEOUT:.0f} s of its start"
+            ),
+        )
         self.started_at[node.name] = time.monotonic()
 
     async def _converge(self) -> None:
@@ -567,24 +441,29 @@ class Soak:
         """
         last_start = max(self.started_at.values())
         everyone = [node.name for node in self.nodes]
-        pending = list(self.nodes)
-        converged_at: dict[str, float] = {}
-        while pending:
-            self._checkpoint()
-            if time.monotonic() - last_start > CONVERGENCE_TIMEOUT:
-                raise RunFailed(
-                    f"{len(pending)} of {self.size} nodes did not list all "
-                    f"{self.size} alive within {CONVERGENCE_TIMEOUT:.0f} s of "
-                    f"the last start, e.g. {pending[0].name}"
-                )
-            for name, view in (await self._views(pending)).items():
-                if all(view.members.get(member) == "alive" for member in everyone):
-                    converged_at[name] = view.answered
-            pending = [node for node in pending if node.name not in converged_at]
-            if pending:
-                await self._sleep(POLL_INTERVAL)
+
+        async def converged(
+            nodes: Sequence[harness.Child],
+        ) -> dict[harness.Child, float]:
+            return {
+                node: view.answered
+                for node, view in (await self._views(nodes)).items()
+                if all(view.members.get(member) == "alive" for member in everyone)
+            }
+
+        converged_at = await harness.Poller(self.processes, POLL_INTERVAL).each(
+            self.nodes,
+            converged,
+            CONVERGENCE_TIMEOUT,
+            lambda late: (
+                f"{len(late)} of {self.size} nodes did not list all "
+                f"{self.size} alive within {CONVERGENCE_TIMEOUT:.0f} s of "
+                f"the last start, e.g. {late[0].name}"
+            ),
+            started=last_start,
+        )
         self.convergence = max(converged_at.values()) - last_start
-        progress(
+        harness.progress(
             f"every node lists {self.size} alive {self.convergence:.2f} s after "
             "the last start"
         )
@@ -599,7 +478,7 @@ class Soak:
         began = self.soak_began = time.monotonic()
         spacing = self.duration / (self.kill_count + 1)
         planned = ", ".join(f"{spacing * i:.0f} s" for i in range(1, len(victims) + 1))
-        progress(
+        harness.progress(
             f"soak: {self.duration:.0f} s"
             + (f", kills at {planned}" if planned else "")
         )
@@ -619,8 +498,8 @@ class Soak:
 
     async def _idle_until(self, moment: float) -> None:
         while (now := time.monotonic()) < moment:
-            self._checkpoint()
-            await self._sleep(min(moment, self._next_sample) - now)
+            self.processes.check()
+            await harness.sleep(self.reactor, min(moment, self._next_sample) - now)
             await self._sample_when_due()
 
     async def _sample_when_due(self) -> None:
@@ -646,16 +525,17 @@ class Soak:
         false_declarations = sum(
             events.false_declarations for events in self.member_events.values()
         )
-        progress(
+        harness.progress(
             f"  {elapsed:5.0f} s: machine CPU {cpu:5.1f} %, memory used "
-            f"{memory / MIB:7.0f} MiB; {usage.nodes_running} nodes: PSS "
-            f"{usage.nodes_pss / MIB:6.0f} MiB, CPU {usage.nodes_cpu_percent:5.1f} % "
+            f"{memory / harness.MIB:7.0f} MiB; {usage.nodes_running} nodes: PSS "
+            f"{usage.nodes_pss / harness.MIB:6.0f} MiB, "
+            f"CPU {usage.nodes_cpu_percent:5.1f} % "
             f"of a core; bench CPU {usage.bench_cpu_percent:4.1f} %; "
             f"health score <= {health}; false deaths "
             f"{len(self.falsely_dead)} (declarations {false_declarations})"
         )
 
-    async def _kill(self, victim: LocalNode) -> None:
+    async def _kill(self, victim: harness.Child) -> None:
         """
         SIGKILL C{victim}, then poll the survivors that still list it alive
         or suspect until none does.
@@ -664,64 +544,37 @@ class Soak:
         self.killed.add(victim.name)  # first: its death is no false one
         kill = Kill(victim.name, time.monotonic())
         self.kills.append(kill)
+        self.processes.expect_exit(victim)
         victim.signal("KILL")
-        progress(f"kill {len(self.kills)}: SIGKILL {victim.name}")
-        pending = self._alive_nodes()
-        seen_at: dict[str, float] = {}
-        while pending:
-            self._checkpoint()
-            if time.monotonic() - kill.killed_at > self.bound:
-                raise RunFailed(
-                    f"{len(pending)} survivors still listed {victim.name} alive or "
-                    f"suspect {self.bound:.1f} s after its SIGKILL (the worst-case "
-                    f"bound), e.g. {pending[0].name}"
-                )
-            for name, view in (await self._views(pending)).items():
-                if view.members.get(victim.name) in (None, *DEAD_STATES):
-                    seen_at[name] = view.answered
-            pending = [node for node in pending if node.name not in seen_at]
+        harness.progress(f"kill {len(self.kills)}: SIGKILL {victim.name}")
+
+        async def dead_to(nodes: Sequence[harness.Child]) -> dict[harness.Child, float]:
+            views = await self._views(nodes)
             await self._sample_when_due()
-            if pending:
-                await self._sleep(POLL_INTERVAL)
+            return {
+                node: view.answered
+                for node, view in views.items()
+                if view.members.get(victim.name) in (None, *DEAD_STATES)
+            }
+
+        seen_at = await harness.Poller(self.processes, POLL_INTERVAL).each(
+            self._alive_nodes(),
+            dead_to,
+            self.bound,
+            lambda late: (
+                f"{len(late)} survivors still listed {victim.name} alive "
+                f"or suspect {self.bound:.1f} s after its SIGKILL (the worst-case "
+                f"bound), e.g. {late[0].name}"
+            ),
+            started=kill.killed_at,
+        )
         kill.detected_after = max(seen_at.values()) - kill.killed_at
         kill.first_detected_after = min(seen_at.values()) - kill.killed_at
-        progress(
+        harness.progress(
             f"kill {len(self.kills)}: every survivor lists {victim.name} dead after "
             f"{kill.detected_after:.2f} s (the first after "
             f"{kill.first_detected_after:.2f} s)"
         )
-
-    async def stop_all(self) -> None:
-        """
-        SIGTERM every node still running (each leaves gracefully), SIGKILL
-        those still running after L{STOP_GRACE}; each by its PID.
-        Returns at once if already stopped; waits if already stopping.
-        """
-        if self._stopped:
-            return
-        if self._stopping:
-            while not self._stopped:
-                await self._sleep(0.1)
-            return
-        self._stopping = True
-        running = [node for node in self.nodes if not node.ended.called]
-        began = time.monotonic()
-        if running:
-            progress(f"stopping {len(running)} nodes (SIGTERM)")
-        for node in running:
-            node.signal("TERM")
-        while time.monotonic() - began < STOP_GRACE:
-            if all(node.ended.called for node in running):
-                break
-            await self._sleep(0.1)
-        stubborn = [node for node in running if not node.ended.called]
-        for node in stubborn:
-            node.signal("KILL")
-        while not all(node.ended.called for node in stubborn):
-            await self._sleep(0.1)
-        self.stop_seconds = time.monotonic() - began
-        self.stop_sigkilled = len(stubborn)
-        self._stopped = True
 
     # --- the results ---
 
@@ -812,15 +665,17 @@ class Soak:
                     )
                 )
         rows.extend(self._machine_rows())
-        rows.append(Row("graceful stop: SIGTERM to all exited", self.stop_seconds, "s"))
+        stopped = self.processes.last_stop
+        killed = None if stopped is None else stopped.killed
         rows.append(
-            judged(
-                "nodes SIGKILLed after the stop grace",
-                self.stop_sigkilled,
-                "",
-                "0",
-                self.stop_sigkilled == 0,
+            Row(
+                "graceful stop: SIGTERM to all exited",
+                None if stopped is None else stopped.seconds,
+                "s",
             )
+        )
+        rows.append(
+            judged("nodes SIGKILLed after the stop grace", killed, "", "0", killed == 0)
         )
         return rows
 
@@ -838,26 +693,30 @@ class Soak:
         return [
             Row(f"machine CPU, soak mean ({cores})", statistics.mean(cpu), "%"),
             Row(f"machine CPU, soak max of 10 s samples ({cores})", max(cpu), "%"),
-            Row("machine memory used before start", self.memory_before // MIB, "MiB"),
-            Row("machine memory used, soak max", memory // MIB, "MiB"),
+            Row(
+                "machine memory used before start",
+                self.memory_before // harness.MIB,
+                "MiB",
+            ),
+            Row("machine memory used, soak max", memory // harness.MIB, "MiB"),
             Row(
                 "nodes' RSS summed, soak max",
-                max(u.nodes_rss for u in usages) // MIB,
+                max(u.nodes_rss for u in usages) // harness.MIB,
                 "MiB",
             ),
             Row(
                 "nodes' PSS summed, soak max",
-                max(u.nodes_pss for u in usages) // MIB,
+                max(u.nodes_pss for u in usages) // harness.MIB,
                 "MiB",
             ),
             Row(
                 "nodes' RSS per node, soak mean",
-                statistics.mean(per_node(u.nodes_rss, u) for u in usages) / MIB,
+                statistics.mean(per_node(u.nodes_rss, u) for u in usages) / harness.MIB,
                 "MiB",
             ),
             Row(
                 "nodes' PSS per node, soak mean",
-                statistics.mean(per_node(u.nodes_pss, u) for u in usages) / MIB,
+                statistics.mean(per_node(u.nodes_pss, u) for u in usages) / harness.MIB,
                 "MiB",
             ),
             Row(
@@ -890,110 +749,87 @@ class Soak:
         }
 
 
-def _tail(path: str, lines: int) -> list[str]:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.readlines()[-lines:]
-    except OSError:
-        return []
-
-
-def print_table(rows: Sequence[Row]) -> None:
-    width = max(len(row.metric) for row in rows)
-    values = [row.shown_value() for row in rows]
-    value_width = max(len(value) for value in values)
-    target_width = max(len(row.target) for row in rows)
-    print(f"{'metric':<{width}}  {'value':>{value_width}}  {'target':<{target_width}}")
-    for row, value in zip(rows, values, strict=True):
-        line = f"{row.metric:<{width}}  {value:>{value_width}}  "
-        print(f"{line}{row.target:<{target_width}}  {row.verdict}".rstrip())
+def table_lines(rows: Sequence[Row]) -> list[str]:
+    cells = [[row.metric, row.shown_value(), row.target, row.verdict] for row in rows]
+    table = harness.Table.fitting(
+        ["metric", "value", "target", ""], cells, aligns="<><<", separator="  "
+    )
+    return table.lines(cells)
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python bench/soak.py",
-        description="Soak test of real twistd clusternode processes on 127.0.0.1.",
+    options = harness.parser(__file__, __doc__)
+    harness.add_options(
+        options,
+        [
+            ("--nodes", harness.at_least(2), 100, "default 100"),
+            ("--minutes", minutes, 5.0, "default 5"),
+            ("--kills", harness.at_least(0), 3, "nodes SIGKILLed during the soak"),
+            (
+                "--seeds",
+                harness.at_least(1),
+                None,
+                "how many of the first nodes the others join through (default 3)",
+            ),
+            ("--batch", harness.at_least(1), 4, "nodes started together (default 4)"),
+        ],
     )
-    parser.add_argument("--nodes", type=int, default=100, help="default 100")
-    parser.add_argument("--minutes", type=float, default=5.0, help="default 5")
-    parser.add_argument(
-        "--kills", type=int, default=3, help="nodes SIGKILLed during the soak"
-    )
-    parser.add_argument(
-        "--seeds",
-        type=int,
-        default=None,
-        help="how many of the first nodes the others join through (default 3)",
-    )
-    parser.add_argument(
-        "--batch", type=int, default=4, help="nodes started together (default 4)"
-    )
-    parser.add_argument("--json", metavar="PATH", help="also write the results here")
-    parser.add_argument(
+    options.add_argument(
         "--keep-logs", action="store_true", help="keep the nodes' logs after success"
     )
-    args = parser.parse_args(argv)
-    if args.nodes < 2:
-        parser.error("--nodes: at least 2")
-    if not 0 < args.minutes < math.inf:
-        parser.error("--minutes: must be a positive number")
+    args = options.parse_args(argv)
     if args.seeds is None:
         args.seeds = min(3, args.nodes)
-    elif not 1 <= args.seeds <= args.nodes:
-        parser.error(f"--seeds: 1 to --nodes ({args.nodes})")
-    if not 0 <= args.kills <= args.nodes - args.seeds:
-        parser.error(
+    elif args.seeds > args.nodes:
+        options.error(f"--seeds: 1 to --nodes ({args.nodes})")
+    if args.kills > args.nodes - args.seeds:
+        options.error(
             f"--kills: 0 to {args.nodes - args.seeds} (seeds are never killed)"
         )
-    if args.batch < 1:
-        parser.error("--batch: at least 1")
-    if args.json is not None:
-        folder = os.path.dirname(os.path.abspath(args.json))
-        if not os.path.isdir(folder):
-            parser.error(f"--json: no such directory: {folder}")
     return args
 
 
-async def soak_main(reactor: IReactorCore, args: argparse.Namespace) -> None:
-    soak = Soak(cast(IReactorTime, reactor), args)
-    running = Deferred.fromCoroutine(soak.run())
+def minutes(text: str) -> float:
+    """
+    An argument type: a positive number of minutes.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError("must be a positive number")
+    return value
 
-    def interrupted() -> Deferred[None] | None:
-        # Ctrl-C or SIGTERM stops the reactor: stop the nodes first, then
-        # end the run where it waits.
-        if running.called:
-            return None
-        soak.interrupted = True
-        stopping = Deferred.fromCoroutine(soak.stop_all())
-        stopping.addBoth(lambda _: running.cancel())
-        return stopping
 
-    reactor.addSystemEventTrigger("before", "shutdown", interrupted)
+async def soak_main(reactor: IReactorTime, args: argparse.Namespace) -> None:
+    processes = harness.Processes(reactor)
+    soak = Soak(processes, args)
     failure: str | None = None
     try:
-        await running
-    except (Interrupted, CancelledError):
+        await harness.supervised(processes, soak.run(), STOP_GRACE)
+    except harness.Interrupted:
         failure = "interrupted"
-    except RunFailed as e:
+    except harness.RunFailed as e:
         failure = str(e)
     rows = soak.rows()
-    print_table(rows)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(soak.to_json(rows, failure), f, indent=2)
+    print("\n".join(table_lines(rows)))
+    harness.write_json(args.json, soak.to_json(rows, failure))
     if failure is None:
         if args.keep_logs:
-            progress(f"node logs kept in {soak.log_dir}")
+            harness.progress(f"node logs kept in {soak.log_dir}")
         else:
             shutil.rmtree(soak.log_dir, ignore_errors=True)
         return
-    print(f"run failed: {failure} (node logs kept in {soak.log_dir})", file=sys.stderr)
-    raise SystemExit(130 if soak.interrupted else 1)
+    harness.exit_failed(
+        f"{failure} (node logs kept in {soak.log_dir})",
+        130 if processes.interrupted else 1,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    task.react(soak_main, [args])
+    harness.react(lambda reactor: soak_main(reactor, args))
 
 
 if __name__ == "__main__":

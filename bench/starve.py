@@ -7,7 +7,7 @@ cluster node runs on before the cluster declares it dead?
 
 For each block length B, a fresh cluster of C{--nodes} real processes on
 127.0.0.1: C{--nodes - 1} C{twistd clusternode} nodes and one application
-(C{tests/starved_node.py}) that runs the same node and blocks its reactor
+(C{bench/starved_node.py}) that runs the same node and blocks its reactor
 with C{time.sleep(B)} every C{max(5, 2 B)} seconds.  Once every node
 lists every node alive, C{--cycles} blocks are watched: after each one
 (once the starved node has written that it woke, and half the gap to the
@@ -39,44 +39,33 @@ processes started here are signalled, by their PID.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
-import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import attrs
-from twisted.internet import task
-from twisted.internet.defer import CancelledError, Deferred, gatherResults
-from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 
 # Running the script directly puts bench/ (not the repo root) on sys.path.
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cluster.daemon.demo import LocalNode  # noqa: E402
-from cluster.daemon.tap import PROFILES  # noqa: E402
-from cluster.gossip.suspicion import suspicion_timeout  # noqa: E402
-from tests.starved_node import StarvedNode  # noqa: E402
+from bench import _harness as harness
+from bench.starved_node import StarvedNode, blocked_times
+from cluster.daemon.demo import LocalNode
+from cluster.daemon.tap import PROFILES
+from cluster.gossip.suspicion import expected_confirmations, suspicion_timeout
 
-PROG = "bench/starve.py"
 BLOCKS = (0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
 STARVED = "starved"
-STARTUP = 30.0  # a cold interpreter importing Twisted, on a loaded machine
 CONVERGENCE = 60.0
 FETCH_TIMEOUT = 5.0
 STOP_GRACE = 15.0
 # Logged by the member whose suspicion timer runs out: every death
 # declared in the cluster starts with one such line.
 MARKED_FAILED = re.compile(r"marking (\S+) as failed")
-MEMBER_EVENT = re.compile(
-    r'^cluster_node_gossip_member_events_total\{[^}]*event="(\w+)"[^}]*\} (\S+)$',
-    re.MULTILINE,
-)
-SINGLE = re.compile(r"^(cluster_node_gossip_\w+)\{[^}]*\} (\S+)$", re.MULTILINE)
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("block s", "block_s"),
@@ -103,16 +92,6 @@ def period(block: float) -> float:
     return max(5.0, 2 * block)
 
 
-class RunFailed(Exception):
-    """
-    The run could not measure what it is for.
-    """
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 @attrs.frozen
 class Reading:
     """
@@ -124,15 +103,19 @@ class Reading:
     counts: Counter[str]
 
     @classmethod
-    def parse(cls, text: str) -> Reading:
+    def of(cls, samples: Sequence[harness.Sample]) -> Reading:
         counts: Counter[str] = Counter()
-        for event, value in MEMBER_EVENT.findall(text):
-            counts[event] = int(float(value))
-        for name, value in SINGLE.findall(text):
-            if name == "cluster_node_gossip_probes_failed_total":
-                counts["probes_failed"] = int(float(value))
-            elif name == "cluster_node_gossip_health_score":
-                counts["health_score"] = int(float(value))
+        for event, value in harness.by_label(
+            samples, harness.MEMBER_EVENTS, "event"
+        ).items():
+            counts[event] = int(value)
+        totals = harness.metric_totals(samples)
+        for key, name in (
+            ("probes_failed", "cluster_node_gossip_probes_failed_total"),
+            ("health_score", "cluster_node_gossip_health_score"),
+        ):
+            if name in totals:
+                counts[key] = int(totals[name])
         return cls(counts)
 
 
@@ -223,106 +206,82 @@ class Sweep:
     One cluster per block length; L{row} runs one.
     """
 
-    def __init__(self, reactor: IReactorTime, args: argparse.Namespace) -> None:
-        self.reactor = reactor
+    def __init__(self, processes: harness.Processes, args: argparse.Namespace) -> None:
+        self.processes = processes
+        self.reactor = processes.reactor
+        self.sites = harness.StatusSites(self.reactor, timeout=FETCH_TIMEOUT)
         self.size: int = args.nodes
         self.cycles: int = args.cycles
         self.profile: str = args.profile
-        self.nodes: list[LocalNode] = []
-        self._stopping = False
-        self._exits: list[str] = []
+        self.nodes: list[harness.Child] = []
 
-    async def _sleep(self, seconds: float) -> None:
-        await task.deferLater(self.reactor, max(0.0, seconds), lambda: None)
-
-    def _check(self) -> None:
-        if self._exits:
-            raise RunFailed("; ".join(self._exits))
-
-    def _exited(self, code: int, node: LocalNode) -> int:
-        if not self._stopping:
-            self._exits.append(
-                f"{node.name} exited with status {code}:\n{node.output[-2000:]}"
-            )
-        return code
-
-    def _spawn(self, node: LocalNode) -> LocalNode:
-        node.start()
-        node.ended.addCallback(self._exited, node)
-        self.nodes.append(node)
-        return node
-
-    async def _get(self, node: LocalNode, path: str) -> bytes | None:
-        request = Deferred.fromCoroutine(node.fetch(path))
-        request.addTimeout(FETCH_TIMEOUT, self.reactor)
-        try:
-            code, body = await request
-        except CancelledError:
-            raise
-        except Exception:
-            return None
-        return body if code == 200 else None
-
-    async def _members(self, node: LocalNode) -> dict[str, tuple[str, int]] | None:
+    async def _members(self, node: harness.Child) -> dict[str, tuple[str, int]] | None:
         """
         C{node}'s member table: name to memberlist state and incarnation.
         """
-        body = await self._get(node, "/api/v0/web/cluster")
-        if body is None:
+        status = await self.sites.cluster(node)
+        if status is None:
             return None
-        members = json.loads(body)["members"]
-        return {m["name"]: (m["state"], m["incarnation"]) for m in members}
+        return {m["name"]: (m["state"], m["incarnation"]) for m in status["members"]}
 
-    async def _table(self, node: LocalNode) -> dict[str, str] | None:
+    async def _table(self, node: harness.Child) -> dict[str, str] | None:
         members = await self._members(node)
         if members is None:
             return None
         return {name: state for name, (state, _) in members.items()}
 
-    async def _start(self, block: float, every: float) -> StarvedNode:
+    async def _start(self, block: float, every: float) -> harness.Child:
         profile = ["--profile", self.profile]
-        seed = self._spawn(LocalNode(self.reactor, "healthy-1", profile))
-        began = time.monotonic()
-        while await self._table(seed) is None:
-            self._check()
-            if time.monotonic() - began > STARTUP:
-                raise RunFailed(f"the seed did not answer within {STARTUP:.0f} s")
-            await self._sleep(0.1)
+        seed = self.processes.node(LocalNode(self.reactor, "healthy-1", profile))
+        self.nodes = [seed]
+
+        async def answers() -> bool:
+            return await self._table(seed) is not None
+
+        await harness.Poller(self.processes, 0.1).until(
+            answers,
+            harness.STARTUP,
+            lambda: f"the seed did not answer within {harness.STARTUP:.0f} s",
+        )
         join = [*profile, "--join-addresses", seed.gossip_address]
         for i in range(2, self.size):
-            self._spawn(LocalNode(self.reactor, f"healthy-{i}", join))
-        starved = StarvedNode(self.reactor, STARVED, join, block=block, every=every)
-        self._spawn(starved)
-        names = {node.name for node in self.nodes}
-        began = time.monotonic()
-        while True:
-            self._check()
-            tables = await gatherResults(
-                [Deferred.fromCoroutine(self._table(node)) for node in self.nodes]
+            self.nodes.append(
+                self.processes.node(LocalNode(self.reactor, f"healthy-{i}", join))
             )
-            if all(t == dict.fromkeys(names, "alive") for t in tables):
-                return starved
-            if time.monotonic() - began > CONVERGENCE:
-                raise RunFailed(
-                    f"{self.size} nodes did not list each other alive within "
-                    f"{CONVERGENCE:.0f} s"
-                )
-            await self._sleep(0.5)
+        starved = self.processes.node(
+            StarvedNode(self.reactor, STARVED, join, block=block, every=every)
+        )
+        self.nodes.append(starved)
+        names = {node.name for node in self.nodes}
+
+        async def all_alive() -> bool:
+            tables = await harness.gather(self._table(node) for node in self.nodes)
+            return all(t == dict.fromkeys(names, "alive") for t in tables)
+
+        await harness.Poller(self.processes, 0.5).until(
+            all_alive,
+            CONVERGENCE,
+            lambda: (
+                f"{self.size} nodes did not list each other alive within "
+                f"{CONVERGENCE:.0f} s"
+            ),
+        )
+        return starved
 
     async def _snapshot(self) -> Snapshot:
         async def read(
-            node: LocalNode,
+            node: harness.Child,
         ) -> tuple[Reading, dict[str, tuple[str, int]]]:
-            body = await self._get(node, "/metrics")
+            samples = await self.sites.metrics(node)
             members = await self._members(node)
-            if body is None or members is None:
-                raise RunFailed(f"{node.name} did not answer between two blocks")
-            return Reading.parse(body.decode("utf-8")), members
+            if samples is None or members is None:
+                raise harness.RunFailed(
+                    f"{node.name} did not answer between two blocks"
+                )
+            return Reading.of(samples), members
 
         offsets = {node.name: len(node.output) for node in self.nodes}
-        answers = await gatherResults(
-            [Deferred.fromCoroutine(read(node)) for node in self.nodes]
-        )
+        answers = await harness.gather(read(node) for node in self.nodes)
         names = [node.name for node in self.nodes]
         pairs = list(zip(names, answers, strict=True))
         tables = {name: members for name, (_, members) in pairs}
@@ -337,19 +296,24 @@ class Sweep:
         readings = {name: reading for name, (reading, _) in pairs}
         return Snapshot(readings, offsets, unrefuted)
 
-    async def _after_block(self, starved: StarvedNode, number: int) -> float:
+    async def _after_block(
+        self, starved: harness.Child, number: int, block: float, every: float
+    ) -> float:
         """
         Wait until the starved node logged block C{number}, then half the
         gap to the next; how long that block lasted.
         """
-        deadline = time.monotonic() + starved.every + starved.block + STARTUP
-        while len(starved.blocked()) < number:
-            self._check()
-            if time.monotonic() > deadline:
-                raise RunFailed(f"block {number} was not logged when due")
-            await self._sleep(0.05)
-        await self._sleep((starved.every - starved.block) / 2)
-        return starved.blocked()[number - 1]
+
+        async def logged() -> bool:
+            return len(blocked_times(starved.output)) >= number
+
+        await harness.Poller(self.processes, 0.05).until(
+            logged,
+            every + block + harness.STARTUP,
+            lambda: f"block {number} was not logged when due",
+        )
+        await harness.sleep(self.reactor, (every - block) / 2)
+        return blocked_times(starved.output)[number - 1]
 
     def _cycle(self, blocked: float, before: Snapshot, after: Snapshot) -> Cycle:
         def delta(name: str, key: str) -> int:
@@ -378,23 +342,24 @@ class Sweep:
 
     async def row(self, block: float) -> Row:
         every = period(block)
-        progress(f"block {block:g} s every {every:g} s: starting {self.size} nodes")
-        self._stopping = False
+        harness.progress(
+            f"block {block:g} s every {every:g} s: starting {self.size} nodes"
+        )
         try:
             starved = await self._start(block, every)
             # Counted from the next block on (a block may have come while
             # the cluster formed).
-            first = len(starved.blocked()) + 1
+            first = len(blocked_times(starved.output)) + 1
             if first > 1:
-                await self._after_block(starved, first - 1)
+                await self._after_block(starved, first - 1, block, every)
             before = await self._snapshot()
             cycles: list[Cycle] = []
             for number in range(first, first + self.cycles):
-                blocked = await self._after_block(starved, number)
+                blocked = await self._after_block(starved, number, block, every)
                 after = await self._snapshot()
                 cycle = self._cycle(blocked, before, after)
                 cycles.append(cycle)
-                progress(
+                harness.progress(
                     f"  block {number} ({blocked:.2f} s): "
                     f"{'suspected' if cycle.suspected else 'not suspected'}"
                     f"{', dead' if cycle.dead else ''}; unrefuted "
@@ -406,45 +371,30 @@ class Sweep:
                 before = after
             return Row(self.profile, block, every, tuple(cycles))
         finally:
-            await self.stop_all()
-
-    async def stop_all(self) -> None:
-        """
-        SIGTERM every node still running, SIGKILL those still running
-        after L{STOP_GRACE}; each by its PID.
-        """
-        self._stopping = True
-        running = [node for node in self.nodes if not node.ended.called]
-        for node in running:
-            node.signal("TERM")
-        began = time.monotonic()
-        while not all(node.ended.called for node in running):
-            if time.monotonic() - began > STOP_GRACE:
-                for node in running:
-                    node.signal("KILL")
-            await self._sleep(0.1)
-        self.nodes.clear()
+            # A fresh cluster for the next block length.
+            await self.processes.stop_all(STOP_GRACE)
 
 
-def print_table(rows: Sequence[dict[str, Any]]) -> None:
-    widths = [max(len(title), 5) for title, _ in COLUMNS]
-    print(" | ".join(f"{t:>{w}}" for (t, _), w in zip(COLUMNS, widths, strict=True)))
+def table_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    cells = []
     for row in rows:
-        cells = []
-        for (_, key), width in zip(COLUMNS, widths, strict=True):
+        line = []
+        for _, key in COLUMNS:
             value = row[key]
             if key in ("suspected", "dead"):
                 value = f"{value}/{row['blocks']}"
             elif isinstance(value, float):
                 value = f"{value:g}"
-            cells.append(f"{value:>{width}}")
-        print(" | ".join(cells))
+            line.append(str(value))
+        cells.append(line)
+    titles = [title for title, _ in COLUMNS]
+    return harness.Table.fitting(titles, cells, narrowest=5).lines(cells)
 
 
 def describe(profile: str, size: int) -> str:
     config = PROFILES[profile]()
     minimum = suspicion_timeout(config.suspicion_mult, size, config.probe_interval)
-    k = config.suspicion_mult - 2 if size - 2 >= config.suspicion_mult - 2 else 0
+    k = expected_confirmations(config.suspicion_mult, size)
     return (
         f"profile {profile}, {size} nodes ({size - 1} healthy, 1 starved): probe "
         f"every {config.probe_interval:g} s, timeout {config.probe_timeout:g} s; "
@@ -453,60 +403,59 @@ def describe(profile: str, size: int) -> str:
     )
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog=f"python {PROG}",
-        description="How long a block of the reactor the cluster tolerates.",
-    )
-    parser.add_argument(
-        "--blocks",
-        default=",".join(f"{b:g}" for b in BLOCKS),
-        help="block lengths in seconds, comma-separated",
-    )
-    parser.add_argument("--cycles", type=int, default=5, help="blocks per length")
-    parser.add_argument("--nodes", type=int, default=6, help="default 6")
-    parser.add_argument("--profile", default="lan", choices=sorted(PROFILES))
-    parser.add_argument("--json", metavar="PATH", help="also write the results here")
-    args = parser.parse_args(argv)
+def blocks(text: str) -> list[float]:
+    """
+    An argument type: block lengths in seconds, comma-separated.
+    """
     try:
-        args.blocks = [float(b) for b in args.blocks.split(",")]
+        values = [float(b) for b in text.split(",")]
     except ValueError:
-        parser.error(f"--blocks: not numbers of seconds: {args.blocks!r}")
-    if not all(0 < b < 60 for b in args.blocks):
-        parser.error("--blocks: each between 0 and 60 s")
-    if args.cycles < 1:
-        parser.error("--cycles: at least 1")
-    if args.nodes < 3:
-        parser.error("--nodes: at least 3 (two healthy nodes and the starved one)")
-    return args
+        raise argparse.ArgumentTypeError(f"not numbers of seconds: {text!r}") from None
+    if not all(0 < b < 60 for b in values):
+        raise argparse.ArgumentTypeError("each between 0 and 60 s")
+    return values
 
 
-async def sweep_main(reactor: IReactorCore, args: argparse.Namespace) -> None:
-    sweep = Sweep(cast(IReactorTime, reactor), args)
-    running: Deferred[list[Row]] | None = None
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    options = harness.parser(__file__, __doc__)
+    harness.add_options(
+        options,
+        [
+            (
+                "--blocks",
+                blocks,
+                list(BLOCKS),
+                "block lengths in seconds, comma-separated",
+            ),
+            ("--cycles", harness.at_least(1), 5, "blocks per length"),
+            (
+                "--nodes",
+                harness.at_least(3),
+                6,
+                "default 6; at least 3 (two healthy nodes and the starved one)",
+            ),
+        ],
+    )
+    options.add_argument("--profile", default="lan", choices=sorted(PROFILES))
+    return options.parse_args(argv)
+
+
+async def sweep(reactor: IReactorTime, args: argparse.Namespace) -> None:
+    processes = harness.Processes(reactor)
+    sweeper = Sweep(processes, args)
 
     async def rows() -> list[Row]:
-        return [await sweep.row(block) for block in args.blocks]
+        return [await sweeper.row(block) for block in args.blocks]
 
-    def interrupted() -> Deferred[None] | None:
-        # Ctrl-C stops the reactor: stop the nodes first.
-        if running is None or running.called:
-            return None
-        running.cancel()
-        return Deferred.fromCoroutine(sweep.stop_all())
-
-    reactor.addSystemEventTrigger("before", "shutdown", interrupted)
-    running = Deferred.fromCoroutine(rows())
     try:
-        done = await running
-    except CancelledError:
-        raise SystemExit(130) from None
-    except RunFailed as e:
-        print(f"run failed: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
+        done = await harness.supervised(processes, rows(), STOP_GRACE)
+    except harness.Interrupted:
+        harness.exit_failed("interrupted", 130)
+    except harness.RunFailed as e:
+        harness.exit_failed(str(e))
     print(describe(args.profile, args.nodes))
     summaries = [row.summary() for row in done]
-    print_table(summaries)
+    print("\n".join(table_lines(summaries)))
     deaths = [s["block_s"] for s in summaries if s["dead"]]
     print(
         f"the starved node first declared dead at blocks of {deaths[0]:g} s"
@@ -515,22 +464,19 @@ async def sweep_main(reactor: IReactorCore, args: argparse.Namespace) -> None:
     )
     others = sum(s["healthy_dead"] for s in summaries)
     print(f"healthy nodes declared dead: {others}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "profile": args.profile,
-                    "nodes": args.nodes,
-                    "rows": [row.to_json() for row in done],
-                },
-                f,
-                indent=2,
-            )
+    harness.write_json(
+        args.json,
+        {
+            "profile": args.profile,
+            "nodes": args.nodes,
+            "rows": [row.to_json() for row in done],
+        },
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    task.react(sweep_main, [args])
+    harness.react(lambda reactor: sweep(reactor, args))
 
 
 if __name__ == "__main__":

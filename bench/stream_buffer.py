@@ -12,11 +12,18 @@ fed in chunks of C{--chunk} bytes, as a socket delivers it.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
+from collections.abc import Sequence
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
+# Running the script directly puts bench/ (not the repo root) on sys.path.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench import _harness as harness
 from cluster.gossip.framing import StreamCodec
 from cluster.gossip.transport import NetTransport, _ServerFactory
 from cluster.gossip.wire import PushNodeState, PushPull, ip_to_bytes
@@ -90,29 +97,58 @@ def remeasured(frame: bytes, chunk: int, budget: float) -> float | None:
     return time.perf_counter() - started
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--chunk", type=int, default=65536)
-    parser.add_argument("--sizes", default="1,4,16")
-    parser.add_argument("--budget", type=float, default=60.0)
-    args = parser.parse_args(argv)
-    sizes = [float(size) for size in args.sizes.split(",")]
+def sizes(text: str) -> list[float]:
+    """
+    An argument type: sizes in MB, comma-separated.
+    """
+    try:
+        values = [float(size) for size in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not numbers of MB: {text!r}") from None
+    if not all(value > 0 for value in values):
+        raise argparse.ArgumentTypeError("each above 0 MB")
+    return values
+
+
+TABLE = harness.Table(
+    [
+        harness.Column("MB", 6),
+        harness.Column("incremental s", 14),
+        harness.Column("ms/MB", 7),
+        harness.Column("re-measured s", 14),
+        harness.Column("ms/MB", 7),
+    ],
+    separator=" ",
+)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    options = harness.parser(__file__, __doc__)
+    options.add_argument("--chunk", type=harness.at_least(1), default=65536)
+    options.add_argument("--sizes", type=sizes, default=[1.0, 4.0, 16.0])
+    options.add_argument("--budget", type=harness.seconds, default=60.0)
+    args = options.parse_args(argv)
     print(f"chunks of {args.chunk} bytes")
-    columns = ("MB", 6), ("incremental s", 14), ("ms/MB", 7), ("re-measured s", 14)
-    print(" ".join(f"{name:>{width}}" for name, width in columns), f"{'ms/MB':>7}")
-    for size in sizes:
+    print(TABLE.header())
+    rows = []
+    for size in args.sizes:
         frame = frame_of(size)
         megabytes = len(frame) / 1e6
         new = incremental(frame, args.chunk)
         old = remeasured(frame, args.chunk, args.budget)
-        old_text = (
-            f"{old:>14.3f} {1000 * old / megabytes:>7.1f}"
-            if old is not None
-            else f"{'>' + str(args.budget):>14} {'':>7}"
-        )
+        rows.append({"mb": megabytes, "incremental_s": new, "remeasured_s": old})
         print(
-            f"{megabytes:>6.1f} {new:>14.3f} {1000 * new / megabytes:>7.1f} {old_text}"
+            TABLE.line(
+                [
+                    f"{megabytes:.1f}",
+                    f"{new:.3f}",
+                    f"{1000 * new / megabytes:.1f}",
+                    f">{args.budget}" if old is None else f"{old:.3f}",
+                    "" if old is None else f"{1000 * old / megabytes:.1f}",
+                ]
+            )
         )
+    harness.write_json(args.json, {"chunk": args.chunk, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -60,53 +60,46 @@ from __future__ import annotations
 
 import abc
 import argparse
-import http.client
 import importlib.util
-import json
-import math
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from types import FrameType
-from typing import Any, cast
+from typing import Any
 
 import attrs
 import msgpack
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
 
 # Running the script directly puts bench/ (not the repo root) on sys.path.
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from twisted.internet import reactor  # noqa: E402
-from twisted.internet.interfaces import IReactorTime  # noqa: E402
+from bench import _harness as harness
+from cluster.alloy.service import TERMINATING_TIMEOUT
+from cluster.ckit.node import LEAVE_TIMEOUT
+from cluster.daemon.demo import LocalNode
+from cluster.gossip import GossipConfig
+from cluster.gossip.loops import push_pull_scale
+from cluster.gossip.suspicion import worst_case_detection
+from cluster.testing import free_loopback_port
 
-from cluster.alloy.service import TERMINATING_TIMEOUT  # noqa: E402
-from cluster.ckit.node import LEAVE_TIMEOUT  # noqa: E402
-from cluster.daemon.demo import LocalNode  # noqa: E402
-from cluster.gossip import GossipConfig  # noqa: E402
-from cluster.gossip.memberlist import push_pull_scale  # noqa: E402
-from cluster.gossip.suspicion import suspicion_timeout  # noqa: E402
-from cluster.gossip.transport import free_loopback_port  # noqa: E402
-
-PROG = "bench/vs_serf.py"
 LAN = GossipConfig.lan()
 POLL_INTERVAL = 0.1  # seconds between polls of the observers
 BUILD_POLL_INTERVAL = 0.5  # polls of every node while the clusters form
-STARTUP = 30.0  # a cold interpreter importing Twisted, on a loaded machine
 START_CPU = 1.0  # CPU seconds one of our nodes takes to start, roughly
 SETTLE = 5.0  # after the joins, before the idle window: broadcasts drain
 EXIT_WAIT = 15.0  # a leaving process gets this long to exit
+RPC_TIMEOUT = 5.0
 RSS_MARGIN_MIB = 8.0
-TICKS = os.sysconf("SC_CLK_TCK")
 # Logged by the member whose suspicion timer runs out, in our memberlist
 # ("marking x as failed") and Go's ("Marking x as failed"): every death
 # declared in a cluster starts with one such line.
@@ -125,55 +118,7 @@ SERF_METRIC = re.compile(
 )
 
 
-class RunFailed(Exception):
-    """
-    The run cannot give a measurement: the message says what went wrong.
-    """
-
-
-# --- processes -----------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """
-    User plus system CPU time of process C{pid} so far.
-    """
-    with open(f"/proc/{pid}/stat") as f:
-        # The command name may hold spaces: the fields follow its ")".
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def rss_mib(pid: int) -> float:
-    """
-    Resident memory of process C{pid}, in MiB.
-    """
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-@attrs.define
-class Children:
-    """
-    Every process this run started, to be killed (by PID) on the way out.
-    """
-
-    processes: list[subprocess.Popen[bytes]] = attrs.field(factory=list)
-
-    def start(self, command: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, **kwargs)
-        self.processes.append(process)
-        return process
-
-    def kill_all(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.kill()
-        for process in self.processes:
-            process.wait()
+# --- the members ---------------------------------------------------------
 
 
 class Member(abc.ABC):
@@ -181,13 +126,12 @@ class Member(abc.ABC):
     One member process of either cluster.
 
     @ivar name: its node name.
-    @ivar log_path: where its output (its log) goes.
+    @ivar child: its process, once started.
     """
 
-    def __init__(self, name: str, log_path: str) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
+        self.child: harness.Child | None = None
 
     @property
     @abc.abstractmethod
@@ -197,13 +141,13 @@ class Member(abc.ABC):
         """
 
     @abc.abstractmethod
-    def command(self, seed: Member | None) -> list[str]:
+    def process(self, seed: Member | None) -> harness.Child:
         """
-        The command line that starts it, joining C{seed} if given.
+        The process that runs it, joining C{seed} if given.
         """
 
     @abc.abstractmethod
-    def members(self) -> dict[str, str] | None:
+    async def members(self) -> dict[str, str] | None:
         """
         Member name to state, as this member lists them; C{None} when it
         does not answer.
@@ -215,51 +159,27 @@ class Member(abc.ABC):
         Ask the process to leave the cluster gracefully, then exit.
         """
 
-    def environment(self) -> dict[str, str]:
-        return dict(os.environ)
+    @abc.abstractmethod
+    def close(self) -> None:
+        """
+        Close any connection kept open to it.
+        """
 
-    def start(self, children: Children, seed: Member | None) -> None:
-        with open(self.log_path, "wb") as log:
-            self.process = children.start(
-                self.command(seed),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.environment(),
-            )
+    def start(self, processes: harness.Processes, seed: Member | None) -> None:
+        self.child = processes.start(self.process(seed))
+
+    @property
+    def started(self) -> harness.Child:
+        assert self.child is not None, f"{self.name} was never started"
+        return self.child
 
     @property
     def pid(self) -> int:
-        assert self.process is not None, f"{self.name} was never started"
-        return self.process.pid
-
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def signal(self, number: signal.Signals) -> None:
-        """
-        Send a signal to this process only, by its PID.
-        """
-        if self.running():
-            os.kill(self.pid, number)
-
-    def wait_exit(self, timeout: float) -> bool:
-        """
-        Wait for the process to exit; SIGKILL it when it takes longer.
-
-        @return: whether it exited by itself.
-        """
-        assert self.process is not None
-        try:
-            self.process.wait(timeout)
-            return True
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            return False
+        assert self.started.pid is not None
+        return self.started.pid
 
     def log(self) -> str:
-        with open(self.log_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
+        return self.started.output
 
 
 class OurNode(Member):
@@ -268,71 +188,43 @@ class OurNode(Member):
     L{cluster.daemon.demo.LocalNode}), read over its HTTP status API.
     """
 
-    def __init__(self, name: str, log_path: str) -> None:
-        super().__init__(name, log_path)
-        # Only LocalNode's ports and command line are used: the reactor it
-        # wants is never run here.
-        self.local = LocalNode(cast(IReactorTime, reactor), name)
-        self._connection: http.client.HTTPConnection | None = None
+    def __init__(
+        self, reactor: IReactorTime, name: str, sites: harness.StatusSites
+    ) -> None:
+        super().__init__(name)
+        self.local = LocalNode(reactor, name)
+        self.sites = sites
 
     @property
     def gossip_address(self) -> str:
         return self.local.gossip_address
 
-    def command(self, seed: Member | None) -> list[str]:
+    def process(self, seed: Member | None) -> harness.Child:
         self.local.args = ["--profile", "lan"]
         if seed is not None:
             self.local.args += ["--join-addresses", seed.gossip_address]
-        return self.local.command()
+        return harness.Child.of(self.local)
 
-    def environment(self) -> dict[str, str]:
-        # As LocalNode.start: the plugin is found from a source checkout
-        # too.
-        env = super().environment()
-        env["PYTHONPATH"] = os.pathsep.join(
-            [ROOT, *filter(None, [env.get("PYTHONPATH")])]
-        )
-        return env
-
-    def get(self, path: str) -> bytes | None:
-        """
-        C{GET path} on one kept-alive connection; C{None} on any failure.
-        """
-        try:
-            if self._connection is None:
-                self._connection = http.client.HTTPConnection(
-                    "127.0.0.1", self.local.http_port, timeout=5
-                )
-            self._connection.request("GET", path)
-            response = self._connection.getresponse()
-            body = response.read()
-            return body if response.status == 200 else None
-        except (OSError, http.client.HTTPException):
-            self.close()
+    async def members(self) -> dict[str, str] | None:
+        status = await self.sites.cluster(self.started)
+        if status is None:
             return None
-
-    def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-
-    def members(self) -> dict[str, str] | None:
-        body = self.get("/api/v0/web/cluster")
-        if body is None:
-            return None
-        return {m["name"]: m["state"] for m in json.loads(body)["members"]}
+        return {m["name"]: m["state"] for m in status["members"]}
 
     def leave(self) -> None:
-        self.signal(signal.SIGTERM)
+        self.started.signal("TERM")
 
-    def gossip_bytes(self) -> tuple[float, float] | None:
+    def close(self) -> None:
+        pass  # its connection is in the pool of L{StatusSites}, closed at the end
+
+    async def gossip_bytes(self) -> tuple[float, float] | None:
         """
         Gossip bytes (datagrams and streams) sent and received so far.
         """
-        body = self.get("/metrics")
-        if body is None:
+        samples = await self.sites.metrics(self.started)
+        if samples is None:
             return None
-        totals = parse_metrics(body.decode("utf-8"))
+        totals = harness.metric_totals(samples)
         sent = totals.get("cluster_transport_tx_bytes_total", 0.0) + totals.get(
             "cluster_transport_stream_tx_bytes_total", 0.0
         )
@@ -342,80 +234,105 @@ class OurNode(Member):
         return sent, received
 
 
-def parse_metrics(text: str) -> dict[str, float]:
+class _MsgpackStream(Protocol):
     """
-    Prometheus text: each metric name to the sum of its samples.
+    A connection that carries msgpack objects, both ways.
     """
-    totals: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        series, _, value = line.rpartition(" ")
-        name = series.split("{", 1)[0]
-        totals[name] = totals.get(name, 0.0) + float(value)
-    return totals
+
+    def __init__(self) -> None:
+        self._unpacker = msgpack.Unpacker(raw=False, unicode_errors="replace")
+        self._received: deque[Any] = deque()
+        self._waiting: deque[Deferred[Any]] = deque()
+        self._lost = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self._unpacker.feed(data)
+        for item in self._unpacker:
+            self._received.append(item)
+        while self._received and self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.called:  # not given up on
+                waiter.callback(self._received.popleft())
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._lost = True
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.called:
+                waiter.errback(ConnectionError("serf closed the RPC connection"))
+
+    def send(self, *items: object) -> None:
+        assert self.transport is not None
+        self.transport.write(b"".join(msgpack.packb(item) for item in items))
+
+    def receive(self) -> Deferred[Any]:
+        """
+        The next object that arrives.
+        """
+        if self._received:
+            return succeed(self._received.popleft())
+        if self._lost:
+            return fail(ConnectionError("serf closed the RPC connection"))
+        waiter: Deferred[Any] = Deferred()
+        self._waiting.append(waiter)
+        return waiter
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.loseConnection()
 
 
+@attrs.define(eq=False)
 class SerfRPC:
     """
     A client of one serf agent's msgpack RPC, on one kept-open connection.
     """
 
-    def __init__(self, address: tuple[str, int]) -> None:
-        self.address = address
-        self._socket: socket.socket | None = None
-        self._unpacker = msgpack.Unpacker(raw=False, unicode_errors="replace")
-        self._seq = 0
+    reactor: IReactorTime
+    address: tuple[str, int]
+    _stream: _MsgpackStream | None = None
+    _seq: int = 0
 
-    def _send(self, command: str, body: object = None) -> int:
-        assert self._socket is not None
+    async def _receive(self, stream: _MsgpackStream) -> Any:
+        return await stream.receive().addTimeout(RPC_TIMEOUT, self.reactor)
+
+    async def _call(
+        self, stream: _MsgpackStream, command: str, body: object = None
+    ) -> None:
+        """
+        Send C{command} and read the header of its answer.
+        """
         self._seq += 1
-        data = msgpack.packb({"Command": command, "Seq": self._seq})
-        if body is not None:
-            data += msgpack.packb(body)
-        self._socket.sendall(data)
-        return self._seq
+        header = {"Command": command, "Seq": self._seq}
+        stream.send(header, *([] if body is None else [body]))
+        answer = await self._receive(stream)
+        if answer.get("Seq") != self._seq or answer.get("Error"):
+            raise ConnectionError(f"serf RPC answered {answer!r}")
 
-    def _receive(self) -> Any:
-        assert self._socket is not None
-        while True:
-            try:
-                return next(self._unpacker)
-            except StopIteration:
-                data = self._socket.recv(65536)
-                if not data:
-                    raise ConnectionError("serf closed the RPC connection") from None
-                self._unpacker.feed(data)
-
-    def _header(self, seq: int) -> None:
-        header = self._receive()
-        if header.get("Seq") != seq or header.get("Error"):
-            raise ConnectionError(f"serf RPC answered {header!r}")
-
-    def _connect(self) -> None:
-        self._socket = socket.create_connection(self.address, timeout=5)
-        self._unpacker = msgpack.Unpacker(raw=False, unicode_errors="replace")
-        self._header(self._send("handshake", {"Version": 1}))
-
-    def members(self) -> dict[str, str] | None:
+    async def members(self) -> dict[str, str] | None:
         """
         Member name to serf status (alive, leaving, left, failed), or
         C{None} when the agent does not answer.
         """
         try:
-            if self._socket is None:
-                self._connect()
-            self._header(self._send("members"))
-            body = self._receive()
+            if self._stream is None:
+                host, port = self.address
+                endpoint = TCP4ClientEndpoint(self.reactor, host, port, RPC_TIMEOUT)
+                self._stream = await connectProtocol(endpoint, _MsgpackStream())
+                await self._call(self._stream, "handshake", {"Version": 1})
+            await self._call(self._stream, "members")
+            body = await self._receive(self._stream)
             return {m["Name"]: m["Status"] for m in body["Members"]}
-        except (OSError, ValueError, KeyError, AttributeError):
+        except CancelledError:
+            raise  # the run is being stopped (a timeout is a TimeoutError)
+        except Exception:
             self.close()
             return None
 
     def close(self) -> None:
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
 
 
 class SerfAgent(Member):
@@ -423,44 +340,51 @@ class SerfAgent(Member):
     A C{serf agent} process (LAN profile, the default), read over its RPC.
     """
 
-    def __init__(self, name: str, log_path: str, serf: str) -> None:
-        super().__init__(name, log_path)
+    def __init__(self, reactor: IReactorTime, name: str, serf: str) -> None:
+        super().__init__(name)
+        self.reactor = reactor
         self.serf = serf
         self.port = free_loopback_port()
-        self.rpc = SerfRPC(("127.0.0.1", free_loopback_port()))
+        self.rpc = SerfRPC(reactor, ("127.0.0.1", free_loopback_port()))
 
     @property
     def gossip_address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def command(self, seed: Member | None) -> list[str]:
+    def process(self, seed: Member | None) -> harness.Child:
         host, port = self.rpc.address
-        return [
-            self.serf,
-            "agent",
-            f"-node={self.name}",
-            f"-bind={self.gossip_address}",
-            f"-rpc-addr={host}:{port}",
-            *([f"-join={seed.gossip_address}"] if seed is not None else []),
-        ]
+        return harness.Child(
+            self.name,
+            [
+                self.serf,
+                "agent",
+                f"-node={self.name}",
+                f"-bind={self.gossip_address}",
+                f"-rpc-addr={host}:{port}",
+                *([f"-join={seed.gossip_address}"] if seed is not None else []),
+            ],
+        )
 
-    def members(self) -> dict[str, str] | None:
-        return self.rpc.members()
+    async def members(self) -> dict[str, str] | None:
+        return await self.rpc.members()
 
     def leave(self) -> None:
-        self.signal(signal.SIGINT)
+        self.started.signal("INT")
+
+    def close(self) -> None:
+        self.rpc.close()
 
     def dump_metrics(self) -> int:
         """
         Ask the agent to write its in-memory metrics to its log (SIGUSR1).
 
-        @return: the size of the log before, where the dump will start.
+        @return: the length of the log before, where the dump will start.
         """
-        offset = os.path.getsize(self.log_path)
-        self.signal(signal.SIGUSR1)
+        offset = len(self.log())
+        self.started.signal("USR1")
         return offset
 
-    def read_metrics(
+    async def read_metrics(
         self, offset: int, timeout: float = 5.0
     ) -> dict[float, dict[str, float]] | None:
         """
@@ -469,19 +393,13 @@ class SerfAgent(Member):
         (C{udp.sent}, C{udp.received}, C{tcp.sent}) to bytes; C{None} when
         no dump came within C{timeout} seconds.
         """
-        deadline = time.monotonic() + timeout
-        while True:
-            with open(self.log_path, "rb") as f:
-                f.seek(offset)
-                text = f.read().decode("utf-8", "replace")
-            # Every interval has runtime gauges, and the dump is one write.
-            if "][G] " in text:
-                break
-            if time.monotonic() > deadline:
-                return None
-            time.sleep(0.05)
+        # Every interval has runtime gauges, and the dump is one write.
+        if not await harness.wait_until(
+            self.reactor, lambda: "][G] " in self.log()[offset:], timeout, 0.05
+        ):
+            return None
         intervals: dict[float, dict[str, float]] = {}
-        for match in SERF_METRIC.finditer(text):
+        for match in SERF_METRIC.finditer(self.log()[offset:]):
             start = datetime.strptime(match["start"], "%Y-%m-%d %H:%M:%S %z")
             counters = intervals.setdefault(start.timestamp(), {})
             if match["counter"] is not None:
@@ -524,7 +442,7 @@ class Cluster:
     new_member: Callable[[str], Member]
     dead_state: str
     observer_count: int
-    children: Children
+    processes: harness.Processes
     members: list[Member] = attrs.field(factory=list)
     killed: set[str] = attrs.field(factory=set)
     stopped: set[str] = attrs.field(factory=set)
@@ -535,7 +453,7 @@ class Cluster:
         Start one more member, joining the first.
         """
         member = self.new_member(f"{self.label}-{len(self.members):02d}")
-        member.start(self.children, self.members[0] if self.members else None)
+        member.start(self.processes, self.members[0] if self.members else None)
         self.members.append(member)
         return member
 
@@ -554,14 +472,21 @@ class Cluster:
         for member in self.survivors():
             if member.name not in observers:
                 return member
-        raise RunFailed(f"{self.label}: no member left to stop")
+        raise harness.RunFailed(f"{self.label}: no member left to stop")
 
-    def listing(self, member: Member) -> dict[str, str] | None:
+    def stop(self, member: Member) -> None:
+        """
+        C{member} is about to be killed or to leave: its exit is no failure.
+        """
+        self.stopped.add(member.name)
+        self.processes.expect_exit(member.started)
+
+    async def listing(self, member: Member) -> dict[str, str] | None:
         """
         C{member}'s list of members, noting any it calls dead that was
         never killed.
         """
-        listed = member.members()
+        listed = await member.members()
         for name, state in (listed or {}).items():
             if state == self.dead_state and name not in self.killed:
                 self.false_death(name, f"{member.name} lists it {state}")
@@ -570,17 +495,9 @@ class Cluster:
     def false_death(self, name: str, evidence: str) -> None:
         if name not in self.samples.false_deaths:
             self.samples.false_deaths.add(name)
-            progress(f"{self.label}: false death of {name}: {evidence}")
+            harness.progress(f"{self.label}: false death of {name}: {evidence}")
 
-    def check_survivors(self) -> None:
-        for member in self.survivors():
-            if not member.running():
-                tail = "\n".join(member.log().splitlines()[-15:])
-                raise RunFailed(
-                    f"{self.label}: {member.name} exited unexpectedly:\n{tail}"
-                )
-
-    def poll_until(
+    async def poll_until(
         self,
         watchers: Sequence[Member],
         done: Callable[[Mapping[str, str]], bool],
@@ -595,24 +512,31 @@ class Cluster:
             which its listing was first seen done.
         @raise RunFailed: when that takes more than C{bound} seconds.
         """
-        seen: dict[str, float] = {}
-        while True:
-            for watcher in watchers:
-                if watcher.name not in seen:
-                    listed = self.listing(watcher)
-                    if listed is not None and done(listed):
-                        seen[watcher.name] = time.monotonic() - started
-            if len(seen) == len(watchers):
-                return seen
-            self.check_survivors()
-            if time.monotonic() - started > bound:
-                late = ", ".join(w.name for w in watchers if w.name not in seen)
-                raise RunFailed(
-                    f"{self.label}: {what}: not seen by {late} within {bound:.0f} s"
-                )
-            time.sleep(POLL_INTERVAL)
 
-    def start(self, size: int, bound: float) -> None:
+        async def seen(pending: Sequence[Member]) -> dict[Member, float]:
+            listings = await harness.gather(
+                self.listing(watcher) for watcher in pending
+            )
+            now = time.monotonic()
+            return {
+                watcher: now
+                for watcher, listed in zip(pending, listings, strict=True)
+                if listed is not None and done(listed)
+            }
+
+        first = await harness.Poller(self.processes, POLL_INTERVAL).each(
+            watchers,
+            seen,
+            bound,
+            lambda late: (
+                f"{self.label}: {what}: not seen by "
+                f"{', '.join(w.name for w in late)} within {bound:.0f} s"
+            ),
+            started,
+        )
+        return {watcher.name: at - started for watcher, at in first.items()}
+
+    async def start(self, size: int, bound: float) -> None:
         """
         Start C{size} members, the first alone and the rest joining it, and
         wait until every one lists every other alive.
@@ -621,35 +545,38 @@ class Cluster:
         seed = self.add()
         # The seed answering first: a node that finds no seed to join
         # bootstraps alone (ours) or exits (serf's -join).
-        self.poll_until([seed], lambda _: True, started, bound, "the seed starts")
+        await self.poll_until([seed], lambda _: True, started, bound, "the seed starts")
         for _ in range(size - 1):
             self.add()
         names = {m.name for m in self.members}
 
-        def everyone_alive(listed: Mapping[str, str]) -> bool:
-            return all(listed.get(name) == ALIVE for name in names)
+        async def everyone_alive() -> bool:
+            # Every member, not only the observers: the clusters start whole.
+            listings = await harness.gather(self.listing(m) for m in self.members)
+            return all(
+                all((listed or {}).get(name) == ALIVE for name in names)
+                for listed in listings
+            )
 
-        # Every member, not only the observers: the clusters start whole.
-        while True:
-            self.check_survivors()
-            if all(everyone_alive(self.listing(m) or {}) for m in self.members):
-                break
-            if time.monotonic() - started > bound:
-                raise RunFailed(
-                    f"{self.label}: the first {size} members did not all list "
-                    f"each other alive within {bound:.0f} s"
-                )
-            time.sleep(BUILD_POLL_INTERVAL)
-        progress(f"{self.label}: {size} members formed a cluster")
+        await harness.Poller(self.processes, BUILD_POLL_INTERVAL).until(
+            everyone_alive,
+            bound,
+            lambda: (
+                f"{self.label}: the first {size} members did not all list "
+                f"each other alive within {bound:.0f} s"
+            ),
+            started,
+        )
+        harness.progress(f"{self.label}: {size} members formed a cluster")
 
-    def measure_join(self, bound: float) -> None:
+    async def measure_join(self, bound: float) -> None:
         """
         Start one more member: how long until it answers (start-up) and
         until every observer lists it alive.
         """
         started = time.monotonic()
         joiner = self.add()
-        seen = self.poll_until(
+        seen = await self.poll_until(
             [*self.observers(), joiner],
             lambda listed: listed.get(joiner.name) == ALIVE,
             started,
@@ -659,21 +586,21 @@ class Cluster:
         startup = seen.pop(joiner.name)
         self.samples.startup.append(startup)
         self.samples.join.append(max(seen.values()))
-        progress(
+        harness.progress(
             f"{self.label}: {joiner.name} answered after {startup:.2f} s, "
             f"alive at every observer after {max(seen.values()):.2f} s"
         )
 
-    def measure_kill(self, bound: float) -> None:
+    async def measure_kill(self, bound: float) -> None:
         """
         SIGKILL a member: how long until every observer lists it dead.
         """
         victim = self.next_victim()
         self.killed.add(victim.name)
-        self.stopped.add(victim.name)
+        self.stop(victim)
         started = time.monotonic()
-        victim.signal(signal.SIGKILL)
-        seen = self.poll_until(
+        victim.started.signal("KILL")
+        seen = await self.poll_until(
             self.observers(),
             lambda listed: listed.get(victim.name) == self.dead_state,
             started,
@@ -681,13 +608,13 @@ class Cluster:
             f"{victim.name} killed",
         )
         self.samples.detection.append(max(seen.values()))
-        victim.wait_exit(EXIT_WAIT)
-        progress(
+        await self.processes.wait_exit(victim.started, EXIT_WAIT)
+        harness.progress(
             f"{self.label}: {victim.name} killed, {self.dead_state} at every "
             f"observer after {max(seen.values()):.2f} s"
         )
 
-    def measure_leave(self, bound: float) -> None:
+    async def measure_leave(self, bound: float) -> None:
         """
         Ask a member to leave: how long until every observer lists it left.
         """
@@ -695,17 +622,17 @@ class Cluster:
         # Every member must know it first: one that hears of it only after
         # its leave takes stale gossip of it for news, then finds it gone
         # and declares it failed (likely when it joined seconds ago).
-        self.poll_until(
+        await self.poll_until(
             self.survivors(),
             lambda listed: listed.get(leaver.name) == ALIVE,
             time.monotonic(),
             bound,
             f"{leaver.name} known to every member before it leaves",
         )
-        self.stopped.add(leaver.name)
+        self.stop(leaver)
         started = time.monotonic()
         leaver.leave()
-        seen = self.poll_until(
+        seen = await self.poll_until(
             self.observers(),
             lambda listed: listed.get(leaver.name) == LEFT,
             started,
@@ -713,8 +640,8 @@ class Cluster:
             f"{leaver.name} leaving",
         )
         self.samples.leave.append(max(seen.values()))
-        exited = leaver.wait_exit(EXIT_WAIT)
-        progress(
+        exited = await self.processes.wait_exit(leaver.started, EXIT_WAIT)
+        harness.progress(
             f"{self.label}: {leaver.name} left, listed left at every observer "
             f"after {max(seen.values()):.2f} s"
             + ("" if exited else f" (it did not exit within {EXIT_WAIT:.0f} s)")
@@ -732,14 +659,7 @@ class Cluster:
 
     def close(self) -> None:
         for member in self.members:
-            if isinstance(member, OurNode):
-                member.close()
-            elif isinstance(member, SerfAgent):
-                member.rpc.close()
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+            member.close()
 
 
 # --- the run -------------------------------------------------------------
@@ -769,16 +689,11 @@ class Bounds:
         members = nodes + kills
         # A change that gossip missed arrives with the next push/pull.
         spread = push_pull_scale(LAN.push_pull_interval, members) + LAN.tcp_timeout
-        longest_suspicion = LAN.suspicion_max_timeout_mult * suspicion_timeout(
-            LAN.suspicion_mult, members, LAN.probe_interval
-        )
         return cls(
             # Cold starts share the cores: about START_CPU each.
-            build=STARTUP + nodes * START_CPU + spread,
-            join=STARTUP + spread,
-            # Round-robin probing reaches the victim within one pass over
-            # the members; then the suspicion runs out unconfirmed.
-            detection=members * LAN.probe_interval + longest_suspicion + spread,
+            build=harness.STARTUP + nodes * START_CPU + spread,
+            join=harness.STARTUP + spread,
+            detection=worst_case_detection(LAN, members) + spread,
             # Ours announces terminating, then leaves, each bounded.
             leave=TERMINATING_TIMEOUT + LEAVE_TIMEOUT + spread,
         )
@@ -798,39 +713,45 @@ class Bounds:
         return 2 * per_side + SETTLE + idle_seconds
 
 
-def measure_idle(clusters: Sequence[Cluster], seconds: float, baseline: int) -> float:
+async def measure_idle(
+    reactor: IReactorTime, clusters: Sequence[Cluster], seconds: float, baseline: int
+) -> float:
     """
     CPU and RSS per member of each cluster over the same quiet window
     (nothing polls them), and gossip bytes per member over it.
 
     @return: the RSS of the C{baseline} process, in MiB.
     """
-    time.sleep(SETTLE)
+    await harness.sleep(reactor, SETTLE)
     members = [m for c in clusters for m in c.survivors()]
     ours = [m for m in members if isinstance(m, OurNode)]
     agents = [m for m in members if isinstance(m, SerfAgent)]
     # Scraping costs CPU: before and after the CPU window, not in it.
-    ours_before = {m.name: m.gossip_bytes() for m in ours}
+    ours_before = dict(
+        zip(ours, await harness.gather(m.gossip_bytes() for m in ours), strict=True)
+    )
     ours_started = time.monotonic()
     window_start = time.time()
-    cpu_before = {m.name: cpu_seconds(m.pid) for m in members}
-    time.sleep(seconds)
-    cpu_after = {m.name: cpu_seconds(m.pid) for m in members}
+    cpu_before = {m.name: harness.cpu_seconds(m.pid) for m in members}
+    await harness.sleep(reactor, seconds)
+    cpu_after = {m.name: harness.cpu_seconds(m.pid) for m in members}
     window_end = time.time()
-    rss = {m.name: rss_mib(m.pid) for m in members}
-    baseline_rss = rss_mib(baseline)
-    ours_after = {m.name: m.gossip_bytes() for m in ours}
+    rss = {m.name: harness.rss_mib(m.pid) for m in members}
+    baseline_rss = harness.rss_mib(baseline)
+    ours_after = dict(
+        zip(ours, await harness.gather(m.gossip_bytes() for m in ours), strict=True)
+    )
     ours_seconds = time.monotonic() - ours_started
     # Member name to (sent, received) gossip bytes per second.
     rates: dict[str, tuple[float, float]] = {}
-    for name, before in ours_before.items():
-        after = ours_after[name]
+    for member, before in ours_before.items():
+        after = ours_after[member]
         if before is not None and after is not None:
-            rates[name] = (
+            rates[member.name] = (
                 (after[0] - before[0]) / ours_seconds,
                 (after[1] - before[1]) / ours_seconds,
             )
-    rates.update(serf_byte_rates(agents, window_start, window_end))
+    rates.update(await serf_byte_rates(agents, window_start, window_end))
     for cluster in clusters:
         names = [m.name for m in cluster.survivors()]
         used = sum(cpu_after[name] - cpu_before[name] for name in names)
@@ -844,11 +765,11 @@ def measure_idle(clusters: Sequence[Cluster], seconds: float, baseline: int) -> 
             cluster.samples.bytes_received_per_node_per_s = sum(
                 received for _, received in counted
             ) / len(counted)
-    progress(f"idle window of {seconds:g} s measured")
+    harness.progress(f"idle window of {seconds:g} s measured")
     return baseline_rss
 
 
-def serf_byte_rates(
+async def serf_byte_rates(
     agents: Sequence[SerfAgent], window_start: float, window_end: float
 ) -> dict[str, tuple[float, float]]:
     """
@@ -856,10 +777,13 @@ def serf_byte_rates(
     metrics intervals that lie inside the window (Unix times); none when
     the window holds no whole interval (it needs 2 * SERF_INTERVAL).
     """
-    offsets = {agent.name: agent.dump_metrics() for agent in agents}
+    offsets = [agent.dump_metrics() for agent in agents]
+    dumps = await harness.gather(
+        agent.read_metrics(offset)
+        for agent, offset in zip(agents, offsets, strict=True)
+    )
     rates = {}
-    for agent in agents:
-        intervals = agent.read_metrics(offsets[agent.name])
+    for agent, intervals in zip(agents, dumps, strict=True):
         inside = [
             counters
             for start, counters in (intervals or {}).items()
@@ -882,23 +806,25 @@ def serf_byte_rates(
     return rates
 
 
-def start_baseline(children: Children) -> subprocess.Popen[bytes]:
+async def start_baseline(processes: harness.Processes) -> harness.Child:
     """
     A bare interpreter that imported Twisted's reactor, and sleeps.
     """
-    process = children.start(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time, twisted.internet.reactor\n"
-            "print('ready', flush=True)\n"
-            "time.sleep(86400)",
-        ],
-        stdout=subprocess.PIPE,
+    baseline = processes.command(
+        "baseline",
+        sys.executable,
+        "-c",
+        "import sys, time, twisted.internet.reactor\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(86400)",
     )
-    assert process.stdout is not None
-    process.stdout.readline()
-    return process
+    if not await harness.wait_until(
+        processes.reactor, lambda: "ready" in baseline.output, harness.STARTUP, 0.05
+    ):
+        raise harness.RunFailed(
+            f"the baseline interpreter did not start within {harness.STARTUP:.0f} s"
+        )
+    return baseline
 
 
 def in_turns(clusters: Sequence[Cluster], turn: int) -> list[Cluster]:
@@ -908,55 +834,63 @@ def in_turns(clusters: Sequence[Cluster], turn: int) -> list[Cluster]:
     return list(clusters) if turn % 2 == 0 else list(reversed(clusters))
 
 
-def run(args: argparse.Namespace, serf: str, workdir: str) -> dict[str, Any]:
+async def run(
+    reactor: IReactorTime, args: argparse.Namespace, serf: str
+) -> dict[str, Any]:
     bounds = Bounds.for_run(args.nodes, args.kills)
     observers = min(args.observers, args.nodes - 1)
-    children = Children()
-    clusters: list[Cluster] = []
-    try:
+    processes = harness.Processes(reactor)
+    sites = harness.StatusSites(reactor, persistent=True)
+    clusters = [
+        Cluster(
+            "ours",
+            lambda name: OurNode(reactor, name, sites),
+            "dead",
+            observers,
+            processes,
+        ),
+        Cluster(
+            "serf",
+            lambda name: SerfAgent(reactor, name, serf),
+            "failed",
+            observers,
+            processes,
+        ),
+    ]
+
+    async def measure() -> dict[str, Any]:
         if args.load:
-            children.start([sys.executable, "-c", "while 1: pass"])
-        baseline = start_baseline(children)
-        clusters = [
-            Cluster(
-                "ours",
-                lambda name: OurNode(name, os.path.join(workdir, f"{name}.log")),
-                "dead",
-                observers,
-                children,
-            ),
-            Cluster(
-                "serf",
-                lambda name: SerfAgent(
-                    name, os.path.join(workdir, f"{name}.log"), serf
-                ),
-                "failed",
-                observers,
-                children,
-            ),
-        ]
+            processes.command("load", sys.executable, "-c", "while 1: pass")
+        baseline = await start_baseline(processes)
         for cluster in clusters:
-            cluster.start(args.nodes - 1, bounds.build)
+            await cluster.start(args.nodes - 1, bounds.build)
         # The Nth member is the first join measured.
         for cluster in clusters:
-            cluster.measure_join(bounds.join)
-        baseline_rss = measure_idle(clusters, args.idle_seconds, baseline.pid)
+            await cluster.measure_join(bounds.join)
+        assert baseline.pid is not None
+        baseline_rss = await measure_idle(
+            reactor, clusters, args.idle_seconds, baseline.pid
+        )
         for kill in range(args.kills):
             for cluster in in_turns(clusters, kill):
-                cluster.measure_kill(bounds.detection)
+                await cluster.measure_kill(bounds.detection)
             # Each victim's replacement is one more join measured, and
             # keeps the clusters at N members for the next kill.
             for cluster in in_turns(clusters, kill):
-                cluster.measure_join(bounds.join)
+                await cluster.measure_join(bounds.join)
         for cluster in in_turns(clusters, args.kills):
-            cluster.measure_leave(bounds.leave)
+            await cluster.measure_leave(bounds.leave)
         for cluster in clusters:
             cluster.count_false_deaths()
+        return result(args, observers, bounds, clusters, baseline_rss)
+
+    try:
+        # Every process is killed on the way out.
+        return await harness.supervised(processes, measure(), grace=0)
     finally:
         for cluster in clusters:
             cluster.close()
-        children.kill_all()
-    return result(args, observers, bounds, clusters, baseline_rss)
+        await sites.close()
 
 
 # --- the report ----------------------------------------------------------
@@ -1089,21 +1023,39 @@ def number(value: float | None) -> str:
     return f"{value:.3f}" if value < 10 else f"{value:.2f}"
 
 
+TABLE = harness.Table(
+    [
+        harness.Column("metric", 38, "<"),
+        harness.Column("ours", 10),
+        harness.Column("serf", 10),
+        harness.Column("ours/serf", 10),
+    ],
+    separator=" ",
+)
+
+
 def table(result: Mapping[str, Any]) -> str:
     host = "loaded (one core kept busy)" if result["load"] else "idle"
     lines = [
         f"{result['nodes']} nodes per side on 127.0.0.1, LAN profile; "
         f"kills: {result['kills']}, observers: {result['observers']}, "
         f"idle window: {result['idle_seconds']:g} s, host: {host}",
-        f"{'metric':<38} {'ours':>10} {'serf':>10} {'ours/serf':>10}",
+        TABLE.header(),
     ]
     for key, label in METRICS:
         row = result["metrics"][key]
-        cells = (number(row[side]) for side in ("ours", "serf", "ratio"))
-        lines.append(f"{label:<38} " + " ".join(f"{c:>10}" for c in cells))
+        lines.append(
+            TABLE.line(
+                [label, *(number(row[side]) for side in ("ours", "serf", "ratio"))]
+            )
+        )
     lines.append(
-        f"{'RSS of a bare Python + reactor, MiB':<38} "
-        f"{number(result['reactor_baseline_rss_mib']):>10}"
+        TABLE.line(
+            [
+                "RSS of a bare Python + reactor, MiB",
+                number(result["reactor_baseline_rss_mib"]),
+            ]
+        )
     )
     if result["metrics"]["bytes_sent_per_node_per_s"]["serf"] is None:
         lines.append(
@@ -1154,77 +1106,61 @@ def plot(result: Mapping[str, Any], path: str) -> None:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    options = harness.parser(__file__, __doc__)
+    harness.add_options(
+        options,
+        [
+            ("--nodes", harness.at_least(3), 20, "per side (default 20)"),
+            ("--kills", harness.at_least(1), 5, "per side (default 5)"),
+            (
+                "--idle-seconds",
+                harness.seconds,
+                30.0,
+                "the idle CPU window (default 30)",
+            ),
+            (
+                "--observers",
+                harness.at_least(1),
+                5,
+                "members polled per side, the first ones (default 5)",
+            ),
+        ],
     )
-    parser.add_argument("--nodes", type=int, default=20, help="per side (default 20)")
-    parser.add_argument("--kills", type=int, default=5, help="per side (default 5)")
-    parser.add_argument(
-        "--idle-seconds",
-        type=float,
-        default=30.0,
-        help="the idle CPU window (default 30)",
-    )
-    parser.add_argument(
-        "--observers",
-        type=int,
-        default=5,
-        help="members polled per side, the first ones (default 5)",
-    )
-    parser.add_argument(
+    options.add_argument(
         "--load", action="store_true", help="keep one core busy during the run"
     )
-    parser.add_argument("--json", metavar="PATH", help="also write the result here")
-    parser.add_argument(
-        "--plot", metavar="PATH", help="draw the distributions (needs matplotlib)"
+    options.add_argument(
+        "--plot",
+        metavar="PATH",
+        type=harness.output_path,
+        help="draw the distributions (needs matplotlib)",
     )
-    args = parser.parse_args(argv)
-    if args.nodes < 3:
-        parser.error("--nodes: at least 3")
-    if args.kills < 1:
-        parser.error("--kills: at least 1")
-    if not (math.isfinite(args.idle_seconds) and args.idle_seconds > 0):
-        parser.error("--idle-seconds: a positive number of seconds")
-    if args.observers < 1:
-        parser.error("--observers: at least 1")
-    for flag, path in (("--json", args.json), ("--plot", args.plot)):
-        if path is not None and not os.path.isdir(os.path.dirname(path) or "."):
-            parser.error(f"{flag}: no such directory: {os.path.dirname(path)}")
+    args = options.parse_args(argv)
     if args.plot and importlib.util.find_spec("matplotlib") is None:
-        parser.error("--plot: needs matplotlib (pip install matplotlib)")
+        options.error("--plot: needs matplotlib (pip install matplotlib)")
     return args
 
 
-def _exit_on_sigterm(number: int, frame: FrameType | None) -> None:
-    # Unwind through run()'s cleanup, which kills every child.
-    raise SystemExit(128 + number)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     serf = shutil.which("serf")
     if serf is None:
-        print(
-            f"{PROG}: serf is not on PATH (Debian: apt install serf)", file=sys.stderr
-        )
-        return 1
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    with tempfile.TemporaryDirectory(prefix="vs-serf-") as workdir:
+        harness.exit_failed("serf is not on PATH (Debian: apt install serf)")
+
+    async def measured(reactor: IReactorTime) -> None:
         try:
-            measured = run(args, serf, workdir)
-        except RunFailed as e:
-            print(f"{PROG}: the run failed: {e}", file=sys.stderr)
-            return 1
-    print(table(measured))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(measured, f, indent=2)
-    if args.plot:
-        plot(measured, args.plot)
-    return 0
+            outcome = await run(reactor, args, serf)
+        except harness.Interrupted:
+            harness.exit_failed("interrupted", 130)
+        except harness.RunFailed as e:
+            harness.exit_failed(str(e))
+        print(table(outcome))
+        harness.write_json(args.json, outcome)
+        if args.plot:
+            plot(outcome, args.plot)
+
+    harness.react(measured)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,20 +1,30 @@
 """
 Smoke tests of the benchmark scripts in C{bench/}: each runs in a quick
 mode and must finish and print its table, so that the scripts cannot rot.
-Nothing here asserts a timing.
+Nothing here asserts a timing.  The harness they share (C{bench._harness})
+is tested here too.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from types import ModuleType
+from typing import Any, cast
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+
+from bench import _harness as harness
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,14 +47,12 @@ def run_script(name: str, *args: str, timeout: float = 300) -> str:
 
 class SimulateTests(SynchronousTestCase):
     def test_quick_run(self) -> None:
-        out = os.path.abspath(self.mktemp())
-        printed = run_script(
+        printed, result = json_run(
+            self,
             "simulate.py",
             *("--nodes", "200", "--seconds", "20", "--kills", "1"),
-            *("--settle", "5", "--json", out),
+            *("--settle", "5"),
         )
-        with open(out) as f:
-            result = json.load(f)
         self.assertEqual(result["nodes"], 200)
         self.assertEqual(result["kills"], 1)
         self.assertEqual(result["false_deaths"], 0)
@@ -54,19 +62,34 @@ class SimulateTests(SynchronousTestCase):
             self.assertIn(key, printed)
 
     def test_bad_flag(self) -> None:
-        done = subprocess.run(
-            [
-                sys.executable,
-                os.path.join(ROOT, "bench", "simulate.py"),
-                "--nodes",
-                "2",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        self.assertEqual(done.returncode, 2)
-        self.assertIn("--nodes", done.stderr.strip().splitlines()[-1])
+        status, last_line = refusal("simulate.py", "--nodes", "2")
+        self.assertEqual(status, 2)
+        self.assertIn("--nodes", last_line)
+
+
+def json_run(test: SynchronousTestCase, name: str, *args: str) -> tuple[str, Any]:
+    """
+    Run C{bench/name} with C{args} and C{--json}; its standard output and
+    the JSON it wrote.
+    """
+    out = os.path.abspath(test.mktemp())
+    printed = run_script(name, *args, "--json", out)
+    with open(out) as f:
+        return printed, json.load(f)
+
+
+def refusal(name: str, *args: str) -> tuple[int, str]:
+    """
+    Run C{bench/name} with C{args}; its exit status and the last line of
+    its standard error.
+    """
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", name), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.returncode, done.stderr.strip().splitlines()[-1]
 
 
 def load_script(name: str) -> ModuleType:
@@ -137,36 +160,17 @@ class VsSerfTests(SynchronousTestCase):
         self.assertIn("targets:", printed)
 
     def test_bad_flag(self) -> None:
-        done = subprocess.run(
-            [
-                sys.executable,
-                os.path.join(ROOT, "bench", "vs_serf.py"),
-                *("--kills", "0"),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        self.assertEqual(done.returncode, 2)
-        self.assertIn("--kills", done.stderr.strip().splitlines()[-1])
+        status, last_line = refusal("vs_serf.py", "--kills", "0")
+        self.assertEqual(status, 2)
+        self.assertIn("--kills", last_line)
 
 
 class LookupAndJoinBlockTests(SynchronousTestCase):
     def test_lookup_quick_run(self) -> None:
-        out = os.path.abspath(self.mktemp())
-        printed = run_script(
-            "lookup.py",
-            "--keys",
-            "2000",
-            "--single-keys",
-            "500",
-            "--joins",
-            "1",
-            "--json",
-            out,
+        printed, result = json_run(
+            self, "lookup.py", "--keys", "2000", "--single-keys", "500", "--joins", "1"
         )
-        with open(out) as f:
-            rows = json.load(f)["rows"]
+        rows = result["rows"]
         self.assertEqual([row["nodes"] for row in rows], [10, 100, 1000])
         for row in rows:
             self.assertGreater(row["batch_n1_per_s"], 0)
@@ -174,10 +178,7 @@ class LookupAndJoinBlockTests(SynchronousTestCase):
         self.assertIn("bisect loop/s", printed)
 
     def test_join_block_quick_run(self) -> None:
-        out = os.path.abspath(self.mktemp())
-        printed = run_script("join_block.py", "--members", "50", "--json", out)
-        with open(out) as f:
-            result = json.load(f)
+        printed, result = json_run(self, "join_block.py", "--members", "50")
         self.assertEqual(result["members"], 50)
         self.assertGreaterEqual(result["longest_block_ms"], 0)
         self.assertIn("longest_block_ms", printed)
@@ -191,3 +192,160 @@ class StreamBufferTests(SynchronousTestCase):
         for row in rows:
             self.assertGreater(float(row[0]), 0)
             self.assertGreaterEqual(float(row[1]), 0)
+
+
+class SoakTests(SynchronousTestCase):
+    def test_quick_run(self) -> None:
+        printed, result = json_run(
+            self,
+            "soak.py",
+            *("--nodes", "4", "--minutes", "0.2", "--kills", "1", "--batch", "2"),
+        )
+        self.assertIsNone(result["failure"])
+        self.assertEqual(result["nodes"], 4)
+        self.assertEqual(len(result["kills"]), 1)
+        self.assertIsNotNone(result["kills"][0]["detected_after_s"])
+        for row in result["rows"]:
+            self.assertIn(row["metric"], printed)
+
+    def test_bad_flag(self) -> None:
+        status, last_line = refusal("soak.py", "--nodes", "3", "--kills", "1")
+        self.assertEqual(status, 2)
+        self.assertIn("--kills", last_line)
+
+
+class StarveTests(SynchronousTestCase):
+    def test_quick_run(self) -> None:
+        args = ["--blocks", "0.5", "--cycles", "1", "--nodes", "3"]
+        printed, result = json_run(self, "starve.py", *args)
+        self.assertEqual(result["nodes"], 3)
+        [row] = result["rows"]
+        self.assertEqual((row["block_s"], row["blocks"]), (0.5, 1))
+        self.assertIn("block s | every s", printed)
+        self.assertIn("healthy nodes declared dead: ", printed)
+
+
+class HarnessTableTests(SynchronousTestCase):
+    def test_columns_fit_titles_cells_and_the_narrowest(self) -> None:
+        cells = [["1", "123456"], ["22", "7"]]
+        table = harness.Table.fitting(["n", "value"], cells, narrowest=3, aligns="<")
+        self.assertEqual(
+            table.lines(cells, rule=True),
+            [
+                "n   |  value",
+                "------------",
+                "1   | 123456",
+                "22  |      7",
+            ],
+        )
+
+    def test_fixed_columns_and_short_rows(self) -> None:
+        table = harness.Table(
+            [harness.Column("metric", 8, "<"), harness.Column("ours", 6)], " "
+        )
+        self.assertEqual(table.header(), "metric     ours")
+        self.assertEqual(table.line(["rss"]), "rss")
+        self.assertEqual(table.line(["rss", 1.5]), "rss         1.5")
+
+
+class HarnessArgumentTests(SynchronousTestCase):
+    def test_at_least(self) -> None:
+        self.assertEqual(harness.at_least(3)("3"), 3)
+        with self.assertRaisesRegex(argparse.ArgumentTypeError, "at least 3"):
+            harness.at_least(3)("2")
+        with self.assertRaisesRegex(argparse.ArgumentTypeError, "not a whole"):
+            harness.at_least(3)("3.5")
+
+    def test_seconds(self) -> None:
+        self.assertEqual(harness.seconds("1.5"), 1.5)
+        for bad in ("0", "-1", "inf", "nan", "soon"):
+            with self.assertRaises(argparse.ArgumentTypeError, msg=bad):
+                harness.seconds(bad)
+
+    def test_output_path_needs_its_directory(self) -> None:
+        self.assertEqual(harness.output_path("out.json"), "out.json")
+        with self.assertRaisesRegex(argparse.ArgumentTypeError, "no such directory"):
+            harness.output_path(os.path.join(self.mktemp(), "out.json"))
+
+
+class HarnessPollerTests(SynchronousTestCase):
+    """
+    L{harness.Poller} on a L{Clock}: nothing sleeps.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        processes = harness.Processes(self.clock, now=self.clock.seconds)
+        self.poller = harness.Poller(processes, interval=1.0)
+        # When each watcher starts to answer "seen".
+        self.ready = {"a": 2.0, "b": 3.0, "c": 99.0}
+
+    async def seen(self, pending: Sequence[str]) -> dict[str, float]:
+        now = self.clock.seconds()
+        return {w: now for w in pending if now >= self.ready[w]}
+
+    def each(self, watchers: list[str], bound: float) -> Deferred[dict[str, float]]:
+        return Deferred.fromCoroutine(
+            self.poller.each(
+                watchers, self.seen, bound, lambda late: f"late: {', '.join(late)}"
+            )
+        )
+
+    def test_each_watcher_when_first_seen(self) -> None:
+        polled = self.each(["a", "b"], bound=10)
+        self.clock.pump([1.0] * 5)
+        self.assertEqual(self.successResultOf(polled), {"a": 2.0, "b": 3.0})
+
+    def test_fails_after_the_bound_naming_the_late(self) -> None:
+        polled = self.each(["a", "c"], bound=5)
+        self.clock.pump([1.0] * 7)
+        failure = self.failureResultOf(polled, harness.RunFailed)
+        self.assertEqual(str(failure.value), "late: c")
+
+
+class HarnessProcessesTests(TestCase):
+    """
+    L{harness.Processes} with real child processes (plain interpreters).
+    """
+
+    timeout = 60
+
+    def python(self, name: str, code: str) -> harness.Child:
+        return harness.Child(name, [sys.executable, "-c", code])
+
+    async def test_an_unexpected_exit_fails_the_run(self) -> None:
+        processes = harness.Processes(cast(IReactorTime, reactor))
+        child = processes.start(self.python("early", "raise SystemExit(3)"))
+        self.assertEqual(await child.ended, 3)
+        with self.assertRaisesRegex(harness.RunFailed, "early exited unexpectedly"):
+            processes.check()
+
+    async def test_an_expected_exit_does_not(self) -> None:
+        processes = harness.Processes(cast(IReactorTime, reactor))
+        child = processes.start(self.python("victim", "import time; time.sleep(60)"))
+        processes.expect_exit(child)
+        child.signal("KILL")
+        self.assertEqual(await child.ended, -9)
+        processes.check()
+
+    async def test_stop_all_kills_what_outlives_the_grace(self) -> None:
+        processes = harness.Processes(cast(IReactorTime, reactor))
+        stubborn = processes.start(
+            self.python(
+                "stubborn",
+                "import signal, time\n"
+                "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                "print('ready', flush=True)\n"
+                "time.sleep(60)",
+            )
+        )
+        polite = processes.start(self.python("polite", "import time; time.sleep(60)"))
+        started = await harness.wait_until(
+            cast(IReactorTime, reactor), lambda: "ready" in stubborn.output, 30, 0.05
+        )
+        self.assertTrue(started)
+        stopped = await processes.stop_all(grace=0.5)
+        self.assertEqual(stopped.killed, 1)
+        self.assertEqual((await polite.ended, await stubborn.ended), (-15, -9))
+        self.assertEqual(processes.running(), [])
+        processes.check()  # stopping is no failure

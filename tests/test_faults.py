@@ -55,7 +55,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from cluster.daemon.demo import SAMPLE_KEYS
 from cluster.gossip import GossipConfig
-from cluster.gossip.suspicion import suspicion_timeout
+from cluster.gossip.suspicion import suspicion_timeout, worst_case_detection
 from tests.helpers import now, wait_for
 from tests.netns import Host, NodeProcess, Unsupported, VirtualLan, missing
 
@@ -64,9 +64,7 @@ LAN = GossipConfig.lan()
 REJOIN = 20.0  # longer than a push/pull's TCP timeout: no tick is skipped
 SUSPICION_MIN = suspicion_timeout(LAN.suspicion_mult, SIZE, LAN.probe_interval)
 SUSPICION_MAX = LAN.suspicion_max_timeout_mult * SUSPICION_MIN
-# A failed probe round ends a probe interval after its ping, and a member
-# may wait for a round or two before its turn: then the suspicion runs.
-DETECTION = 3 * LAN.probe_interval + SUSPICION_MAX
+DETECTION = worst_case_detection(LAN, SIZE)
 SETTLE = 5.0  # gossip reaching every node, on a loaded machine
 STARTUP = 30.0  # a cold interpreter importing Twisted, on a loaded machine
 

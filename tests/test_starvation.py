@@ -1,6 +1,6 @@
 """
 A starved reactor (Lifeguard): an application that blocks its reactor for
-1 s every 5 s (C{tests/starved_node.py}) runs one node of a six-node
+1 s every 5 s (C{bench/starved_node.py}) runs one node of a six-node
 cluster of real processes on 127.0.0.1; for twelve blocks no member is
 ever declared dead, the starved node included.
 
@@ -33,10 +33,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from bench.starved_node import StarvedNode
 from cluster.daemon.demo import LocalNode
 from cluster.gossip import GossipConfig
 from tests.helpers import now, wait_for
-from tests.starved_node import StarvedNode
 
 LAN = GossipConfig.lan()
 SIZE = 6

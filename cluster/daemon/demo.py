@@ -31,7 +31,7 @@ from twisted.internet.protocol import ProcessProtocol, Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, ResponseDone
 
-from cluster.gossip.transport import free_loopback_port
+from cluster.daemon.ports import free_loopback_port
 
 __all__ = ["LocalNode", "ProcessExit", "main"]
 

@@ -1,7 +1,8 @@
 """
-A busy application embedding a cluster node, for the starvation tests:
+A busy application embedding a cluster node, for C{bench/starve.py} and
+the starvation tests:
 
-    python tests/starved_node.py --block 1 --every 5 [clusternode flags]
+    python bench/starved_node.py --block 1 --every 5 [clusternode flags]
 
 It runs the node C{twistd clusternode} runs (L{cluster.daemon.tap.makeService}:
 the cluster service, its status site and C{/metrics} on C{--http}) inside
@@ -13,8 +14,8 @@ the reactor for 1.001 s}), on standard output with the node's own log.
 SIGTERM or Ctrl-C stop it gracefully, as C{twistd}: the node leaves.
 
 L{StarvedNode} runs the program as a L{cluster.daemon.demo.LocalNode} does a
-C{twistd clusternode} process, for C{tests/test_starvation.py} and
-C{bench/starve.py}.
+C{twistd clusternode} process; L{blocked_times} reads its blocks from its
+output.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections.abc import Sequence
 from typing import cast
 
 if __name__ == "__main__":
-    # Run as a script: tests/ is on the path, not the checkout's root.
+    # Run as a script: bench/ is on the path, not the checkout's root.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import attrs
@@ -48,10 +49,17 @@ from cluster.daemon import tap
 from cluster.daemon.demo import LocalNode
 from cluster.gossip.interfaces import reactor_or_global
 
-__all__ = ["StarvedNode", "StarvedOptions", "Starver", "main"]
+__all__ = ["StarvedNode", "StarvedOptions", "Starver", "blocked_times", "main"]
 
 SCRIPT = os.path.abspath(__file__)
 BLOCKED = re.compile(r"blocked the reactor for (\d+\.\d+) s")
+
+
+def blocked_times(output: str) -> list[float]:
+    """
+    How long each block lasted, in seconds, from the program's output.
+    """
+    return [float(took) for took in BLOCKED.findall(output)]
 
 
 def _seconds(text: str) -> float:
@@ -192,7 +200,7 @@ class StarvedNode(LocalNode):
         """
         How long each block so far lasted, in seconds, from the log.
         """
-        return [float(took) for took in BLOCKED.findall(self.output)]
+        return blocked_times(self.output)
 
 
 if __name__ == "__main__":
