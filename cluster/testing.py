@@ -19,8 +19,11 @@ seed reproduces exactly::
     network.run(10)
     assert all(n.num_members() == 5 for n in nodes)
 
-Simulated hosts use addresses in 127.0.0.0/8: nothing here ever touches
-a socket, and if an address leaked it would stay on loopback.
+Simulated hosts use addresses in 127.0.0.0/8: the simulation never
+touches a socket, and if an address leaked it would stay on loopback.
+
+For tests that start real processes on 127.0.0.1, L{free_loopback_port}
+picks the port numbers they listen on.
 """
 
 from __future__ import annotations
@@ -28,9 +31,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
@@ -47,7 +49,9 @@ from cluster.alloy.interfaces import ServiceHost
 from cluster.alloy.options import Options
 from cluster.alloy.service import ClusterService, SimpleServiceHost
 from cluster.ckit.node import Node
+from cluster.daemon.ports import ephemeral_port_floor, free_loopback_port
 from cluster.gossip.config import GossipConfig, GossipSettings
+from cluster.gossip.counters import CounterRecord
 from cluster.gossip.interfaces import (
     IFrameMeasure,
     IPacketHandler,
@@ -61,9 +65,12 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 __all__ = [
+    "NetworkCounters",
     "SimulatedClock",
     "SimulatedNetwork",
     "SimulatedTransport",
+    "ephemeral_port_floor",
+    "free_loopback_port",
 ]
 
 Address = tuple[str, int]
@@ -222,6 +229,29 @@ class SimulatedTransport:
         return succeed(None)
 
 
+@attrs.define
+class NetworkCounters(CounterRecord):
+    """
+    What a L{SimulatedNetwork} did with what it was given.
+
+    @ivar packets_sent: datagrams handed to the network.
+    @ivar packets_blocked: of those, datagrams cut by a partition.
+    @ivar packets_lost: datagrams lost on a lossy link.
+    @ivar packets_undeliverable: datagrams that reached no listening host.
+    @ivar packets_delivered: datagrams handed to a host's handler.
+    @ivar streams_opened: exchanges dialled.
+    @ivar streams_failed: exchanges that failed (refused or timed out).
+    """
+
+    packets_sent: int = 0
+    packets_blocked: int = 0
+    packets_lost: int = 0
+    packets_undeliverable: int = 0
+    packets_delivered: int = 0
+    streams_opened: int = 0
+    streams_failed: int = 0
+
+
 @attrs.define(eq=False)
 class SimulatedNetwork:
     """
@@ -231,8 +261,7 @@ class SimulatedNetwork:
         for each packet.
     @ivar loss: default probability that a datagram is lost.  Streams
         (TCP) are reliable, but fail across partitions and to crashed hosts.
-    @ivar stats: counts of C{packets.sent}, C{packets.delivered},
-        C{packets.lost}, C{packets.blocked} and stream outcomes.
+    @ivar counters: what happened to the datagrams and streams sent.
     """
 
     seed: int = 0
@@ -240,7 +269,7 @@ class SimulatedNetwork:
     loss: float = 0.0
     clock: SimulatedClock = attrs.field(factory=SimulatedClock)
     rng: random.Random = attrs.field(init=False)
-    stats: Counter[str] = attrs.field(factory=Counter, init=False)
+    counters: NetworkCounters = attrs.field(factory=NetworkCounters, init=False)
     _hosts: dict[Address, SimulatedTransport] = attrs.field(factory=dict, init=False)
     _link_latency: dict[tuple[str, str], float] = attrs.field(factory=dict, init=False)
     _link_loss: dict[tuple[str, str], float] = attrs.field(factory=dict, init=False)
@@ -472,13 +501,13 @@ class SimulatedNetwork:
         return sum(1 for a in self._waiting.get(address, ()) if a.time <= now)
 
     def _send_packet(self, source: Address, destination: Address, data: bytes) -> None:
-        self.stats["packets.sent"] += 1
+        self.counters.packets_sent += 1
         if not self._reachable(source[0], destination[0]):
-            self.stats["packets.blocked"] += 1
+            self.counters.packets_blocked += 1
             return
         loss = self._link_loss.get((source[0], destination[0]), self.loss)
         if loss and self.rng.random() < loss:
-            self.stats["packets.lost"] += 1
+            self.counters.packets_lost += 1
             return
         link, late = self._delays(source[0], destination[0])
         arrival = None
@@ -504,9 +533,9 @@ class SimulatedNetwork:
                 del self._waiting[destination]
         target = self._hosts.get(destination)
         if target is None or target.handler is None or destination[0] in self._down:
-            self.stats["packets.undeliverable"] += 1
+            self.counters.packets_undeliverable += 1
             return
-        self.stats["packets.delivered"] += 1
+        self.counters.packets_delivered += 1
         target.handler.packet_received(data, source)
 
     def _exchange(
@@ -518,15 +547,15 @@ class SimulatedNetwork:
         timeout: float,
     ) -> Deferred[bytes | None]:
         result: Deferred[bytes | None] = Deferred()
-        self.stats["streams.opened"] += 1
+        self.counters.streams_opened += 1
 
-        def settle(outcome: Any) -> None:
+        def settle(outcome: bytes | Exception | None) -> None:
             if result.called:
                 return
             if timer.active():
                 timer.cancel()
             if isinstance(outcome, Exception):
-                self.stats["streams.failed"] += 1
+                self.counters.streams_failed += 1
                 result.errback(outcome)
             else:
                 result.callback(outcome)

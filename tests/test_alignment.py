@@ -7,14 +7,13 @@ and how long a dialled stream may take.
 
 from __future__ import annotations
 
-from collections import Counter
-
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from cluster.gossip import GossipConfig, IDelegate, Memberlist, MemberState
 from cluster.gossip.broadcast import BroadcastQueue
+from cluster.gossip.counters import DropReason, GossipCounters
 from cluster.gossip.framing import (
     USER_MESSAGE_OVERHEAD,
     PacketCodec,
@@ -66,12 +65,12 @@ class IncarnationCeilingTests(SynchronousTestCase):
             for node in (a, b, c):
                 for message in forged:
                     deliver(node, message)
-                self.assertEqual(node.stats["dropped.incarnation"], 4, top)
-            failed = [n.stats["push_pull.failed"] for n in (a, b, c)]
-            pulled = b.stats["push_pull.out"]
+                self.assertEqual(node.counters.dropped[DropReason.INCARNATION], 4, top)
+            failed = [n.counters.push_pulls.failed for n in (a, b, c)]
+            pulled = b.counters.push_pulls.completed
             network.run(70)  # two push/pull intervals of the local profile
-            self.assertGreater(b.stats["push_pull.out"], pulled)
-            self.assertEqual([n.stats["push_pull.failed"] for n in (a, b, c)], failed)
+            self.assertGreater(b.counters.push_pulls.completed, pulled)
+            self.assertEqual([n.counters.push_pulls.failed for n in (a, b, c)], failed)
             self.assertEqual(b.local_member().incarnation, before)
             for node in (a, c):
                 member = known(node, "b")
@@ -93,7 +92,7 @@ class IncarnationCeilingTests(SynchronousTestCase):
         accused = INCARNATION_CEILING - 2
         deliver(b, Suspect(accused, "b", "a"))
         self.assertEqual(b.local_member().incarnation, accused + 1)
-        self.assertEqual(b.stats["dropped.incarnation"], 0)
+        self.assertEqual(b.counters.dropped[DropReason.INCARNATION], 0)
         network.run(5)
         self.assertEqual(known(a, "b").incarnation, accused + 1)
         self.assertEqual(known(a, "b").state, MemberState.ALIVE)
@@ -117,9 +116,9 @@ class LoopStartTests(SynchronousTestCase):
             while len(first) < 2 and network.clock.seconds() < 5:
                 network.run(0.01)
                 now = network.clock.seconds()
-                if a.stats["probes"] and "probe" not in first:
+                if a.counters.probes.started and "probe" not in first:
                     first["probe"] = now
-                if a.stats["gossip.out"] and "gossip" not in first:
+                if a.counters.messages.gossip_sends and "gossip" not in first:
                     first["gossip"] = now
             self.assertGreaterEqual(first["probe"], config.probe_interval)
             self.assertLess(first["probe"], 2 * config.probe_interval + 0.01)
@@ -164,7 +163,13 @@ class DelegateBroadcastRoomTests(SynchronousTestCase):
         queue = BroadcastQueue(lambda: 3, config.retransmit_mult)
         transport = NetTransport(MemoryReactorClock(), "127.0.0.1", 0)
         messenger = Messenger(
-            config, transport, PacketCodec(), StreamCodec(), queue, Counter(), delegate
+            config,
+            transport,
+            PacketCodec(),
+            StreamCodec(),
+            queue,
+            GossipCounters(),
+            delegate,
         )
         return messenger, queue
 

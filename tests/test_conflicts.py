@@ -39,7 +39,7 @@ from cluster.ckit.node import (
 )
 from cluster.gossip import GossipConfig, NoPingResponseError
 from cluster.gossip.interfaces import IConflictDelegate
-from cluster.gossip.suspicion import suspicion_timeout
+from cluster.gossip.suspicion import worst_case_detection
 from cluster.testing import SimulatedNetwork
 from cluster.web.site import ReadyResource
 from tests.helpers import address, known, node_of, start_and_join
@@ -216,7 +216,7 @@ class NameConflictTests(SynchronousTestCase):
         )
         for svc in (self.a, self.holder):
             node = node_of(svc)
-            self.assertGreaterEqual(node.gossip_events["node_conflict"], 1)
+            self.assertGreaterEqual(node.counters.received.node_conflict, 1)
             self.assertEqual(self.logs.of(node), [keeping])
             peers = {p.name: (p.addr, p.state) for p in svc.data().peers()}
             self.assertEqual(peers["b"], (address(self.holder), PeerState.PARTICIPANT))
@@ -261,10 +261,8 @@ class NameConflictTests(SynchronousTestCase):
             ],
         )
         newcomer.change_state(PeerState.PARTICIPANT)
-        minimum = suspicion_timeout(LAN.suspicion_mult, 3, LAN.probe_interval)
         takeover = (
-            3 * LAN.probe_interval
-            + LAN.suspicion_max_timeout_mult * minimum
+            worst_case_detection(LAN, 3)
             + LAN.gossip_to_the_dead_time
             + LAN.push_pull_interval
         )
@@ -320,7 +318,7 @@ class NameConflictTests(SynchronousTestCase):
         stubborn.join([address(self.a)])
         self.network.run(3 * LAN.push_pull_interval)
         node = node_of(self.a)
-        self.assertGreater(node.gossip_events["node_conflict"], 2)
+        self.assertGreater(node.counters.received.node_conflict, 2)
         claimant = stubborn.local_member().full_address()
         self.assertEqual(
             self.logs.of(node),

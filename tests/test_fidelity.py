@@ -40,13 +40,14 @@ from cluster.gossip.advertise import (
     choose_advertise_address,
     system_interfaces,
 )
+from cluster.gossip.counters import DropReason
 from cluster.gossip.errors import BindError
 from cluster.gossip.framing import StreamCodec
 from cluster.gossip.state import ProtocolMismatchError
-from cluster.gossip.transport import NetTransport, free_loopback_port
+from cluster.gossip.transport import NetTransport
 from cluster.gossip.wire import PushNodeState, PushPull, ip_to_bytes
 from cluster.peer import PeerState
-from cluster.testing import SimulatedNetwork
+from cluster.testing import SimulatedNetwork, free_loopback_port
 from tests.helpers import FakeResolver, cluster_services, known, start_and_join
 
 VSN = bytes([1, 5, 2, 0, 0, 0])
@@ -221,7 +222,7 @@ class SendPathTests(SynchronousTestCase):
         network.run(3)
         self.assertEqual(len(self.flushLoggedErrors()), 0)
         self.assertEqual(sorted(listener.received), sent)
-        self.assertEqual(a.stats["suspected"], 0)
+        self.assertEqual(a.counters.members.suspected, 0)
         self.assertEqual(known(b, "a").state, MemberState.ALIVE)
         self.assertEqual(known(a, "b").state, MemberState.ALIVE)
 
@@ -259,9 +260,9 @@ class PushPullEdgeTests(SynchronousTestCase):
                 str(caught.exception),
                 "Node 'short' protocol version (0) is incompatible: [1, 5]",
             )
-        before = a.stats["dropped.protocol"]
+        before = a.counters.dropped[DropReason.PROTOCOL]
         push(a, entry("short", vsn=bytes([1, 5, 2, 0])), entry("full"))
-        self.assertEqual(a.stats["dropped.protocol"], before + 1)
+        self.assertEqual(a.counters.dropped[DropReason.PROTOCOL], before + 1)
         self.assertIsNone(a.member("full"))
 
     def test_every_local_member_is_verified(self) -> None:
@@ -272,9 +273,9 @@ class PushPullEdgeTests(SynchronousTestCase):
         push(a, entry("old", vsn=bytes([1, 5, 5, 0, 0, 0])))
         push(a, PushNodeState("old", ip_to_bytes("127.9.9.9"), 7946, b"", 2, 3, VSN))
         self.assertEqual(known(a, "old").state, MemberState.LEFT)
-        before = a.stats["dropped.protocol"]
+        before = a.counters.dropped[DropReason.PROTOCOL]
         push(a, entry("new", vsn=bytes([1, 4, 2, 0, 0, 0])))
-        self.assertEqual(a.stats["dropped.protocol"], before + 1)
+        self.assertEqual(a.counters.dropped[DropReason.PROTOCOL], before + 1)
         self.assertIsNone(a.member("new"))
 
     def test_port_zero_takes_the_bind_port(self) -> None:
@@ -294,7 +295,7 @@ class PushPullEdgeTests(SynchronousTestCase):
             ),
         )
         self.assertEqual(known(a, "b").state, MemberState.ALIVE)
-        self.assertEqual(a.stats["suspected"], 0)
+        self.assertEqual(a.counters.members.suspected, 0)
 
     def test_unknown_ckit_state_drops_only_that_entry(self) -> None:
         good = StateMessage("a", PeerState.PARTICIPANT, 5)
@@ -330,17 +331,17 @@ class ProbeTimingTests(SynchronousTestCase):
         assert took is not None
         self.assertGreater(took, 6.0)
         self.assertLess(took, 8.1)
-        self.assertEqual(a.stats["probes.failed"], 0)
+        self.assertEqual(a.counters.probes.failed, 0)
 
     def test_healthy_probe_rate_is_one_per_interval_at_any_score(self) -> None:
         network = SimulatedNetwork(seed=42)
         a, _, _ = start_and_join(network, "a", "b", "c", settle=2)
-        before = a.stats["probes"]
+        before = a.counters.probes.started
         a.awareness.apply_delta(7)
         network.run(5.0)
         # Scored 7 and falling: still a probe per second (one tick may find
         # only ourselves when the probe order wraps, as in memberlist).
-        self.assertGreaterEqual(a.stats["probes"] - before, 4)
+        self.assertGreaterEqual(a.counters.probes.started - before, 4)
 
     def test_failed_round_waits_for_the_scaled_deadline(self) -> None:
         network = SimulatedNetwork(seed=43)
@@ -349,12 +350,12 @@ class ProbeTimingTests(SynchronousTestCase):
         )
         network.partition([a.transport.host], [b.transport.host])
         a.awareness.apply_delta(3)  # deadline: 4 x 1 s
-        probes = a.stats["probes"]
+        probes = a.counters.probes.started
         network.run(8.0)
         # Failed rounds of 4 s (the score rises, so later ones are longer):
         # two probes at most in 8 s, against eight for a healthy node.
-        self.assertLessEqual(a.stats["probes"] - probes, 2)
-        self.assertGreaterEqual(a.stats["probes.failed"], 1)
+        self.assertLessEqual(a.counters.probes.started - probes, 2)
+        self.assertGreaterEqual(a.counters.probes.failed, 1)
 
 
 def occupy_loopback_port() -> tuple[int, list[socket.socket]]:
@@ -577,7 +578,7 @@ class JoinResolutionTests(SynchronousTestCase):
         joiner = network.memberlist("joiner")
         joiner.resolver = resolver
         joiner.start()
-        before = a.stats["push_pull.in"], b.stats["push_pull.in"]
+        before = a.counters.push_pulls.served, b.counters.push_pulls.served
         joined = joiner.join(
             ["seeds.example.invalid", f"c/{c.local_member().full_address()}"]
         )
@@ -591,7 +592,7 @@ class JoinResolutionTests(SynchronousTestCase):
             {m.name for m in joiner.alive_members()}, {"a", "b", "c", "joiner"}
         )
         # Both addresses were pushed/pulled, not only the first.
-        after = a.stats["push_pull.in"], b.stats["push_pull.in"]
+        after = a.counters.push_pulls.served, b.counters.push_pulls.served
         self.assertEqual((after[0] - before[0], after[1] - before[1]), (1, 1))
 
     def test_unresolvable_seed_names_the_name(self) -> None:

@@ -46,6 +46,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from cluster.ckit.counters import NodeCounters, ReceivedEvents
 from cluster.ckit.messages import (
     MessageError,
     StateMessage,
@@ -57,6 +58,7 @@ from cluster.ckit.messages import (
 from cluster.ckit.node import Node
 from cluster.gossip import GossipConfig, Memberlist, MemberState, lzw
 from cluster.gossip.codec import pack
+from cluster.gossip.counters import DropReason
 from cluster.gossip.framing import (
     FrameError,
     Opened,
@@ -105,26 +107,42 @@ Every property here: a fixed, bounded set of examples on every run.
 """
 
 FRAME_REASONS = frozenset(
-    {"label", "decrypt", "crc", "compound", "compress", "decode", "size"}
+    {
+        DropReason.LABEL,
+        DropReason.DECRYPT,
+        DropReason.CRC,
+        DropReason.COMPOUND,
+        DropReason.COMPRESS,
+        DropReason.DECODE,
+        DropReason.SIZE,
+    }
 )
 """
 The reasons a L{FrameError} gives (L{cluster.gossip.framing}).
 """
 
-TABLE_REASONS = frozenset({"version", "meta", "name"})
+TABLE_REASONS = frozenset({DropReason.VERSION, DropReason.META, DropReason.NAME})
 """
 The member table's own refusals of a well-formed alive or push/pull entry
 (L{cluster.gossip.state}); it also counts a nameless one as C{decode}.
 """
 
-RECEIVER_REASONS = frozenset({"type", "wrong_node", "stream", "protocol", "handler"})
+RECEIVER_REASONS = frozenset(
+    {
+        DropReason.TYPE,
+        DropReason.WRONG_NODE,
+        DropReason.STREAM,
+        DropReason.PROTOCOL,
+        DropReason.HANDLER,
+    }
+)
 """
 The reasons the receiver itself gives (L{Receiver.drop} and its handlers).
 """
 
 KNOWN_REASONS = FRAME_REASONS | TABLE_REASONS | RECEIVER_REASONS
 """
-Every C{dropped.<reason>} a member's receiver may count.
+Every reason a member's receiver may count a drop for.
 """
 
 VSN = bytes([1, 5, 2, 0, 0, 0])
@@ -141,20 +159,6 @@ def fixed_nonces(size: int) -> bytes:
     here needs secrecy.
     """
     return bytes(size)
-
-
-def dropped(growth: Counter[str]) -> Counter[str]:
-    """
-    The C{dropped.<reason>} counts in C{growth}, by reason.
-    """
-    prefix = "dropped."
-    return Counter(
-        {
-            key.removeprefix(prefix): count
-            for key, count in growth.items()
-            if key.startswith(prefix)
-        }
-    )
 
 
 def is_ckit_state(payload: bytes) -> bool:
@@ -510,16 +514,16 @@ class ReceiverChecks(SynchronousTestCase):
         )
 
     def assert_ckit_users(
-        self, node: Node, payloads: list[bytes], events: Counter[str]
+        self, node: Node, payloads: list[bytes], events: NodeCounters
     ) -> None:
         """
         ckit's delegate read each user message in C{payloads} once, as a
         state message or as a message that is not ckit's.
         """
-        grown = node.gossip_events - events
+        grown = (node.counters - events).received
         unknown = sum(not is_ckit_state(p) for p in payloads)
-        self.assertEqual(grown["unknown_message"], unknown)
-        self.assertEqual(grown["state_change_message"], len(payloads) - unknown)
+        self.assertEqual(grown.unknown_message, unknown)
+        self.assertEqual(grown.state_change_message, len(payloads) - unknown)
 
     def receive_packet(self, node: Node, packet: bytes) -> Opened:
         """
@@ -532,26 +536,26 @@ class ReceiverChecks(SynchronousTestCase):
         # Decoding has no side effect: the receiver's own codec is the oracle.
         opened = receiver.packets.decode(packet)
         members, peers = memberlist.members(), node.peers()
-        stats, events = Counter(memberlist.stats), Counter(node.gossip_events)
+        counted, events = memberlist.counters.snapshot(), node.counters.snapshot()
 
         receiver.packet_received(packet, STRANGER)
 
-        growth = memberlist.stats - stats
-        drops = dropped(growth)
+        growth = memberlist.counters - counted
+        drops = growth.dropped
         self.assertLessEqual(set(drops), KNOWN_REASONS)
-        self.assertEqual(drops["handler"], 0)
-        self.assertEqual(growth["packets.in"], 1)
-        failed = growth["packets.in.failed"]
+        self.assertEqual(drops[DropReason.HANDLER], 0)
+        self.assertEqual(growth.traffic.packets_in, 1)
+        failed = growth.traffic.packets_in_failed
         self.assertIn(failed, (0, 1))
         if failed:
             self.assertTrue(drops, "a failed datagram must say why")
-        refused = Counter(error.reason for error in opened.errors)
+        refused = Counter(DropReason(error.reason) for error in opened.errors)
         self.assertEqual(refused - drops, Counter(), "codec errors uncounted")
         # Any drop but the member table's refusals of a well-formed alive
         # (its own rules, counted by the table) fails the datagram.
         nameless = sum(isinstance(m, Alive) and not m.node for m in opened.messages)
         by_table = sum(drops[r] for r in TABLE_REASONS) + min(
-            drops["decode"] - refused["decode"], nameless
+            drops[DropReason.DECODE] - refused[DropReason.DECODE], nameless
         )
         if sum(drops.values()) > by_table:
             self.assertEqual(failed, 1, f"dropped {dict(drops)} uncounted")
@@ -586,28 +590,30 @@ class ReceiverChecks(SynchronousTestCase):
         except FrameError as e:
             refusal = e
         members, peers = memberlist.members(), node.peers()
-        stats, events = Counter(memberlist.stats), Counter(node.gossip_events)
+        counted, events = memberlist.counters.snapshot(), node.counters.snapshot()
 
         result = receiver.stream_received(frame, STRANGER)
         reply = self.successResultOf(result)
 
-        growth = memberlist.stats - stats
-        drops = dropped(growth)
+        growth = memberlist.counters - counted
+        drops = growth.dropped
         self.assertLessEqual(set(drops), KNOWN_REASONS)
-        self.assertEqual(drops["handler"], 0)
-        self.assertEqual(growth["streams.in"], 1)
+        self.assertEqual(drops[DropReason.HANDLER], 0)
+        self.assertEqual(growth.traffic.streams_in, 1)
         answer = None if reply is None else streams.decode(reply, accepted=False)
         if refusal is not None:
             # A request we cannot read: counted once, by its reason.
-            self.assertEqual(growth["streams.in.failed"], 1)
-            self.assertEqual(drops, Counter({refusal.reason: 1}))
+            self.assertEqual(growth.traffic.streams_in_failed, 1)
+            self.assertEqual(drops, Counter({DropReason(refusal.reason): 1}))
             if refusal.reason == "decrypt":
                 self.assertIsInstance(answer, ErrResp)
             else:
                 self.assertIsNone(answer)
         else:
             self.assertEqual(
-                growth["streams.in.failed"], 0, f"{message!r} failed: {dict(drops)}"
+                growth.traffic.streams_in_failed,
+                0,
+                f"{message!r} failed: {dict(drops)}",
             )
             self.assert_served(node, message, answer, drops)
 
@@ -617,9 +623,9 @@ class ReceiverChecks(SynchronousTestCase):
         self.assert_ckit_users(node, [p for p in users if p], events)
         if isinstance(message, PushPull):
             # ckit merges the user state of every push/pull the table took.
-            merged = bool(message.user_state) and not drops["protocol"]
-            grown = node.gossip_events - events
-            self.assertEqual(grown["merge_remote_state"], int(merged))
+            merged = bool(message.user_state) and not drops[DropReason.PROTOCOL]
+            grown = (node.counters - events).received
+            self.assertEqual(grown.merge_remote_state, int(merged))
         elif not any(map(is_ckit_state, users)):
             self.assertEqual(node.peers(), peers)
         self.assert_consistent(node)
@@ -630,7 +636,7 @@ class ReceiverChecks(SynchronousTestCase):
         node: Node,
         message: Message | None,
         answer: Message | None,
-        drops: Counter[str],
+        drops: Counter[DropReason],
     ) -> None:
         """
         A readable request got the answer its kind calls for.
@@ -639,14 +645,18 @@ class ReceiverChecks(SynchronousTestCase):
             if message.node in ("", node.name):
                 self.assertEqual((answer, drops), (Ack(message.seq_no), Counter()))
             else:
-                self.assertEqual((answer, drops), (None, Counter({"wrong_node": 1})))
+                self.assertEqual(
+                    (answer, drops), (None, Counter({DropReason.WRONG_NODE: 1}))
+                )
         elif isinstance(message, PushPull):
             self.assertIsInstance(answer, PushPull)
-            self.assertLessEqual(set(drops), TABLE_REASONS | {"protocol", "decode"})
+            self.assertLessEqual(
+                set(drops), TABLE_REASONS | {DropReason.PROTOCOL, DropReason.DECODE}
+            )
         elif isinstance(message, User):
             self.assertEqual((answer, drops), (None, Counter()))
         else:
-            self.assertEqual((answer, drops), (None, Counter({"type": 1})))
+            self.assertEqual((answer, drops), (None, Counter({DropReason.TYPE: 1})))
 
 
 class PacketReceiverTests(ReceiverChecks):
@@ -706,16 +716,16 @@ class PacketReceiverTests(ReceiverChecks):
         a, _ = two_nodes(wrapping)
         seeds = packet_seeds(a.name)
         codec = a.memberlist.receiver.packets
-        stats = Counter(a.memberlist.stats)
+        counted = a.memberlist.counters.snapshot()
         for parts in packets:
             chosen = [seeds[i] for i in parts]
             for packet in codec.encode(chosen, crc):
                 opened = self.receive_packet(a, packet)
                 self.assertEqual(opened.errors, [])
                 self.assertEqual(opened.messages, [decode_message(p) for p in chosen])
-        growth = a.memberlist.stats - stats
-        self.assertEqual(dropped(growth), Counter())
-        self.assertEqual(growth["packets.in.failed"], 0)
+        growth = a.memberlist.counters - counted
+        self.assertEqual(growth.dropped, Counter())
+        self.assertEqual(growth.traffic.packets_in_failed, 0)
 
     def test_recipes_make_what_a_sender_sends(self) -> None:
         """
@@ -790,15 +800,15 @@ class StreamReceiverTests(ReceiverChecks):
         for wrapping in every_wrapping():
             a, b = two_nodes(wrapping)
             codec = a.memberlist.receiver.streams
-            stats = Counter(a.memberlist.stats)
+            counted = a.memberlist.counters.snapshot()
             for seed in stream_seeds(a.name, b):
                 frame = seal_stream(codec, seed)
                 message = decode_stream_message(seed)
                 self.assertEqual(frame, codec.encode(message, dialler=True))
                 self.assertEqual(self.receive_stream(a, frame), message)
-            growth = a.memberlist.stats - stats
-            self.assertEqual(dropped(growth), Counter())
-            self.assertEqual(growth["streams.in.failed"], 0)
+            growth = a.memberlist.counters - counted
+            self.assertEqual(growth.dropped, Counter())
+            self.assertEqual(growth.traffic.streams_in_failed, 0)
 
 
 class FrameLengthTests(SynchronousTestCase):
@@ -822,7 +832,7 @@ class FrameLengthTests(SynchronousTestCase):
             start += size
         self.assertEqual(self.outcome(codec, pieces, accepted), whole)
         if isinstance(whole, str):
-            self.assertIn(whole, FRAME_REASONS)
+            self.assertIn(DropReason(whole), FRAME_REASONS)
         elif whole is not None:
             self.assertTrue(0 < whole <= len(data), f"{whole} of {len(data)}")
             self.assertEqual(codec.frame_length(data[:whole], accepted), whole)
@@ -977,23 +987,24 @@ class NodeDelegateTests(SynchronousTestCase):
         delegate = a.memberlist.config.delegate
         assert delegate is not None
         data = edited(seed, edits)
-        peers, events = a.peers(), Counter(a.gossip_events)
+        peers, events = a.peers(), a.counters.snapshot()
         delegate.notify_msg(data)
-        grown = a.gossip_events - events
+        grown = a.counters - events
         if is_ckit_state(data):
-            self.assertEqual(grown["state_change_message"], 1)
+            self.assertEqual(grown.received.state_change_message, 1)
         else:
-            self.assertEqual(grown, Counter({"unknown_message": 1}))
+            only_unknown = NodeCounters(received=ReceivedEvents(unknown_message=1))
+            self.assertEqual(grown, only_unknown)
             self.assertEqual(a.peers(), peers)
 
-        events = Counter(a.gossip_events)
+        events = a.counters.snapshot()
         delegate.merge_remote_state(data, join)
-        grown = a.gossip_events - events
-        self.assertEqual(grown["merge_remote_state"], 1)
+        grown = a.counters - events
+        self.assertEqual(grown.received.merge_remote_state, 1)
         try:
             decode_local_state(data)
         except MessageError:
-            self.assertEqual(grown["unknown_state"], 1)
+            self.assertEqual(grown.states.unknown_state, 1)
             self.assertEqual(a.peers(), peers)
 
 
@@ -1058,7 +1069,7 @@ class Flood:
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._socket.bind(("127.0.0.1", 0))
         self._socket.setblocking(False)
-        self._failed_before = self.target.stats["packets.in.failed"]
+        self._failed_before = self.target.counters.traffic.packets_in_failed
 
     def close(self) -> None:
         """
@@ -1070,7 +1081,7 @@ class Flood:
         """
         How many of our bad datagrams the member has refused so far.
         """
-        return self.target.stats["packets.in.failed"] - self._failed_before
+        return self.target.counters.traffic.packets_in_failed - self._failed_before
 
     def ping(self) -> None:
         """
@@ -1168,14 +1179,14 @@ class FloodTests(TestCase):
             packets = bad_packets(target.receiver.packets, target.name, FLOOD, 2026)
             flood = Flood(target, packets, clock)
             members, incarnation = target.members(), known(peer, "target").incarnation
-            stats, peer_stats = Counter(target.stats), Counter(peer.stats)
+            counted, peer_counted = target.counters.snapshot(), peer.counters.snapshot()
 
             started, cpu = clock.seconds(), time.process_time()
             await flood.run(FLOOD)
             took, cpu = clock.seconds() - started, time.process_time() - cpu
             # Each raw ping had thousands of bad datagrams behind it.
             self.assertTrue(flood.all_acked(), "a ping went unanswered")
-            probes = peer.stats["probes"]
+            probes = peer.counters.probes.started
             _log.info(
                 "flood: {count} bad datagrams handled in {took:.1f} s, {rate:.0f}/s "
                 "({cpu_rate:.0f} per CPU second, sender included), {lost} lost "
@@ -1187,7 +1198,7 @@ class FloodTests(TestCase):
                 cpu_rate=flood.handled() / cpu,
                 lost=flood.lost,
                 pings=len(flood.acked),
-                probes=probes - peer_stats["probes"],
+                probes=probes - peer_counted.probes.started,
             )
 
             flood.ping()
@@ -1197,21 +1208,28 @@ class FloodTests(TestCase):
             # after the flood; at worst each is stretched by the peer's
             # health score (Lifeguard), and a loaded machine needs that room.
             await wait_for(
-                lambda: peer.stats["probes"] >= probes + 2,
+                lambda: peer.counters.probes.started >= probes + 2,
                 2 * config.probe_interval * config.awareness_max_multiplier
                 + config.probe_timeout,
                 "the peer probes the target twice more",
             )
-            growth = target.stats - stats
-            drops = dropped(growth)
-            self.assertGreaterEqual(growth["packets.in"], FLOOD)
-            self.assertGreaterEqual(growth["packets.in.failed"], FLOOD)
-            self.assertGreaterEqual(sum(drops.values()), growth["packets.in.failed"])
+            growth = target.counters - counted
+            drops = growth.dropped
+            self.assertGreaterEqual(growth.traffic.packets_in, FLOOD)
+            self.assertGreaterEqual(growth.traffic.packets_in_failed, FLOOD)
+            self.assertGreaterEqual(
+                sum(drops.values()), growth.traffic.packets_in_failed
+            )
             self.assertLessEqual(set(drops), FRAME_REASONS)
-            _log.info("flood: dropped by reason {drops}", drops=dict(drops))
+            _log.info(
+                "flood: dropped by reason {drops}",
+                drops={reason.value: count for reason, count in drops.items()},
+            )
             self.assertEqual(target.members(), members)
-            self.assertEqual(peer.stats["probes.failed"], peer_stats["probes.failed"])
-            self.assertEqual(peer.stats["suspected"], peer_stats["suspected"])
+            self.assertEqual(peer.counters.probes.failed, peer_counted.probes.failed)
+            self.assertEqual(
+                peer.counters.members.suspected, peer_counted.members.suspected
+            )
             self.assertEqual(known(peer, "target").state, MemberState.ALIVE)
             self.assertEqual(known(peer, "target").incarnation, incarnation)
         finally:

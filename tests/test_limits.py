@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 import socket
 import struct
-from collections import Counter
 from functools import partial
 from typing import cast
 
@@ -37,6 +36,7 @@ from cluster.gossip import GossipConfig
 from cluster.gossip.broadcast import MIN_QUEUE_DEPTH, BroadcastQueue
 from cluster.gossip.codec import pack
 from cluster.gossip.config import META_MAX_SIZE, NAME_MAX_SIZE
+from cluster.gossip.counters import DropReason, GossipCounters
 from cluster.gossip.framing import (
     MAX_ENCRYPTED_STREAM,
     MAX_PACKET_DECOMPRESSED,
@@ -247,13 +247,12 @@ class StreamBufferingTests(SynchronousTestCase):
 
     def test_refused_frame_is_counted_by_reason(self) -> None:
         clock = Clock()
-        stats: Counter[str] = Counter()
-        transport = NetTransport(clock, "127.0.0.1", 0, stats=stats)
+        transport = NetTransport(clock, "127.0.0.1", 0)
         transport.handler = RecordingHandler()
         stream = transport_server(transport)
         stream.dataReceived(header(0, MAX_USER_BYTES + 1))
-        self.assertEqual(stats["dropped.size"], 1)
-        self.assertEqual(stats["streams.in.failed"], 1)
+        self.assertEqual(transport.counters.dropped[DropReason.SIZE], 1)
+        self.assertEqual(transport.counters.traffic.streams_in_failed, 1)
         self.assertTrue(cast(StringTransport, stream.transport).disconnecting)
 
     def test_slow_stream_is_cut_at_the_deadline(self) -> None:
@@ -262,8 +261,8 @@ class StreamBufferingTests(SynchronousTestCase):
         byte a second is cut at the stream timeout all the same.
         """
         clock = Clock()
-        stats: Counter[str] = Counter()
-        transport = NetTransport(clock, "127.0.0.1", 0, stream_timeout=10, stats=stats)
+        transport = NetTransport(clock, "127.0.0.1", 0, stream_timeout=10)
+        counters = transport.counters
         handler = RecordingHandler()
         transport.handler = handler
         stream = transport_server(transport)
@@ -271,11 +270,11 @@ class StreamBufferingTests(SynchronousTestCase):
         for byte in range(9):
             stream.dataReceived(frame[byte : byte + 1])
             clock.advance(1)
-        self.assertEqual(stats["dropped.stream_timeout"], 0)
+        self.assertEqual(counters.dropped[DropReason.STREAM_TIMEOUT], 0)
         stream.dataReceived(frame[9:10])
         clock.advance(1)
-        self.assertEqual(stats["dropped.stream_timeout"], 1)
-        self.assertEqual(stats["streams.in.failed"], 1)
+        self.assertEqual(counters.dropped[DropReason.STREAM_TIMEOUT], 1)
+        self.assertEqual(counters.traffic.streams_in_failed, 1)
         stream.dataReceived(frame[10:])
         self.assertEqual(handler.requests, [])
 
@@ -319,13 +318,13 @@ class BroadcastQueueBoundTests(SynchronousTestCase):
 
 class EntryLimitTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.stats: Counter[str] = Counter()
+        self.counters = GossipCounters()
         self.table = MemberTable(
             "me",
             GossipConfig.lan(name="me"),
             Clock(),
             random.Random(1),
-            self.stats,
+            self.counters,
             lambda changes: None,
         )
         self.table.bootstrap(ip_to_bytes("10.0.0.1"), 7946, b"")
@@ -336,14 +335,14 @@ class EntryLimitTests(SynchronousTestCase):
     def test_oversized_meta_dropped(self) -> None:
         self.table.alive(self.alive("big", b"m" * (META_MAX_SIZE + 1)))
         self.assertIsNone(self.table.get("big"))
-        self.assertEqual(self.stats["dropped.meta"], 1)
+        self.assertEqual(self.counters.dropped[DropReason.META], 1)
         self.table.alive(self.alive("fits", b"m" * META_MAX_SIZE))
         self.assertIsNotNone(self.table.get("fits"))
 
     def test_oversized_name_dropped(self) -> None:
         self.table.alive(self.alive("n" * (NAME_MAX_SIZE + 1)))
         self.assertEqual(len(self.table), 1)
-        self.assertEqual(self.stats["dropped.name"], 1)
+        self.assertEqual(self.counters.dropped[DropReason.NAME], 1)
         self.table.alive(self.alive("é" * (NAME_MAX_SIZE // 2)))
         self.assertEqual(len(self.table), 2)
 
@@ -398,7 +397,7 @@ class RealSocketLimitTests(TestCase):
                 ),
                 b"",
             )
-            self.assertEqual(node.stats["dropped.too_many_streams"], 1)
+            self.assertEqual(node.counters.dropped[DropReason.TOO_MANY_STREAMS], 1)
             self.assertEqual(len(warnings), 1)
             for protocol in idle:
                 assert protocol.transport is not None
@@ -443,7 +442,7 @@ class RealSocketLimitTests(TestCase):
             self.assertEqual(
                 await send_stream(node.port, header(1, MAX_USER_BYTES + 1)), b""
             )
-            self.assertEqual(node.stats["dropped.size"], 1)
+            self.assertEqual(node.counters.dropped[DropReason.SIZE], 1)
             self.assertEqual(len(node.members()), 1)
         finally:
             await node.shutdown()
@@ -484,8 +483,8 @@ class DropReportTests(SynchronousTestCase):
         self.assertEqual(len(warnings), 2)
         self.assertIn("10 input(s)", warnings[1])
         self.assertIn("(compound=6, label=4)", warnings[1])
-        self.assertEqual(node.stats["dropped.label"], 5)
-        self.assertEqual(node.stats["dropped.compound"], 6)
+        self.assertEqual(node.counters.dropped[DropReason.LABEL], 5)
+        self.assertEqual(node.counters.dropped[DropReason.COMPOUND], 6)
 
 
 class DecompressionBudgetTests(SynchronousTestCase):

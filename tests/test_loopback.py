@@ -21,8 +21,9 @@ from cluster.gossip import GossipConfig, ITransport, Memberlist, MemberState
 from cluster.gossip.config import GossipSettings
 from cluster.gossip.framing import PacketCodec
 from cluster.gossip.interfaces import IPacketHandler
-from cluster.gossip.transport import NetTransport, _ephemeral_floor, free_loopback_port
+from cluster.gossip.transport import NetTransport
 from cluster.gossip.wire import Ack, Ping, decode_message, encode_message
+from cluster.testing import ephemeral_port_floor, free_loopback_port
 from tests.helpers import known, wait_for
 
 if TYPE_CHECKING:
@@ -157,7 +158,7 @@ class BadInputTests(TestCase):
                 return decode_message(leaves[0]) == Ack(77)
 
             await wait_for(answered, 5, "the ping is answered")
-            dropped = sum(v for k, v in node.stats.items() if k.startswith("dropped"))
+            dropped = sum(node.counters.dropped.values())
             self.assertGreaterEqual(dropped, 4)
         finally:
             sender.close()
@@ -195,7 +196,7 @@ class FreePortTests(SynchronousTestCase):
         """
         ports = [free_loopback_port() for _ in range(300)]
         self.assertEqual(len(set(ports)), len(ports))
-        self.assertTrue(all(p < _ephemeral_floor() for p in ports))
+        self.assertTrue(all(p < ephemeral_port_floor() for p in ports))
         for port in ports[:20]:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
                 udp.bind(("127.0.0.1", port))

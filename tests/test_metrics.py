@@ -31,7 +31,7 @@ from zope.interface import implementer
 from cluster.alloy.discovery import static
 from cluster.alloy.options import Options
 from cluster.alloy.service import ClusterService
-from cluster.ckit.metrics import RECEIVED_EVENTS
+from cluster.ckit.metrics import NodeMetrics
 from cluster.ckit.node import FuncObserver, Node
 from cluster.gossip import GossipConfig, JoinError
 from cluster.gossip.interfaces import IFrameMeasure, IPacketHandler
@@ -137,7 +137,7 @@ def registry_for(node: Node) -> CollectorRegistry:
     A registry of C{node}'s own, with its metrics registered.
     """
     registry = CollectorRegistry()
-    registry.register(node.metrics)
+    registry.register(NodeMetrics(node))
     return registry
 
 
@@ -199,20 +199,18 @@ class NodeMetricsTests(SynchronousTestCase):
             )
             self.assertEqual(scrape.value("cluster_node_gossip_alive_peers"), 3)
             events = scrape.by("cluster_node_gossip_received_events_total", "event")
-            self.assertEqual(
-                events, {e: node.gossip_events[e] for e in RECEIVED_EVENTS}
-            )
+            self.assertEqual(events, attrs.asdict(node.counters.received))
             # Memberlist told the node of all three, itself included.
             self.assertEqual(events["node_join"], 3)
             self.assertGreater(events["get_local_state"], 0)
             self.assertGreater(events["merge_remote_state"], 0)
-            stats = node.memberlist.stats
+            traffic = node.memberlist.counters.traffic
             self.assertEqual(
                 scrape.value("cluster_transport_rx_packets_total"),
-                stats["packets.in"],
+                traffic.packets_in,
             )
             self.assertEqual(
-                scrape.value("cluster_transport_tx_bytes_total"), stats["bytes.out"]
+                scrape.value("cluster_transport_tx_bytes_total"), traffic.bytes_out
             )
             self.assertEqual(scrape.value("cluster_transport_streams"), 0)
             self.assertGreater(
@@ -239,9 +237,9 @@ class NodeMetricsTests(SynchronousTestCase):
                     "cluster_node_gossip_broadcasts_total",
                     event="state_change_message",
                 ),
-                node.gossip_broadcasts["state_change_message"],
+                node.counters.state_broadcasts,
             )
-            self.assertGreater(node.gossip_broadcasts["state_change_message"], 0)
+            self.assertGreater(node.counters.state_broadcasts, 0)
 
     def test_info_follows_the_state(self) -> None:
         network, (a, b, _) = three_nodes(seed=71)
@@ -381,9 +379,9 @@ class RegistryTests(SynchronousTestCase):
         self.assertEqual(
             Scrape.of(mine).value("cluster_node_lamport_time"), a.lamport_time()
         )
-        error = self.assertRaises(DuplicateTimeseries, mine.register, a.metrics)
+        error = self.assertRaises(DuplicateTimeseries, mine.register, NodeMetrics(a))
         self.assertIn("cluster_node_info", str(error))
-        self.assertRaises(ValueError, mine.register, b.metrics)
+        self.assertRaises(ValueError, mine.register, NodeMetrics(b))
         # The refusals left the registry as it was.
         self.assertEqual(
             Scrape.of(mine).by("cluster_node_info", "state"), {"viewer": 1}
@@ -465,7 +463,7 @@ def register_service_node(svc: ClusterService, registry: CollectorRegistry) -> N
     """
     registered = {family.name for family in registry.collect()}
     if "cluster_node_info" not in registered:
-        registry.register(node_of(svc).metrics)
+        registry.register(NodeMetrics(node_of(svc)))
 
 
 # ckit's help texts (gossiphttp.NewTransport's GaugeFuncs).
@@ -594,10 +592,10 @@ class PacketQueueTests(SynchronousTestCase):
             self.assertEqual(
                 scrape.value("cluster_transport_tx_packet_queue_length"), 0
             )
-            handled = node.memberlist.stats["packets.in"]
+            handled = node.memberlist.counters.traffic.packets_in
             network.run(1.01)
             self.assertGreaterEqual(
-                node.memberlist.stats["packets.in"] - handled, waiting
+                node.memberlist.counters.traffic.packets_in - handled, waiting
             )
             seen.append(waiting)
         self.assertGreater(max(seen), 0)
@@ -711,7 +709,7 @@ class RealSocketQueueTests(TestCase):
         port.socket = cast(socket.socket, _RefusingSocket(real))
         try:
             transport.send_packet(b"refused", destination)
-            self.assertEqual(transport.stats["send.failed"], 1)
+            self.assertEqual(transport.counters.traffic.send_failed, 1)
             self.assertEqual(transport.packet_queue_lengths(), (0, 0))
         finally:
             port.socket = real
@@ -719,4 +717,4 @@ class RealSocketQueueTests(TestCase):
         transport.send_packet(b"sent", destination)
         self.assertEqual(receiver.recv(100), b"sent")
         self.assertRaises(BlockingIOError, receiver.recv, 100)
-        self.assertEqual(transport.stats["send.failed"], 1)
+        self.assertEqual(transport.counters.traffic.send_failed, 1)

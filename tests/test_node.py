@@ -10,6 +10,8 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from twisted.internet.defer import CancelledError
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from cluster.ckit.messages import (
     LocalState,
@@ -23,6 +25,7 @@ from cluster.ckit.messages import (
 )
 from cluster.ckit.node import (
     FuncObserver,
+    IObserver,
     Node,
     NodeStoppedError,
     ParticipantObserver,
@@ -30,7 +33,7 @@ from cluster.ckit.node import (
 )
 from cluster.gossip import IDelegate, IEventDelegate, Member, MemberState
 from cluster.peer import Peer, PeerState
-from cluster.shard import Op, Sharder, SteppedSharder, ring
+from cluster.shard import ISharder, ISteppedSharder, Op, ring
 from cluster.testing import SimulatedNetwork
 
 
@@ -131,7 +134,7 @@ def events_of(node: Node) -> IEventDelegate:
     return events
 
 
-def sharder_of(node: Node) -> Sharder:
+def sharder_of(node: Node) -> ISharder:
     assert node.sharder is not None
     return node.sharder
 
@@ -211,13 +214,13 @@ class ClusterTests(SynchronousTestCase):
         network.run(3)
         stored = known_state(a, "node-01")
         stale = StateMessage("node-01", PeerState.VIEWER, stored.time - 1)
-        before = a.gossip_events["stale_state"]
+        before = a.counters.states.stale_state
         delegate_of(a).notify_msg(encode_state(stale))
         self.assertEqual(
             [p.state for p in a.peers() if p.name == "node-01"],
             [PeerState.PARTICIPANT],
         )
-        self.assertEqual(a.gossip_events["stale_state"], before + 1)
+        self.assertEqual(a.counters.states.stale_state, before + 1)
 
     def test_refutes_equal_time_different_state_about_itself(self) -> None:
         network = SimulatedNetwork(seed=23)
@@ -296,8 +299,8 @@ class ClusterTests(SynchronousTestCase):
         terminating = leaver.change_state(PeerState.TERMINATING)
         network.run(5)
         self.successResultOf(terminating)
-        reannounced = leaver.gossip_events["state_reannounced"]
-        pushed = leaver.memberlist.stats["push_pull.out"]
+        reannounced = leaver.counters.states.state_reannounced
+        pushed = leaver.memberlist.counters.push_pulls.completed
         left = leaver.memberlist.leave(5.0)
         # The leaver keeps running (as between a leave and its shutdown) and
         # goes on pushing and pulling with the others.
@@ -307,8 +310,10 @@ class ClusterTests(SynchronousTestCase):
                 self.assertNotIn("n2", {p.name for p in node.peers()}, node.name)
                 self.assertIsNone(node.states.state_of("n2"), node.name)
         self.assertTrue(self.successResultOf(left))
-        self.assertGreaterEqual(leaver.memberlist.stats["push_pull.out"] - pushed, 4)
-        self.assertEqual(leaver.gossip_events["state_reannounced"], reannounced)
+        self.assertGreaterEqual(
+            leaver.memberlist.counters.push_pulls.completed - pushed, 4
+        )
+        self.assertEqual(leaver.counters.states.state_reannounced, reannounced)
 
     def test_a_late_copy_of_its_own_state_after_its_leave_is_dropped(self) -> None:
         """
@@ -326,11 +331,11 @@ class ClusterTests(SynchronousTestCase):
         network.run(1)
         self.assertTrue(self.successResultOf(left))
         self.assertIsNone(b.states.state_of("node-01"))
-        stale = b.gossip_events["stale_state"]
+        stale = b.counters.states.stale_state
         delegate_of(b).notify_msg(encode_state(said))
         self.assertIsNone(b.states.state_of("node-01"))
         self.assertNotIn("node-01", b.states.broadcasts)
-        self.assertEqual(b.gossip_events["stale_state"], stale + 1)
+        self.assertEqual(b.counters.states.stale_state, stale + 1)
         network.run(3)
         self.assertIsNone(a.states.state_of("node-01"))
 
@@ -339,8 +344,8 @@ class ClusterTests(SynchronousTestCase):
         (a,) = cluster_of(network, 1)
         delegate_of(a).notify_msg(b"\x03serf user event")
         delegate_of(a).merge_remote_state(b"\x02serf state", True)
-        self.assertEqual(a.gossip_events["unknown_message"], 1)
-        self.assertEqual(a.gossip_events["unknown_state"], 1)
+        self.assertEqual(a.counters.received.unknown_message, 1)
+        self.assertEqual(a.counters.states.unknown_state, 1)
 
 
 class StateChangeTests(SynchronousTestCase):
@@ -384,6 +389,11 @@ class StateChangeTests(SynchronousTestCase):
 
 
 class ObserverTests(SynchronousTestCase):
+    def test_observers_provide_the_interface(self) -> None:
+        self.assertTrue(verifyObject(IObserver, FuncObserver(lambda peers: True)))
+        inner = FuncObserver(lambda peers: True)
+        self.assertTrue(verifyObject(IObserver, ParticipantObserver(inner)))
+
     def test_coalesced_ordered_unregistering_and_failing(self) -> None:
         network = SimulatedNetwork(seed=30)
         (a,) = cluster_of(network, 1)
@@ -491,6 +501,7 @@ class ObserverTests(SynchronousTestCase):
         self.assertEqual([p.state for p in seen[-1]], [PeerState.PARTICIPANT])
 
 
+@implementer(ISteppedSharder)
 class StepLog:
     """
     A ring sharder that logs each step of its stepped updates.
@@ -499,7 +510,6 @@ class StepLog:
     def __init__(self, log: list[str]) -> None:
         self.log = log
         self.inner = ring(512)
-        assert isinstance(self.inner, SteppedSharder)
 
     def set_peers(self, peers: Iterable[Peer]) -> None:
         self.inner.set_peers(peers)
@@ -533,7 +543,9 @@ class SteppedUpdateTests(SynchronousTestCase):
         """
         network = SimulatedNetwork(seed=seed)
         log: list[str] = []
-        node = network.node("node-00", sharder=StepLog(log))
+        sharder = StepLog(log)
+        self.assertTrue(verifyObject(ISteppedSharder, sharder))
+        node = network.node("node-00", sharder=sharder)
         node.start()
         network.run(1)
         log.clear()

@@ -17,10 +17,11 @@ from collections.abc import Callable
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from cluster import ClusterService, Op, PeerState, shard
+from cluster import ClusterService, Op, PeerState
 from cluster.ckit.messages import StateMessage, encode_state
 from cluster.gossip.framing import PacketCodec
 from cluster.gossip.wire import MessageType
+from cluster.shard import _stepped
 from cluster.testing import SimulatedNetwork
 from tests.helpers import cluster_services, node_of, transport_of
 
@@ -201,7 +202,7 @@ class OwnershipAfterFaultTests(SynchronousTestCase):
                 "false death",
             )
             assert paused.node is not None
-            refuted.append(paused.node.memberlist.stats["refuted"])
+            refuted.append(paused.node.memberlist.counters.members.refuted)
         # The refutation path was taken.
         self.assertTrue(any(refuted), refuted)
 
@@ -247,7 +248,7 @@ class OwnershipAfterFaultTests(SynchronousTestCase):
             self.assertGreater(replay.sent, 40)
             for svc in rest:
                 assert svc.node is not None
-                self.assertGreater(svc.node.gossip_events["stale_state"], 20)
+                self.assertGreater(svc.node.counters.states.stale_state, 20)
             replay.stop()
 
 
@@ -261,7 +262,7 @@ class OwnershipWithSteppedUpdatesTests(OwnershipAfterFaultTests):
     """
 
     def setUp(self) -> None:
-        self.patch(shard, "_STEP_TOKENS", 128)
+        self.patch(_stepped, "STEP_TOKENS", 128)
 
 
 class OwnershipAtWallClockTimeTests(OwnershipAfterFaultTests):

@@ -16,6 +16,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from cluster.gossip import (
+    GossipConfig,
     IConflictDelegate,
     IDelegate,
     Keyring,
@@ -26,6 +27,7 @@ from cluster.gossip import (
 from cluster.gossip.awareness import Awareness
 from cluster.gossip.broadcast import BroadcastQueue, retransmit_limit
 from cluster.gossip.codec import pack
+from cluster.gossip.counters import DropReason
 from cluster.gossip.framing import (
     PacketCodec,
     decompress_message,
@@ -35,8 +37,10 @@ from cluster.gossip.framing import (
 from cluster.gossip.serf import SERF_JOIN, serf_leave_intent
 from cluster.gossip.suspicion import (
     Suspicion,
+    expected_confirmations,
     remaining_suspicion_time,
     suspicion_timeout,
+    worst_case_detection,
 )
 from cluster.gossip.timers import Ticker, Timers
 from cluster.gossip.wire import (
@@ -246,7 +250,7 @@ class MembershipRuleTests(SynchronousTestCase):
         bad = [b"\x00\xc1", b"\x01" + pack({"LTime": -1})]
         inject(network, a, *[User(m) for m in bad])
         self.assertEqual(a.serf_clock.time, 7_000_001)
-        self.assertEqual(a.stats["dropped.handler"], 0)
+        self.assertEqual(a.counters.dropped[DropReason.HANDLER], 0)
         self.assertEqual(delegates[0].messages[-2:], bad)
 
     def test_buddy_system(self) -> None:
@@ -259,7 +263,7 @@ class MembershipRuleTests(SynchronousTestCase):
         network.partition([nodes[2].transport.host], [nodes[1].transport.host], True)
         inject(network, nodes[0], Suspect(1, "n1", "n2"))
         network.run(5)
-        self.assertGreaterEqual(nodes[1].stats["refuted"], 1)
+        self.assertGreaterEqual(nodes[1].counters.members.refuted, 1)
         self.assertEqual(known(nodes[0], "n1").state, MemberState.ALIVE)
 
     def test_conflicting_address_is_refused(self) -> None:
@@ -329,7 +333,7 @@ class MembershipRuleTests(SynchronousTestCase):
         self.assertIn("failed to join", str(failure.value))
         b.send_best_effort(a.local_member(), b"x")
         network.run(1)
-        self.assertGreaterEqual(a.stats["dropped.label"], 2)
+        self.assertGreaterEqual(a.counters.dropped[DropReason.LABEL], 2)
 
     def test_encrypted_cluster(self) -> None:
         network = SimulatedNetwork(seed=13)
@@ -348,7 +352,7 @@ class MembershipRuleTests(SynchronousTestCase):
         failure = self.failureResultOf(joined)
         self.assertIn("encryption is not configured", str(failure.value))
         self.assertEqual(outsider.num_members(), 1)
-        self.assertGreaterEqual(nodes[0].stats["dropped.decrypt"], 1)
+        self.assertGreaterEqual(nodes[0].counters.dropped[DropReason.DECRYPT], 1)
 
     def test_undecryptable_push_pull_reply_is_counted(self) -> None:
         """
@@ -364,8 +368,8 @@ class MembershipRuleTests(SynchronousTestCase):
         network.run(2)
         failure = self.failureResultOf(joined)
         self.assertIn("could decrypt", str(failure.value))
-        self.assertEqual(seed.stats["dropped.decrypt"], 1)
-        self.assertEqual(joiner.stats["dropped.decrypt"], 1)
+        self.assertEqual(seed.counters.dropped[DropReason.DECRYPT], 1)
+        self.assertEqual(joiner.counters.dropped[DropReason.DECRYPT], 1)
         self.assertEqual(joiner.num_members(), 1)
 
     def test_protocol_mismatch_refuses_merge(self) -> None:
@@ -383,7 +387,7 @@ class MembershipRuleTests(SynchronousTestCase):
         network.run(1)
         # a replied with its state first, then refused to merge b's.
         self.assertIsNone(a.member("b"))
-        self.assertGreaterEqual(a.stats["dropped.protocol"], 1)
+        self.assertGreaterEqual(a.counters.dropped[DropReason.PROTOCOL], 1)
         self.failureResultOf(d)
 
     @settings(max_examples=200, deadline=None)
@@ -695,6 +699,57 @@ class SuspicionTests(SynchronousTestCase):
         clock.advance(4)
         self.assertEqual(fired, [0])
 
+    def test_expected_confirmations(self) -> None:
+        self.assertEqual(expected_confirmations(4, 3), 0)  # one other survivor
+        self.assertEqual(expected_confirmations(4, 4), 2)
+        self.assertEqual(expected_confirmations(3, 3), 1)
+        self.assertEqual(expected_confirmations(6, 100), 4)
+
+    def test_worst_case_detection_terms(self) -> None:
+        """
+        Probing (two passes, or eleven rounds when fewer), the unconfirmed
+        suspicion, the death's retransmissions.
+        """
+        lan, local = GossipConfig.lan(), GossipConfig.local()
+        # 11 rounds of 1 s, 6 x 8 s, 4 x 3 retransmits 0.2 s apart.
+        self.assertAlmostEqual(worst_case_detection(lan, 100), 11 + 48 + 2.4)
+        # Two passes of 5 rounds, 6 x 4 s, 4 x 1 retransmits.
+        self.assertAlmostEqual(worst_case_detection(lan, 6), 10 + 24 + 0.8)
+        # No confirmation is expected among three: the 4 s minimum runs.
+        self.assertAlmostEqual(worst_case_detection(lan, 3), 4 + 4 + 0.8)
+        # The local profile expects one: 6 x 3 s, 2 x 1 retransmits 0.1 s apart.
+        self.assertAlmostEqual(worst_case_detection(local, 3), 4 + 18 + 0.2)
+
+    def test_simulated_crashes_are_detected_within_the_worst_case(self) -> None:
+        """
+        On the simulated network, with and without expected confirmations,
+        every survivor lists a crashed member dead within the bound.
+        """
+        for size in (3, 5, 12):
+            for seed in range(4):
+                network = SimulatedNetwork(seed=seed)
+                names = [f"n{i}" for i in range(size)]
+                nodes = start_and_join(network, *names, settle=10)
+                victim, survivors = nodes[-1], nodes[:-1]
+                network.crash(victim)
+                bound = worst_case_detection(victim.config, size)
+                took = network.run_until(
+                    functools.partial(all_list_dead, survivors, victim.name),
+                    bound + 0.01,
+                    step=0.05,
+                )
+                self.assertIsNotNone(took, (size, seed, bound))
+
+
+def all_list_dead(nodes: list[Memberlist], name: str) -> bool:
+    """
+    Whether every one of C{nodes} lists C{name} dead.
+    """
+    return all(
+        (member := node.member(name)) is not None and member.state == MemberState.DEAD
+        for node in nodes
+    )
+
 
 class AwarenessTests(SynchronousTestCase):
     def test_bounds_and_scale(self) -> None:
@@ -810,7 +865,7 @@ class TimersTests(SynchronousTestCase):
         rounds = []
         for _ in range(20):
             network.run(0.25)
-            current = a._prober._current
+            current = a.prober._current
             if current is not None and current.done:
                 rounds.append(current)
                 assert current.indirect is not None
@@ -828,7 +883,7 @@ class IdleGossipTests(SynchronousTestCase):
     def test_an_idle_member_stops_waking_to_gossip(self) -> None:
         network = SimulatedNetwork(seed=11)
         a, b, c = start_and_join(network, "a", "b", "c", settle=30)
-        tickers = [n._gossip_ticker for n in (a, b, c)]
+        tickers = [n.loops.gossip_ticker for n in (a, b, c)]
         self.assertTrue(all(t is not None and t.asleep for t in tickers))
         # Something to say: the ticker wakes on its grid and it spreads.
         a.shutdown()
@@ -836,12 +891,12 @@ class IdleGossipTests(SynchronousTestCase):
         network.run(30)
         self.assertEqual(known(b, "a").state, MemberState.DEAD)
         self.assertEqual(known(c, "a").state, MemberState.DEAD)
-        self.assertTrue(all(n._gossip_ticker.asleep for n in (b, c)))  # type: ignore[union-attr]
+        self.assertTrue(all(n.loops.gossip_ticker.asleep for n in (b, c)))  # type: ignore[union-attr]
 
     def test_wakes_on_the_grid_of_its_start(self) -> None:
         network = SimulatedNetwork(seed=12)
         a, _ = start_and_join(network, "a", "b", settle=20)
-        ticker = a._gossip_ticker
+        ticker = a.loops.gossip_ticker
         assert ticker is not None and ticker.asleep
         network.run(0.033)
         a.broadcasts.queue(b"x", "x")
@@ -861,7 +916,7 @@ class IdleGossipTests(SynchronousTestCase):
             network, "a", "b", each=[{"delegate": delegate}, {"delegate": received}]
         )
         network.run(20)
-        ticker = a._gossip_ticker
+        ticker = a.loops.gossip_ticker
         assert ticker is not None
         self.assertFalse(ticker.asleep)
         delegate.outgoing = [b"hello"]

@@ -70,7 +70,7 @@ from cluster.gossip import (
     Memberlist,
     MemberState,
 )
-from cluster.gossip.suspicion import suspicion_timeout
+from cluster.gossip.suspicion import worst_case_detection
 from cluster.testing import SimulatedNetwork
 from tests.helpers import node_of, now, start_and_join, wait_for
 
@@ -85,23 +85,13 @@ TARGET = 10.0  # the issue's wish, from the restarted nodes' first answer
 WALL_CLOCK = 1_800_000_000.0
 
 
-def detection(members: int) -> float:
-    """
-    The longest a crashed member of a healthy cluster of C{members} stays
-    undeclared: its turn in the probe order (a full pass), the probe
-    round, then a suspicion no second accuser shortens.
-    """
-    minimum = suspicion_timeout(LOCAL.suspicion_mult, members, LOCAL.probe_interval)
-    return members * LOCAL.probe_interval + LOCAL.suspicion_max_timeout_mult * minimum
-
-
 # A new address under a known name, in a cluster of three: the old entry
 # is declared dead, reaped gossip_to_the_dead_time later at the end of a
 # probe pass, and then the new process's next push/pull brings it to one
 # survivor; the other may have reaped a moment later, and then learns it
 # at its own next push/pull, one more interval.
 TAKEOVER = (
-    detection(3)
+    worst_case_detection(LOCAL, 3)
     + LOCAL.gossip_to_the_dead_time
     + 3 * LOCAL.probe_interval
     + 2 * LOCAL.push_pull_interval
@@ -411,7 +401,7 @@ class TogetherTests(ProcessTestCase):
             "KILL",
             Premise(
                 lambda states: any(s in ("suspect", "dead") for s in states),
-                detection(SIZE),
+                worst_case_detection(LOCAL, SIZE),
                 "both survivors suspect a killed node",
             ),
         )
@@ -786,10 +776,9 @@ class ReclaimTests(SynchronousTestCase):
             return len(taken) == len(survivors)
 
         config = survivors[0].config
-        minimum = suspicion_timeout(config.suspicion_mult, 3, config.probe_interval)
         bound = (
-            2 * 3 * config.probe_interval
-            + config.suspicion_max_timeout_mult * minimum
+            worst_case_detection(config, 3)
+            + 3 * config.probe_interval  # the reaping pass
             + config.gossip_to_the_dead_time
             + 5
         )

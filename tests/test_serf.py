@@ -25,8 +25,10 @@ from twisted.trial.unittest import SkipTest, TestCase
 from zope.interface import implementer
 
 from cluster.gossip import GossipConfig, IDelegate, Keyring, Memberlist, MemberState
-from cluster.gossip.suspicion import suspicion_timeout
-from cluster.gossip.transport import NetTransport, free_loopback_port
+from cluster.gossip.counters import DropReason
+from cluster.gossip.suspicion import worst_case_detection
+from cluster.gossip.transport import NetTransport
+from cluster.testing import free_loopback_port
 from tests.helpers import wait_for
 
 SERF = shutil.which("serf")
@@ -192,18 +194,10 @@ class SerfTestCase(TestCase):
 
 
 LAN = GossipConfig.lan()
-# Serf runs memberlist's LAN profile too, so one worst case serves both:
-# gossip can miss a node, a push/pull then repairs it.
+# Serf runs memberlist's LAN profile too, so one worst case
+# (worst_case_detection(LAN, n)) serves both: gossip can miss a node, a
+# push/pull then repairs it.
 SPREAD = LAN.push_pull_interval + LAN.tcp_timeout
-
-
-def detection_bound(members: int) -> float:
-    """
-    Worst case for a crash to be declared: a full probe round to reach the
-    dead node, then the longest suspicion (no confirmations).
-    """
-    minimum = suspicion_timeout(LAN.suspicion_mult, members, LAN.probe_interval)
-    return members * LAN.probe_interval + LAN.suspicion_max_timeout_mult * minimum
 
 
 async def serf_sees(agents: list[SerfAgent], name: str, status: str) -> bool:
@@ -226,8 +220,8 @@ class JoinTests(SerfTestCase):
             self.assertEqual(states(ours).get(agent.name), MemberState.ALIVE)
         # Serf compresses by default and we decoded it all; our push/pulls
         # are compressed (on by default) and serf logged no decode error.
-        self.assertEqual(ours.stats["dropped.compress"], 0)
-        self.assertEqual(ours.stats["dropped.decode"], 0)
+        self.assertEqual(ours.counters.dropped[DropReason.COMPRESS], 0)
+        self.assertEqual(ours.counters.dropped[DropReason.DECODE], 0)
         self.assertNoSerfErrors(agents)
 
     async def test_a_serf_agent_joins_us(self) -> None:
@@ -281,7 +275,7 @@ class FailureTests(SerfTestCase):
         await agents[2].kill()
         await wait_for(
             lambda: states(ours).get("serf-2") == MemberState.DEAD,
-            detection_bound(len(ours.members())),
+            worst_case_detection(LAN, len(ours.members())),
             "a SIGKILLed agent is dead in ours",
         )
 
@@ -295,7 +289,7 @@ class FailureTests(SerfTestCase):
         await ours.shutdown()
         await wait_for(
             lambda: serf_sees(agents, "py-0", "failed"),
-            detection_bound(3) + SPREAD,
+            worst_case_detection(LAN, 3) + SPREAD,
             "serf says our stopped node failed",
         )
 
@@ -335,7 +329,7 @@ class LeaveTests(SerfTestCase):
         # An agent that missed the leave notices the silence instead.
         await wait_for(
             gone_from_alive,
-            SPREAD + detection_bound(3),
+            SPREAD + worst_case_detection(LAN, 3),
             "our leave takes us out of serf's alive list",
         )
 
@@ -393,7 +387,7 @@ class LeaveTests(SerfTestCase):
             # if the message is lost).
             await wait_for(
                 settled,
-                SPREAD + detection_bound(2),
+                SPREAD + worst_case_detection(LAN, 2),
                 f"life {life}: serf records our leave",
             )
             statuses.append(await status())
@@ -424,13 +418,13 @@ class EncryptionTests(SerfTestCase):
         # Our own node with the right key gets undecryptable packets too.
         wrong.send_best_effort(same.local_member(), b"x")
         await wait_for(
-            lambda: same.stats["dropped.decrypt"] >= 1,
+            lambda: same.counters.dropped[DropReason.DECRYPT] >= 1,
             SPREAD,
             "our keyed node drops the wrong key's packet",
         )
         self.assertEqual(wrong.num_members(), 1)
         self.assertNotIn("py-wrong", await agents[0].members())
-        self.assertGreaterEqual(same.stats["dropped.decrypt"], 1)
+        self.assertGreaterEqual(same.counters.dropped[DropReason.DECRYPT], 1)
 
         # Rotation: serf agents with a keyring file [old primary, new];
         # we hold [new primary, old] and still talk to them.
@@ -488,7 +482,7 @@ class MixedClusterTests(SerfTestCase):
         await agents[2].kill()
         await ours[2].shutdown()
         survivors = names - {"serf-2", "py-2"}
-        bound = detection_bound(len(names))
+        bound = worst_case_detection(LAN, len(names))
         await wait_for(lambda: ours_see(survivors), bound, "ours drop the killed")
         await wait_for(lambda: serf_see(survivors), bound, "serf drops the killed")
         await wait_for(

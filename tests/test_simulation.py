@@ -18,8 +18,8 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from cluster.gossip import GossipConfig, Memberlist, MemberState
-from cluster.gossip.memberlist import push_pull_scale
-from cluster.gossip.suspicion import suspicion_timeout
+from cluster.gossip.loops import push_pull_scale
+from cluster.gossip.suspicion import suspicion_timeout, worst_case_detection
 from cluster.testing import SimulatedNetwork
 from tests.helpers import EventRecorder, known, start_and_join
 
@@ -62,7 +62,7 @@ class ConvergenceTests(SynchronousTestCase):
         self.assertTrue(all(n.num_members() == 5 for n in nodes))
         # Gossip got compressed at least sometimes, and nothing was dropped.
         for node in nodes:
-            self.assertFalse([k for k in node.stats if k.startswith("dropped")])
+            self.assertFalse(node.counters.dropped)
 
     def test_fifty_nodes_one_percent_loss(self) -> None:
         """
@@ -103,8 +103,8 @@ def crash_and_detect(
                 return False
         return True
 
-    maximum = 6 * suspicion_timeout(4, len(nodes), 1.0)
-    return network.run_until(all_see_dead, timeout=maximum + 5, step=0.05)
+    bound = worst_case_detection(victim.config, len(nodes))
+    return network.run_until(all_see_dead, timeout=bound, step=0.05)
 
 
 class DetectionTimeTests(SynchronousTestCase):
@@ -152,11 +152,11 @@ def starved_run(lifeguard: bool, seconds: float) -> tuple[int, Counter[str], boo
     nodes, recorders = build_cluster(network, 50, **overrides)
     names = {n.name for n in nodes}
     assert network.run_until(lambda: everyone_sees(nodes, names), CONVERGENCE)
-    before = sum(n.stats["suspected"] for n in nodes)
+    before = sum(n.counters.members.suspected for n in nodes)
     for node in nodes[-5:]:
         network.starve(node.transport.host, 0.5, 2.5)
     network.run(seconds)
-    suspicions = sum(n.stats["suspected"] for n in nodes) - before
+    suspicions = sum(n.counters.members.suspected for n in nodes) - before
     declared = Counter(victim for r in recorders for victim in r.dead)
     for node in nodes[-5:]:
         network.starve(node.transport.host, 0.0, 0.0)

@@ -6,12 +6,12 @@ decoded messages and a clock: no transport, no network, no memberlist.
 from __future__ import annotations
 
 import random
-from collections import Counter
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from cluster.gossip import GossipConfig, Member, MemberState
+from cluster.gossip.counters import DropReason, GossipCounters
 from cluster.gossip.members import NodeState
 from cluster.gossip.state import (
     Broadcast,
@@ -48,7 +48,7 @@ def broadcast_types(changes: Changes) -> list[tuple[str, str]]:
 class TableTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
-        self.stats: Counter[str] = Counter()
+        self.counters = GossipCounters()
         self.timer_changes: list[Changes] = []
         self.table = self.make()
         self.table.bootstrap(HERE, 7946, b"")
@@ -60,7 +60,7 @@ class TableTestCase(SynchronousTestCase):
             config,
             self.clock,
             random.Random(1),
-            self.stats,
+            self.counters,
             self.timer_changes.append,
         )
 
@@ -99,7 +99,7 @@ class AliveTests(TableTestCase):
         bad = Alive(1, "a", THERE, 7946, b"", bytes([0, 5, 2, 0, 0, 0]))
         self.assertFalse(self.table.alive(bad))
         self.assertIsNone(self.table.get("a"))
-        self.assertEqual(self.stats["dropped.version"], 1)
+        self.assertEqual(self.counters.dropped[DropReason.VERSION], 1)
 
     def test_conflicting_address_is_refused(self) -> None:
         self.table.alive(alive("a"))
@@ -110,7 +110,6 @@ class AliveTests(TableTestCase):
         self.assertEqual(
             (event.member.address, event.other.address), ("10.0.0.2", "10.0.0.3")
         )
-        self.assertEqual(self.stats["conflicts"], 1)
         node = self.table.get("a")
         assert node is not None
         self.assertEqual(node.address, "10.0.0.2")
@@ -170,7 +169,7 @@ class SuspectAndDeadTests(TableTestCase):
         self.assertEqual(kinds(expired), [(EventKind.LEAVE, "a")])
         self.assertEqual(broadcast_types(expired), [("Dead", "a")])
         self.assertEqual(self.state("a"), MemberState.DEAD)
-        self.assertEqual(self.stats["declared_dead"], 1)
+        self.assertEqual(self.counters.members.declared_dead, 1)
 
     def test_confirmations_shorten_the_suspicion(self) -> None:
         self.table.suspect(Suspect(1, "a", "b"))
@@ -199,7 +198,7 @@ class SuspectAndDeadTests(TableTestCase):
         self.table.alive(alive("a", 3))
         self.clock.advance(60)
         self.assertEqual(self.timer_changes, [])
-        self.assertEqual(self.stats["suspected"], 2)
+        self.assertEqual(self.counters.members.suspected, 2)
 
     def test_alive_cancels_the_suspicion(self) -> None:
         self.table.suspect(Suspect(1, "a", "b"))
@@ -212,7 +211,7 @@ class SuspectAndDeadTests(TableTestCase):
         changes = self.table.dead(Dead(1, "a", "a"))
         self.assertEqual(kinds(changes), [(EventKind.LEAVE, "a")])
         self.assertEqual(self.state("a"), MemberState.LEFT)
-        self.assertEqual(self.stats["declared_dead"], 0)
+        self.assertEqual(self.counters.members.declared_dead, 0)
 
     def test_stale_dead_is_ignored(self) -> None:
         self.table.alive(alive("a", 4))
@@ -227,7 +226,7 @@ class SuspectAndDeadTests(TableTestCase):
         self.assertTrue(changes.refuted)
         self.assertEqual(self.table.incarnation, 6)
         self.assertEqual(self.state("me"), MemberState.ALIVE)
-        self.assertEqual(self.stats["refuted"], 2)
+        self.assertEqual(self.counters.members.refuted, 2)
 
     def test_leaving_is_not_refuted(self) -> None:
         finished: list[bool] = []
@@ -298,7 +297,7 @@ class OrderTests(TableTestCase):
         self.clock.advance(self.table.config.gossip_to_the_dead_time + 1)
         self.table.reset()
         self.assertIsNone(self.table.get("a"))
-        self.assertEqual(self.stats["reaped"], 1)
+        self.assertEqual(self.counters.members.reaped, 1)
 
     def test_random_nodes(self) -> None:
         for name in ("a", "b", "c", "d"):

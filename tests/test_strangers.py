@@ -53,10 +53,11 @@ from cluster.gossip import (
     Memberlist,
     MemberState,
 )
+from cluster.gossip.counters import DropReason
 from cluster.testing import SimulatedNetwork
 from tests.helpers import now, start_and_join, wait_for
 from tests.test_restarts import LOCAL, SPREAD, STARTUP, ProcessTestCase
-from tests.test_tls import CLUSTER_NAME, stream_tls, tls_node, transport_of
+from tests.test_tls import CLUSTER_NAME, stream_tls, tls_node
 
 LAN = GossipConfig.lan()
 KEY = Keyring([bytes(range(16))])
@@ -161,7 +162,7 @@ class ApartTestCase(SynchronousTestCase):
                 self.assertEqual(node.num_members(), len(nodes), node.name)
                 if len(nodes) > 1:
                     self.assertGreaterEqual(
-                        node.stats["push_pull.out"], INTERVALS - 1, node.name
+                        node.counters.push_pulls.completed, INTERVALS - 1, node.name
                     )
         return attempts
 
@@ -169,7 +170,7 @@ class ApartTestCase(SynchronousTestCase):
         self,
         before: dict[str, Any],
         after: dict[str, Any],
-        reason: str,
+        reason: DropReason,
         seed: int,
     ) -> None:
         """
@@ -178,7 +179,7 @@ class ApartTestCase(SynchronousTestCase):
         joins.  Running L{INTERVALS} push/pull intervals, no old member
         reaches the new cluster through it, nor a new member the old one;
         the old cluster declares it dead, and what it kept sending was
-        dropped by the moved node under C{dropped.<reason>}.  (Its new
+        dropped by the moved node for C{reason}.  (Its new
         cluster drops nothing; its old one may drop the moved node's error
         replies to its own streams, which it cannot read either.)
         """
@@ -204,9 +205,9 @@ class ApartTestCase(SynchronousTestCase):
         for node in old:
             member = node.member(mover.name)
             self.assertTrue(member is None or member.state == MemberState.DEAD)
-        self.assertGreaterEqual(moved.stats[f"dropped.{reason}"], 1)
+        self.assertGreaterEqual(moved.counters.dropped[reason], 1)
         for node in clusters["new"]:
-            self.assertEqual(node.stats[f"dropped.{reason}"], 0, node.name)
+            self.assertEqual(node.counters.dropped[reason], 0, node.name)
 
 
 def received(attempts: Counter[tuple[str, str]]) -> Counter[str]:
@@ -253,8 +254,10 @@ class LabelTests(ApartTestCase):
         refused = received(attempts)
         for nodes in clusters.values():
             for node in nodes:
-                self.assertEqual(node.stats["dropped.label"], refused[node.name])
-                self.assertEqual(node.stats["dropped.decrypt"], 0)
+                self.assertEqual(
+                    node.counters.dropped[DropReason.LABEL], refused[node.name]
+                )
+                self.assertEqual(node.counters.dropped[DropReason.DECRYPT], 0)
         self.assertEqual(sum(refused.values()), 3 * 2 * 4 * INTERVALS)
 
     def test_member_moved_to_another_label(self) -> None:
@@ -262,10 +265,12 @@ class LabelTests(ApartTestCase):
         A blue member restarts at its address with the label green and
         joins the green cluster.  Blue keeps probing it and pushing and
         pulling with it until it declares it dead: all of that is dropped
-        by the moved node, under C{dropped.label}, and no blue member
+        by the moved node (for its C{label}), and no blue member
         reaches green through it, nor green blue.
         """
-        self.assertMovedApart({"label": "blue"}, {"label": "green"}, "label", seed=32)
+        self.assertMovedApart(
+            {"label": "blue"}, {"label": "green"}, DropReason.LABEL, seed=32
+        )
 
 
 class KeyringTests(ApartTestCase):
@@ -298,11 +303,11 @@ class KeyringTests(ApartTestCase):
         for nodes in clusters.values():
             for node in nodes:
                 self.assertEqual(
-                    node.stats["dropped.decrypt"],
+                    node.counters.dropped[DropReason.DECRYPT],
                     refused[node.name] + dialled[node.name],
                     node.name,
                 )
-                self.assertEqual(node.stats["dropped.label"], 0)
+                self.assertEqual(node.counters.dropped[DropReason.LABEL], 0)
 
     def test_member_restarted_with_another_key(self) -> None:
         """
@@ -311,7 +316,7 @@ class KeyringTests(ApartTestCase):
         old cluster sends it is dropped under C{dropped.decrypt}.
         """
         self.assertMovedApart(
-            {"keyring": KEY}, {"keyring": OTHER_KEY}, "decrypt", seed=34
+            {"keyring": KEY}, {"keyring": OTHER_KEY}, DropReason.DECRYPT, seed=34
         )
 
 
@@ -403,7 +408,7 @@ class StrangerTLSTests(TestCase):
             await dialler.join([self.address(target)])
         member, stranger = (target, dialler) if target in members else (dialler, target)
         await wait_for(
-            lambda: transport_of(member).stats_tls_refused >= 1,
+            lambda: member.counters.dropped[DropReason.TLS] >= 1,
             LOCAL.tcp_timeout,
             "the member counts the refusal",
         )

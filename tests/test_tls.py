@@ -27,7 +27,7 @@ from cluster.daemon.certs import (
     make_authority,
 )
 from cluster.gossip import GossipConfig, JoinError, Keyring, Memberlist, MemberState
-from cluster.gossip.transport import NetTransport
+from cluster.gossip.counters import DropReason
 from tests.helpers import wait_for
 
 KEY = Keyring([bytes(range(16))])
@@ -59,11 +59,6 @@ def tls_node(name: str, tls: StreamTLS) -> Memberlist:
         name=name, bind_address="127.0.0.1", bind_port=0, keyring=KEY, tls=tls
     )
     return Memberlist(config, reactor=reactor)
-
-
-def transport_of(node: Memberlist) -> NetTransport:
-    assert isinstance(node.transport, NetTransport)
-    return node.transport
 
 
 class MutualTLSTests(TestCase):
@@ -100,8 +95,8 @@ class MutualTLSTests(TestCase):
 
     async def test_three_nodes_form_a_cluster(self) -> None:
         nodes = await self.cluster()
-        self.assertTrue(all(transport_of(n).stats_tls_refused == 0 for n in nodes))
-        self.assertTrue(all(n.stats["push_pull.in"] >= 1 for n in nodes[:1]))
+        self.assertTrue(all(n.counters.dropped[DropReason.TLS] == 0 for n in nodes))
+        self.assertTrue(all(n.counters.push_pulls.served >= 1 for n in nodes[:1]))
 
     async def test_restarted_node_rejoins(self) -> None:
         """
@@ -125,7 +120,7 @@ class MutualTLSTests(TestCase):
         restarted = tls_node(leaver.name, stream_tls(self.authority, self.good[2]))
         await self.started(restarted)
         contact = nodes[1].local_member().full_address()
-        accepted = nodes[1].stats["push_pull.in"]
+        accepted = nodes[1].counters.push_pulls.served
         self.assertEqual(await restarted.join([contact]), 1)
 
         def alive_again() -> bool:
@@ -143,9 +138,9 @@ class MutualTLSTests(TestCase):
             config.push_pull_interval + config.tcp_timeout,
             "the restarted node is alive at its new address everywhere",
         )
-        self.assertTrue(all(transport_of(n).stats_tls_refused == 0 for n in nodes))
+        self.assertTrue(all(n.counters.dropped[DropReason.TLS] == 0 for n in nodes))
         # The restarted node's join was a push/pull over TLS to nodes[1].
-        self.assertGreater(nodes[1].stats["push_pull.in"], accepted)
+        self.assertGreater(nodes[1].counters.push_pulls.served, accepted)
 
     async def assertRefused(self, intruder: Memberlist) -> None:
         logged: list[LogEvent] = []
@@ -163,11 +158,11 @@ class MutualTLSTests(TestCase):
             await intruder.join([nodes[0].local_member().full_address()])
         # The refusal is logged (and counted) on both sides.
         await wait_for(
-            lambda: transport_of(nodes[0]).stats_tls_refused >= 1,
+            lambda: nodes[0].counters.dropped[DropReason.TLS] >= 1,
             nodes[0].config.tcp_timeout,
             "the accepting node counts the refusal",
         )
-        self.assertGreaterEqual(transport_of(intruder).stats_tls_refused, 1)
+        self.assertGreaterEqual(intruder.counters.dropped[DropReason.TLS], 1)
         sources = {id(event.get("log_source")) for event in logged}
         self.assertIn(id(intruder.transport), sources)
         self.assertIn(id(nodes[0].transport), sources)

@@ -4,7 +4,7 @@ L{IService} (Alloy C{internal/service/cluster}).
 
 Starting the service discovers peers, joins a random subset of them as a
 I{viewer} (or bootstraps a new cluster when that fails), rejoins every
-C{rejoin_interval} to heal split brains, and tells every L{Component} of
+C{rejoin_interval} to heal split brains, and tells every L{IComponent} of
 the host about peer and readiness changes, coalesced and at most once a
 second.  The embedding program moves the node to I{participant} with
 L{ClusterService.change_state} once it is ready to take work, and reads
@@ -13,7 +13,10 @@ I{terminating} (bounded to 5 s), leaves (5 s) and shuts down.
 
 A node whose name another live node of the cluster already uses never
 takes part: L{ClusterService.when_joined} fails with L{NameConflictError}
-and the service is never ready (see L{cluster.ckit.node}).
+and the service is never ready (see L{cluster.ckit.node}).  With
+C{fail_on_discovery_error}, a discovery that fails at start-up does not
+bootstrap a new cluster: L{ClusterService.when_joined} fails with its error
+and the service stops.
 """
 
 from __future__ import annotations
@@ -36,18 +39,20 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
 from zope.interface import implementer
 
-from cluster.alloy.interfaces import Cluster, Component, ServiceHost
+from cluster.alloy.interfaces import ICluster, IComponent, IServiceHost
 from cluster.alloy.options import Options, split_advertise_address
+from cluster.ckit.metrics import MetricKind, MetricSpec, NodeMetrics
 from cluster.ckit.node import FuncObserver, NameConflictError, Node
+from cluster.gossip.advertise import AdvertiseError
+from cluster.gossip.errors import BindError
 from cluster.gossip.interfaces import ITransport, reactor_or_global
 from cluster.peer import Peer, PeerState
 from cluster.shard import Op, Sharder, ring
-from cluster.web.site import ClusterResource, DisabledResource
 
 __all__ = [
+    "SERVICE_METRICS",
     "SERVICE_NAME",
     "ClusterService",
     "ClusterView",
@@ -60,7 +65,23 @@ SERVICE_NAME = "cluster"
 TOKENS_PER_NODE = 512
 STATE_UPDATE_MIN_INTERVAL = 1.0
 TERMINATING_TIMEOUT = 5.0
-HANDLER_BASE = "/api/v0/web/"
+
+READY_FOR_TRAFFIC = MetricSpec(
+    "cluster_ready_for_traffic",
+    MetricKind.GAUGE,
+    "Reports 1 when the cluster is ready to admit traffic, 0 otherwise.",
+)
+MINIMUM_SIZE = MetricSpec(
+    "cluster_minimum_size",
+    MetricKind.GAUGE,
+    "The configured minimum cluster size required before admitting "
+    "traffic to components that use clustering.",
+)
+SERVICE_METRICS = (READY_FOR_TRAFFIC, MINIMUM_SIZE)
+"""
+Alloy's metrics of the service, which it sets itself, on the registry of
+C{Options.metrics} beside its node's (L{cluster.ckit.metrics.METRICS}).
+"""
 
 
 @attrs.frozen
@@ -83,18 +104,18 @@ class Definition:
     depends_on: tuple[str, ...]
 
 
-@implementer(ServiceHost)
+@implementer(IServiceHost)
 @attrs.define(eq=False)
 class SimpleServiceHost:
     """
-    A L{ServiceHost} that components register on.
+    A L{IServiceHost} that components register on.
     """
 
     _components: list[object] = attrs.field(factory=list)
 
     def register(self, component: object) -> None:
         """
-        Add C{component}; if it provides L{Component} it hears changes.
+        Add C{component}; if it provides L{IComponent} it hears changes.
         """
         self._components.append(component)
 
@@ -116,11 +137,11 @@ class _Readiness(enum.Enum):
     REFUSED = 3
 
 
-@implementer(Cluster)
+@implementer(ICluster)
 @attrs.define(eq=False)
 class ClusterView:
     """
-    The read-only L{Cluster} handed to components (Alloy's C{alloyCluster}),
+    The read-only L{ICluster} handed to components (Alloy's C{alloyCluster}),
     which also keeps the readiness state machine.
 
     Readiness: always true when clustering is off or the minimum size is
@@ -242,7 +263,7 @@ class ClusterService(service.Service):
 
     options: Options
     reactor: IReactorTime = attrs.field(default=None, converter=reactor_or_global)
-    host: ServiceHost = attrs.field(factory=SimpleServiceHost)
+    host: IServiceHost = attrs.field(factory=SimpleServiceHost)
     transport: ITransport | None = None
     rng: random.Random = attrs.field(factory=random.Random)
 
@@ -279,7 +300,7 @@ class ClusterService(service.Service):
             )
             if self.options.metrics is not None:
                 # As Alloy: the node's metrics live on the service's registry.
-                self.options.metrics.register(self.node.metrics)
+                self.options.metrics.register(NodeMetrics(self.node))
         else:
             self.sharder.set_peers([self._lone_peer()])
 
@@ -296,20 +317,14 @@ class ClusterService(service.Service):
         registry = self.options.metrics
         if registry is None or not self.options.enable_clustering:
             return None
-        labels = {"cluster_name": self.options.cluster_name}
-        ready = Gauge(
-            "cluster_ready_for_traffic",
-            "Reports 1 when the cluster is ready to admit traffic, 0 otherwise.",
-            labelnames=list(labels),
-            registry=registry,
-        ).labels(**labels)
-        Gauge(
-            "cluster_minimum_size",
-            "The configured minimum cluster size required before admitting "
-            "traffic to components that use clustering.",
-            labelnames=list(labels),
-            registry=registry,
-        ).labels(**labels).set(self.options.minimum_cluster_size)
+        gauges = [
+            Gauge(
+                spec.name, spec.help, labelnames=spec.labels(), registry=registry
+            ).labels(self.options.cluster_name)
+            for spec in SERVICE_METRICS
+        ]
+        ready, minimum = gauges
+        minimum.set(self.options.minimum_cluster_size)
         ready.set(0)
         return ready
 
@@ -323,7 +338,7 @@ class ClusterService(service.Service):
 
     def data(self) -> ClusterView:
         """
-        The read-only L{Cluster} view for components.
+        The read-only L{ICluster} view for components.
         """
         return self.view
 
@@ -341,15 +356,6 @@ class ClusterService(service.Service):
         if self.node is None:
             return succeed(None)
         return self.node.change_state(target)
-
-    def service_handler(self, host: object = None) -> tuple[str, Resource]:
-        """
-        The HTTP resource to mount at the returned base path; it answers
-        C{GET peers} with Alloy's JSON.
-        """
-        if self.node is None:
-            return HANDLER_BASE, DisabledResource()
-        return HANDLER_BASE, ClusterResource(self.view)
 
     @property
     def port(self) -> int:
@@ -387,7 +393,11 @@ class ClusterService(service.Service):
                 result if isinstance(result, Failure) else None
             )
         )
-        if outcome and outcome[0] is not None:
+        if (
+            outcome
+            and outcome[0] is not None
+            and outcome[0].check(BindError, AdvertiseError)
+        ):
             # The node could not bind: fail now, before anything runs.
             self._settle_join(outcome[0])
             outcome[0].raiseException()
@@ -420,7 +430,11 @@ class ClusterService(service.Service):
         A Deferred firing once start-up has joined the discovered peers
         (or bootstrapped a new cluster when that failed), and failing when
         the node could not start: with L{NameConflictError} when another
-        live node uses our name (the service is then never ready).
+        live node uses our name (the service is then never ready), and with
+        the discovery's error (L{cluster.alloy.discovery.DiscoveryError}
+        for join addresses of which none resolved) when discovery failed
+        and C{fail_on_discovery_error} is set.  The service has then
+        stopped, and its node with it.
         """
         if self._joined:
             (outcome,) = self._joined
@@ -443,6 +457,10 @@ class ClusterService(service.Service):
         try:
             peers = await self._random_peers()
         except Exception as e:
+            if self.options.fail_on_discovery_error:
+                # Never joined: nobody to tell that we leave.
+                await self.node.stop()
+                raise
             self._log.warn(
                 "failed to get peers to join at startup; will create a new "
                 "cluster: {error}",
@@ -534,7 +552,7 @@ class ClusterService(service.Service):
         self._notify_call = None
         self._last_notify = self.reactor.seconds()
         for component in self.host.list_components():
-            if not Component.providedBy(component):
+            if not IComponent.providedBy(component):
                 continue
             try:
                 component.notify_cluster_change()

@@ -55,7 +55,8 @@ members brings a thousand events, and sorting the peer list and updating
 the sharder for each one held the reactor for most of a second.  A large
 sharder update (a node joining a 1,000-node cluster builds a ring of
 512,000 tokens) then runs in steps of about ten milliseconds, one per
-reactor turn (L{cluster.shard.SteppedSharder}); lookups answer from the
+reactor turn (an L{cluster.shard.ISteppedSharder} driven by
+C{task.cooperate} on the node's clock); lookups answer from the
 previous peer set until the last step, and observers are told after it,
 so they always look up in the peer set they were given.  L{Node.peers}
 is always current, and our own state change (L{Node.change_state}) is
@@ -95,27 +96,28 @@ keeps the holder's address).
 Metrics
 =======
 
-As ckit's C{Node.Metrics()}, every node carries its Prometheus collector,
-L{Node.metrics} (a L{cluster.ckit.metrics.NodeMetrics} labelled with the
-gossip label as C{cluster_name}); whoever owns the registry registers it:
-C{registry.register(node.metrics)}.
+A node counts as it works (L{Node.counters}, beside its memberlist's
+C{counters}) and knows nothing of Prometheus.  Its collector, ckit's
+C{Node.Metrics()}, is a L{cluster.ckit.metrics.NodeMetrics} that reads them
+when scraped; whoever owns the registry makes one and registers it,
+C{registry.register(NodeMetrics(node))}, as the cluster service does.
 """
 
 from __future__ import annotations
 
 import random
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from typing import Protocol
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import CooperativeTask, Cooperator, TaskStopped
 from twisted.logger import Logger
-from zope.interface import implementer
+from twisted.python.failure import Failure
+from zope.interface import Interface, implementer
 
+from cluster.ckit.counters import NodeCounters
 from cluster.ckit.messages import MessageError, decode_state
-from cluster.ckit.metrics import NodeMetrics
 from cluster.ckit.states import PeerStates
 from cluster.gossip import GossipConfig, Member, Memberlist, NoPingResponseError
 from cluster.gossip.interfaces import (
@@ -127,10 +129,11 @@ from cluster.gossip.interfaces import (
     reactor_or_global,
 )
 from cluster.peer import Peer, PeerState, StateTransitionError
-from cluster.shard import Sharder, SteppedSharder
+from cluster.shard import ISharder, ISteppedSharder
 
 __all__ = [
     "FuncObserver",
+    "IObserver",
     "NameConflictError",
     "Node",
     "NodeStoppedError",
@@ -167,12 +170,13 @@ class NameConflictError(Exception):
     """
 
 
-class Observer(Protocol):
+class IObserver(Interface):
     """
-    Told about peer list changes.
+    Told about peer list changes (ckit's C{Observer}); register one with
+    L{Node.observe}.
     """
 
-    def notify_peers_changed(self, peers: list[Peer]) -> bool:
+    def notify_peers_changed(peers: list[Peer]) -> bool:
         """
         C{peers} is the new list, sorted by name.
 
@@ -180,10 +184,19 @@ class Observer(Protocol):
         """
 
 
+Observer = IObserver
+"""
+The former name of L{IObserver}, kept for one release: use L{IObserver}.
+It is the interface itself, so C{IObserver.providedBy}, not
+C{isinstance}, tells whether an object is one.
+"""
+
+
+@implementer(IObserver)
 @attrs.frozen
 class FuncObserver:
     """
-    An L{Observer} from a plain function.
+    An L{IObserver} from a plain function.
     """
 
     func: Callable[[list[Peer]], bool]
@@ -192,6 +205,7 @@ class FuncObserver:
         return self.func(peers)
 
 
+@implementer(IObserver)
 @attrs.define(eq=False)
 class ParticipantObserver:
     """
@@ -200,7 +214,7 @@ class ParticipantObserver:
     is no change and is not passed on.
     """
 
-    next: Observer
+    next: IObserver
     _last: list[Peer] = attrs.field(factory=list, init=False)
 
     def notify_peers_changed(self, peers: list[Peer]) -> bool:
@@ -214,6 +228,19 @@ class ParticipantObserver:
         return self.next.notify_peers_changed(peers)
 
 
+def _stepping(clock: IReactorTime) -> Cooperator:
+    """
+    A L{Cooperator} on C{clock} that runs one step of its task per turn:
+    a sharder cuts its update into steps of about ten milliseconds, so no
+    turn holds the reactor longer than one step.
+    """
+    return Cooperator(
+        # Checked after each step: the turn always ends there.
+        terminationPredicateFactory=lambda: lambda: True,
+        scheduler=lambda tick: clock.callLater(0, tick),
+    )
+
+
 @attrs.define(eq=False)
 class Node:
     """
@@ -222,36 +249,28 @@ class Node:
     @param config: gossip settings; the node installs its own delegate as
         the memberlist's delegate, event and conflict delegate.
     @param sharder: fed the peer list after every change (at the next
-        reactor turn, in steps when it is a L{SteppedSharder}), before
+        reactor turn, in steps when it is an L{ISteppedSharder}), before
         observers run.
     @param reactor: time and sockets (the global reactor when C{None}).
     @param transport: the gossip transport (a real one when C{None}).
-    @ivar gossip_events: counters of gossip events, named as the labels of
-        ckit's C{cluster_node_gossip_received_events_total}
-        (C{state_change_message}, C{unknown_message}, ...), and a few of
-        our own (see L{PeerStates}).
-    @ivar gossip_broadcasts: counters of the gossip messages this node
-        passed on, named as the labels of ckit's
-        C{cluster_node_gossip_broadcasts_total}.
+    @ivar counters: what the node counts: ckit's gossip events, the peer
+        states passed on, what the peer state table makes of states, and
+        how long observers took to be told of each change.
     @ivar updating: C{True} while observers are being told of a change.
-    @ivar metrics: our Prometheus collector, for the caller to register
-        on a C{prometheus_client.CollectorRegistry} of its choice.
     @ivar name_conflict: set when our name turned out to be used by another
         live process (see I{Name conflicts} above); the node is then
         stopped for good.
     """
 
     config: GossipConfig
-    sharder: Sharder | None = None
+    sharder: ISharder | None = None
     reactor: IReactorTime = attrs.field(default=None, converter=reactor_or_global)
     transport: ITransport | None = None
     rng: random.Random | None = None
 
     memberlist: Memberlist = attrs.field(init=False)
-    gossip_events: Counter[str] = attrs.field(factory=Counter, init=False)
-    gossip_broadcasts: Counter[str] = attrs.field(factory=Counter, init=False)
+    counters: NodeCounters = attrs.field(factory=NodeCounters, init=False)
     updating: bool = attrs.field(default=False, init=False)
-    metrics: NodeMetrics = attrs.field(init=False, repr=False)
     states: PeerStates = attrs.field(init=False)
     name_conflict: NameConflictError | None = attrs.field(default=None, init=False)
     _delegate: _NodeDelegate = attrs.field(init=False)
@@ -265,14 +284,21 @@ class Node:
     _reported: dict[tuple[str, str, str], None] = attrs.field(factory=dict, init=False)
     _peer_cache: list[Peer] = attrs.field(factory=list, init=False)
     _peers_stale: bool = attrs.field(default=False, init=False)
-    _observers: list[Observer] = attrs.field(factory=list, init=False)
+    _observers: list[IObserver] = attrs.field(factory=list, init=False)
     # Peer changes counted, and the count the sharder was last updated for.
     _changes: int = attrs.field(default=0, init=False)
     _applied_changes: int = attrs.field(default=0, init=False)
     _update_call: IDelayedCall | None = attrs.field(default=None, init=False)
     _notify_call: IDelayedCall | None = attrs.field(default=None, init=False)
     _to_notify: list[Peer] | None = attrs.field(default=None, init=False)
-    _steps: Iterator[None] | None = attrs.field(default=None, init=False)
+    # The sharder update running in steps, one per turn of our clock.
+    _steps: CooperativeTask[Iterator[None]] | None = attrs.field(
+        default=None, init=False
+    )
+    _cooperator: Cooperator = attrs.field(
+        init=False,
+        default=attrs.Factory(lambda node: _stepping(node.reactor), takes_self=True),
+    )
     _applying: list[Peer] = attrs.field(factory=list, init=False)
     _last_applied: list[Peer] | None = attrs.field(default=None, init=False)
     _last_notified: list[Peer] | None = attrs.field(default=None, init=False)
@@ -283,11 +309,11 @@ class Node:
         self.states = PeerStates(
             self.config.name,
             self.config.retransmit_mult,
-            self.gossip_events,
+            self.counters.states,
             self._peers_changed,
         )
         delegate = self._delegate = _NodeDelegate(
-            self.states, self.gossip_events, self.gossip_broadcasts, self._conflict
+            self.states, self.counters, self._conflict
         )
         config = attrs.evolve(
             self.config, delegate=delegate, events=delegate, conflict=delegate
@@ -298,8 +324,6 @@ class Node:
             transport=self.transport,
             rng=self.rng or random.Random(),
         )
-        # As ckit, which labels its metrics with the memberlist label.
-        self.metrics = NodeMetrics(self, self.config.label)
 
     @property
     def name(self) -> str:
@@ -348,7 +372,8 @@ class Node:
             if call is not None and call.active():
                 call.cancel()
         self._update_call = self._notify_call = None
-        self._steps = None
+        if self._steps is not None:
+            self._steps.stop()
 
     # --- name conflicts ---
 
@@ -494,7 +519,7 @@ class Node:
             self._peers_stale = False
         return list(self._peer_cache)
 
-    def observe(self, observer: Observer) -> None:
+    def observe(self, observer: IObserver) -> None:
         """
         Register C{observer}; it runs after the sharder on every change.
         """
@@ -533,28 +558,43 @@ class Node:
             self._notify_observers(peers)
             return
         self._last_applied = self._applying = peers
-        if isinstance(self.sharder, SteppedSharder):
-            self._steps = iter(self.sharder.set_peers_in_steps(peers))
-            self._step()
+        stepped = ISteppedSharder(self.sharder, None)
+        if stepped is not None:
+            steps = iter(stepped.set_peers_in_steps(peers))
+            # The first step at once: an update of one step (any small one)
+            # takes effect now, as our own state change must.
+            try:
+                next(steps)
+            except StopIteration:
+                self._updated()
+                return
+            self._steps = self._cooperator.cooperate(steps)
+            self._steps.whenDone().addCallbacks(
+                lambda _: self._updated(), self._update_failed
+            )
             return
         if self.sharder is not None:
             self.sharder.set_peers(peers)
         self._notify_observers(peers)
 
-    def _step(self) -> None:
-        self._update_call = None
-        steps = self._steps
-        if steps is None:  # stopped
-            return
-        try:
-            next(steps)
-        except StopIteration:
-            self._steps = None
-            self._notify_observers(self._applying)
-            if self._changes != self._applied_changes and not self._stopped:
-                self._update_call = self.reactor.callLater(0, self._update)
-            return
-        self._update_call = self.reactor.callLater(0, self._step)
+    def _updated(self) -> None:
+        """
+        The sharder holds the peers being applied: tell the observers, and
+        apply the changes that came in the meantime.
+        """
+        self._steps = None
+        self._notify_observers(self._applying)
+        if self._changes != self._applied_changes and not self._stopped:
+            self._update_call = self.reactor.callLater(0, self._update)
+
+    def _update_failed(self, failure: Failure) -> None:
+        """
+        The update in steps was stopped with the node, or the sharder
+        failed; the latter is logged, and the next change tries again.
+        """
+        self._steps = None
+        if not failure.check(TaskStopped):
+            self._log.failure("sharder update failed", failure)
 
     def _notify_observers(self, peers: list[Peer]) -> None:
         # At the next turn, as ckit queues its notifications; observers
@@ -590,7 +630,7 @@ class Node:
                     keep.append(observer)
         finally:
             self.updating = False
-            self.metrics.observe_update(self.reactor.seconds() - started)
+            self.counters.update_durations.observe(self.reactor.seconds() - started)
         self._observers = keep
 
 
@@ -603,8 +643,7 @@ class _NodeDelegate:
     """
 
     states: PeerStates
-    counters: Counter[str]
-    broadcasts: Counter[str]
+    counters: NodeCounters
     on_conflict: Callable[[Member, Member], object]
     # While set, our peer states are not gossiped (see Node._conflict).
     muted: bool = False
@@ -627,16 +666,16 @@ class _NodeDelegate:
             state = decode_state(message)
         except MessageError as e:
             # Not ckit's (a serf event in a mixed cluster, say): count it.
-            self.counters["unknown_message"] += 1
+            self.counters.received.unknown_message += 1
             self._log.debug("ignoring gossip message: {error}", error=e)
             return
-        self.counters["state_change_message"] += 1
-        stale = self.counters["stale_state"]
+        self.counters.received.state_change_message += 1
+        stale = self.counters.states.stale_state
         self.states.receive(state)
-        if self.counters["stale_state"] == stale:
+        if self.counters.states.stale_state == stale:
             # Not stale, so it was queued to be gossiped on: the broadcast
             # ckit counts.
-            self.broadcasts["state_change_message"] += 1
+            self.counters.state_broadcasts += 1
 
     def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
         if self.muted:
@@ -647,29 +686,29 @@ class _NodeDelegate:
         self.states.broadcasts.on_queued = self._wake = wake
 
     def local_state(self, join: bool) -> bytes:
-        self.counters["get_local_state"] += 1
+        self.counters.received.get_local_state += 1
         return self.states.local_state()
 
     def merge_remote_state(self, state: bytes, join: bool) -> None:
-        self.counters["merge_remote_state"] += 1
+        self.counters.received.merge_remote_state += 1
         try:
             self.states.merge(state)
         except MessageError as e:
-            self.counters["unknown_state"] += 1
+            self.counters.states.unknown_state += 1
             self._log.debug("ignoring remote state: {error}", error=e)
 
     def notify_join(self, member: Member) -> None:
-        self.counters["node_join"] += 1
+        self.counters.received.node_join += 1
         self.states.joined(member)
 
     def notify_leave(self, member: Member) -> None:
-        self.counters["node_leave"] += 1
+        self.counters.received.node_leave += 1
         self.states.left(member.name)
 
     def notify_update(self, member: Member) -> None:
-        self.counters["node_update"] += 1
+        self.counters.received.node_update += 1
         self.states.joined(member)
 
     def notify_conflict(self, existing: Member, other: Member) -> None:
-        self.counters["node_conflict"] += 1
+        self.counters.received.node_conflict += 1
         self.on_conflict(existing, other)

@@ -13,11 +13,11 @@ and what brings it back.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 
 import attrs
 
+from cluster.ckit.counters import StateEvents
 from cluster.ckit.lamport import LamportClock
 from cluster.ckit.messages import (
     StateMessage,
@@ -37,8 +37,8 @@ class PeerStates:
     """
     Peers and their announced states.
 
-    @ivar counters: the node's gossip event counters (C{stale_state},
-        C{unknown_state}, C{state_reannounced} are counted here).
+    @ivar counters: where the table counts what it makes of states it is
+        given (the node's C{states} counters).
     @ivar on_change: called after every change of the peer list (read it
         with L{peers}); a push/pull can change a thousand peers one after
         the other, so sorting the list is left to whoever needs it.
@@ -46,7 +46,7 @@ class PeerStates:
 
     name: str
     retransmit_mult: int
-    counters: Counter[str]
+    counters: StateEvents
     on_change: Callable[[], object]
     clock: LamportClock = attrs.field(factory=LamportClock, init=False)
     broadcasts: BroadcastQueue = attrs.field(init=False)
@@ -124,7 +124,7 @@ class PeerStates:
         self.clock.observe(message.time)
         accepted = self._accept(message)
         if accepted is None:
-            self.counters["stale_state"] += 1
+            self.counters.stale_state += 1
             return
         self._store(accepted)
         self.broadcasts.queue(encode_state(accepted), accepted.node_name)
@@ -151,7 +151,7 @@ class PeerStates:
         remote = decode_local_state(data)
         self.clock.observe(remote.current_time)
         if remote.unknown:
-            self.counters["unknown_state"] += remote.unknown
+            self.counters.unknown_state += remote.unknown
         changed = []
         for message in remote.states:
             peer = self._peers.get(message.node_name)
@@ -233,5 +233,5 @@ class PeerStates:
         if mine is None:
             mine = StateMessage(self.name, self.local, self.clock.tick())
             self._store(mine)
-        self.counters["state_reannounced"] += 1
+        self.counters.state_reannounced += 1
         self.broadcasts.queue(encode_state(mine), self.name)

@@ -4,19 +4,14 @@ and the stream dialling in C{net.go}): protocol messages go out with as
 many pending broadcasts piggybacked as fit the UDP budget, gossip packs
 broadcasts alone, and request/reply exchanges run over streams.
 
-Everything sent is counted in the member's C{stats} as it goes, a Counter
-increment or two per message (metrics read them when scraped, see
-L{cluster.ckit.metrics}): C{packets.out} and C{bytes.out} per datagram,
-C{messages.out.<type>} per message (L{SENT_KEYS}; the type is the message's
-first byte, so piggybacked broadcasts count too), C{gossip.out} per gossip
-send, and for streams we dial C{streams.out}, C{streams.out.failed},
-C{streams.open} (exchanges waiting for their reply), C{streams.replies.in}
-and C{stream_bytes.out} / C{stream_bytes.in}.
+Everything sent is counted in the member's L{GossipCounters} as it goes:
+datagrams and their bytes, every message by its type (its first byte, so
+piggybacked broadcasts count too), gossip sends, and the exchanges on
+streams we dial.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 
 import attrs
@@ -27,6 +22,7 @@ from twisted.python.failure import Failure
 from cluster.gossip.address import Address
 from cluster.gossip.broadcast import BroadcastQueue
 from cluster.gossip.config import GossipConfig
+from cluster.gossip.counters import DropReason, GossipCounters
 from cluster.gossip.framing import (
     COMPOUND_HEADER_OVERHEAD,
     COMPOUND_PART_OVERHEAD,
@@ -36,30 +32,13 @@ from cluster.gossip.framing import (
     StreamCodec,
 )
 from cluster.gossip.interfaces import IDelegate, ITransport
+from cluster.gossip.timers import Lifecycle
 from cluster.gossip.wire import Message, MessageType, User, encode_message
 
-__all__ = ["RECEIVED_KEYS", "SENT_KEYS", "Messenger"]
+__all__ = ["Messenger"]
 
-
-def _message_keys(direction: str) -> dict[int, str]:
-    return {
-        int(kind): f"messages.{direction}.{kind.name.lower()}" for kind in MessageType
-    }
-
-
-SENT_KEYS = _message_keys("out")
-"""
-The C{stats} key counting messages sent, by message type byte
-(C{messages.out.ping}, ...).  Built once: the hot path only looks it up.
-"""
-
-RECEIVED_KEYS = _message_keys("in")
-"""
-The C{stats} key counting messages received, by message type byte
-(C{messages.in.ping}, ...).
-"""
-
-_UNKNOWN_SENT = "messages.out.unknown"
+# Message types by their byte, built once: the hot path only looks one up.
+_TYPES = {int(kind): kind for kind in MessageType}
 
 
 @attrs.define(eq=False)
@@ -67,8 +46,9 @@ class Messenger:
     """
     Everything one member sends.
 
-    @ivar stats: the member's counters (those in the module docstring,
-        C{send.failed}, and C{dropped.<reason>} for replies we cannot open).
+    @ivar counters: the member's counters (those in the module docstring,
+        datagrams we could not seal, and replies we cannot open as dropped).
+    @ivar lifecycle: once the member stopped, nothing is sent.
     """
 
     config: GossipConfig
@@ -76,9 +56,9 @@ class Messenger:
     packets: PacketCodec
     streams: StreamCodec
     broadcasts: BroadcastQueue
-    stats: Counter[str]
+    counters: GossipCounters
     delegate: IDelegate | None = None
-    stopped: bool = False
+    lifecycle: Lifecycle = attrs.field(factory=Lifecycle)
     _log = Logger()
 
     def raw(self, address: Address, *parts: bytes, crc: bool = False) -> None:
@@ -87,19 +67,24 @@ class Messenger:
         then label, CRC, compression and encryption).  Never raises: a
         failure is logged and counted.
         """
-        if self.stopped:
+        if self.lifecycle.stopped:
             return
+        messages, traffic = self.counters.messages, self.counters.traffic
         for part in parts:
-            self.stats[SENT_KEYS.get(part[0] if part else -1, _UNKNOWN_SENT)] += 1
+            kind = _TYPES.get(part[0]) if part else None
+            if kind is None:
+                messages.sent_unknown += 1
+            else:
+                messages.sent[kind] += 1
         try:
             packets = self.packets.encode(parts, crc)
         except Exception:
             self._log.failure("could not seal a packet")
-            self.stats["send.failed"] += 1
+            traffic.send_failed += 1
             return
         for packet in packets:
-            self.stats["packets.out"] += 1
-            self.stats["bytes.out"] += len(packet)
+            traffic.packets_out += 1
+            traffic.bytes_out += len(packet)
             self.transport.send_packet(packet, address)
 
     def send(self, address: Address, message: Message) -> None:
@@ -162,7 +147,7 @@ class Messenger:
         messages = self.pending(COMPOUND_PART_OVERHEAD, budget)
         if not messages:
             return False
-        self.stats["gossip.out"] += 1
+        self.counters.messages.gossip_sends += 1
         self.raw(address, *messages, crc=crc)
         return True
 
@@ -178,10 +163,11 @@ class Messenger:
             for a reply we cannot open (counted as dropped).
         """
         request = self.streams.encode(message, dialler=True)
-        self.stats["streams.out"] += 1
-        self.stats[SENT_KEYS[message.TYPE]] += 1
-        self.stats["stream_bytes.out"] += len(request)
-        self.stats["streams.open"] += 1
+        traffic = self.counters.traffic
+        traffic.streams_out += 1
+        self.counters.messages.sent[message.TYPE] += 1
+        traffic.stream_bytes_out += len(request)
+        traffic.streams_open += 1
         d = self.transport.exchange(
             address,
             request,
@@ -190,28 +176,28 @@ class Messenger:
         )
 
         def lost(failure: Failure) -> Failure:
-            self.stats["streams.open"] -= 1
-            self.stats["streams.out.failed"] += 1
+            traffic.streams_open -= 1
+            traffic.streams_out_failed += 1
             return failure
 
         def opened(reply: bytes | None) -> Message | None:
-            self.stats["streams.open"] -= 1
+            traffic.streams_open -= 1
             if reply is None:
                 return None
-            self.stats["streams.replies.in"] += 1
-            self.stats["stream_bytes.in"] += len(reply)
+            traffic.stream_replies_in += 1
+            traffic.stream_bytes_in += len(reply)
             try:
                 decoded = self.streams.decode(reply, accepted=False)
             except FrameError as e:
-                self.stats["streams.out.failed"] += 1
-                self.stats[f"dropped.{e.reason}"] += 1
+                traffic.streams_out_failed += 1
+                self.counters.dropped[DropReason(e.reason)] += 1
                 self._log.debug(
                     "dropped a reply from {source}: {detail}",
                     source=address,
                     detail=str(e),
                 )
                 raise
-            self.stats[RECEIVED_KEYS[decoded.TYPE]] += 1
+            self.counters.messages.received[decoded.TYPE] += 1
             return decoded
 
         return d.addCallbacks(opened, lost)

@@ -6,20 +6,16 @@ messages handed to the member table, user messages to the delegate, and
 stream requests (ping, push/pull, user) served.
 
 Nothing raises out of here: input that cannot be opened or decoded, or
-that a handler chokes on, is dropped and counted in C{stats} under
-C{dropped.<reason>}.  Each drop is logged at debug level; a warning sums
-them up at most once every L{DROP_REPORT_INTERVAL} seconds, so that a
-peer with the wrong cluster name or key shows in the log, and a flood of
-garbage does not fill it.
+that a handler chokes on, is dropped and counted by its L{DropReason}.
+Each drop is logged at debug level; a warning sums them up at most once
+every L{DROP_REPORT_INTERVAL} seconds, so that a peer with the wrong
+cluster name or key shows in the log, and a flood of garbage does not
+fill it.
 
-What arrives is counted in C{stats} too, a Counter increment or two per
-message (metrics read them when scraped, see L{cluster.ckit.metrics}):
-C{packets.in} and C{bytes.in} per datagram, C{packets.in.failed} per
-datagram with a part we dropped, C{messages.in.<type>} per message
-decoded (L{RECEIVED_KEYS}), and for streams we accept C{streams.in},
-C{streams.in.failed} (requests we could not read), C{stream_bytes.in},
-and for our replies C{streams.replies.out}, C{stream_bytes.out} and
-C{messages.out.<type>}.
+What arrives is counted in the member's L{GossipCounters} too: datagrams
+and their bytes (and those with a part we dropped), every message decoded
+by its type, the requests on streams we accept (and those we could not
+read), our replies, and the push/pulls we serve.
 """
 
 from __future__ import annotations
@@ -36,10 +32,15 @@ from zope.interface import implementer
 from cluster.gossip.acks import AckTable
 from cluster.gossip.address import Address
 from cluster.gossip.config import GossipConfig
+from cluster.gossip.counters import DropReason, GossipCounters
+from cluster.gossip.effects import Effects
 from cluster.gossip.framing import FrameError, FrameMeasure, PacketCodec, StreamCodec
 from cluster.gossip.interfaces import IPacketHandler
-from cluster.gossip.messenger import RECEIVED_KEYS, SENT_KEYS, Messenger
-from cluster.gossip.state import Changes, MemberTable, ProtocolMismatchError
+from cluster.gossip.loops import StateSync
+from cluster.gossip.messenger import Messenger
+from cluster.gossip.origin import Origin
+from cluster.gossip.state import MemberTable, ProtocolMismatchError
+from cluster.gossip.timers import Lifecycle
 from cluster.gossip.wire import (
     Ack,
     Alive,
@@ -67,40 +68,37 @@ class Receiver:
     """
     The handler a member's transport delivers its traffic to.
 
-    @ivar apply: carries out the member table's changes.
-    @ivar ping: makes a ping with our source fields.
-    @ivar local_state: our push/pull state, for a C{join} or not.
-    @ivar merge: merges a peer's push/pull state (raising
-        L{ProtocolMismatchError} when its versions do not fit).
-    @ivar stopped: set once the member shut down: packets are ignored.
+    @ivar effects: carries out the member table's changes.
+    @ivar origin: stamps our source fields on the pings we relay.
+    @ivar sync: answers and merges the push/pulls we serve.
+    @ivar lifecycle: once the member stopped, packets are ignored.
     @ivar clock: paces the drop warnings (none without it).
     @ivar witness: shown every user message's payload before the delegate
         (the Serf clock reads Serf's intents from them).
     """
 
     config: GossipConfig
-    stats: Counter[str]
+    counters: GossipCounters
     packets: PacketCodec
     streams: StreamCodec
     table: MemberTable
     acks: AckTable
     messenger: Messenger
-    apply: Callable[[Changes], object]
-    ping: Callable[[int, str], Ping]
-    local_state: Callable[[bool], PushPull]
-    merge: Callable[[PushPull], object]
-    stopped: bool = False
+    effects: Effects
+    origin: Origin
+    sync: StateSync
+    lifecycle: Lifecycle
     clock: IReactorTime | None = attrs.field(default=None, kw_only=True)
     witness: Callable[[bytes], object] | None = attrs.field(default=None, kw_only=True)
-    _unreported: Counter[str] = attrs.field(factory=Counter, init=False)
+    _unreported: Counter[DropReason] = attrs.field(factory=Counter, init=False)
     _last_report: float | None = attrs.field(default=None, init=False)
     _log = Logger()
 
-    def drop(self, reason: str, detail: str, source: object) -> None:
+    def drop(self, reason: DropReason, detail: str, source: object) -> None:
         """
         Count an input we drop, and say why at debug level.
         """
-        self.stats[f"dropped.{reason}"] += 1
+        self.counters.dropped[reason] += 1
         self._log.debug(
             "dropped input from {source}: {detail}", source=source, detail=detail
         )
@@ -117,7 +115,10 @@ class Receiver:
             "dropped {count} input(s) since the last report ({reasons}); the "
             "latest from {source}: {detail}",
             count=sum(counts.values()),
-            reasons=", ".join(f"{k}={v}" for k, v in sorted(counts.items())),
+            reasons=", ".join(
+                f"{reason}={count}"
+                for reason, count in sorted((k.value, v) for k, v in counts.items())
+            ),
             source=source,
             detail=detail,
         )
@@ -137,28 +138,29 @@ class Receiver:
         """
         Handle one datagram: open it, then dispatch every message inside.
         """
-        if self.stopped:
+        if self.lifecycle.stopped:
             return
-        self.stats["packets.in"] += 1
-        self.stats["bytes.in"] += len(data)
+        traffic = self.counters.traffic
+        traffic.packets_in += 1
+        traffic.bytes_in += len(data)
         opened = self.packets.decode(data)
         for error in opened.errors:
-            self.drop(error.reason, str(error), source)
+            self.drop(DropReason(error.reason), str(error), source)
         failed = bool(opened.errors)
         for message in opened.messages:
-            self.stats[RECEIVED_KEYS[message.TYPE]] += 1
+            self.counters.messages.received[message.TYPE] += 1
             try:
                 handled = self._dispatch(message, source)
             except WireError as e:
-                self.drop("decode", str(e), source)
+                self.drop(DropReason.DECODE, str(e), source)
                 handled = False
             except Exception:
-                self.stats["dropped.handler"] += 1
+                self.counters.dropped[DropReason.HANDLER] += 1
                 self._log.failure("error handling {kind}", kind=type(message).__name__)
                 handled = False
             failed = failed or not handled
         if failed:
-            self.stats["packets.in.failed"] += 1
+            traffic.packets_in_failed += 1
 
     def _dispatch(self, message: Message, source: Address) -> bool:
         """
@@ -175,23 +177,23 @@ class Receiver:
         elif isinstance(message, Nack):
             self.acks.nack(message.seq_no)
         elif isinstance(message, Suspect):
-            self.apply(self.table.suspect(message))
+            self.effects.apply(self.table.suspect(message))
         elif isinstance(message, Alive):
             if message.port == 0 or self.config.protocol_version < 2:
                 message = attrs.evolve(message, port=self.config.bind_port)
-            self.apply(self.table.alive(message))
+            self.effects.apply(self.table.alive(message))
         elif isinstance(message, Dead):
-            self.apply(self.table.dead(message))
+            self.effects.apply(self.table.dead(message))
         elif isinstance(message, User):
             self.deliver(message)
         else:
-            self.drop("type", f"unexpected {type(message).__name__}", source)
+            self.drop(DropReason.TYPE, f"unexpected {type(message).__name__}", source)
             return False
         return True
 
     def _handle_ping(self, ping: Ping, source: Address) -> bool:
         if ping.node and ping.node != self.config.name:
-            self.drop("wrong_node", f"ping for {ping.node!r}", source)
+            self.drop(DropReason.WRONG_NODE, f"ping for {ping.node!r}", source)
             return False
         self.messenger.send(self._reply_address(ping, source), Ack(ping.seq_no))
         return True
@@ -217,7 +219,7 @@ class Receiver:
                 self.messenger.send(reply_to, Nack(request.seq_no))
 
         self.acks.expect(seq, acked, None, self.config.probe_timeout, timed_out)
-        self.messenger.send(target, self.ping(seq, request.node))
+        self.messenger.send(target, self.origin.ping(seq, request.node))
 
     # --- streams ---
 
@@ -233,25 +235,27 @@ class Receiver:
         """
         Serve one request on a stream we accepted: ping, push/pull or user.
         """
-        self.stats["streams.in"] += 1
-        self.stats["stream_bytes.in"] += len(data)
+        traffic = self.counters.traffic
+        traffic.streams_in += 1
+        traffic.stream_bytes_in += len(data)
         try:
             message = self.streams.decode(data, accepted=True)
         except FrameError as e:
-            self.stats["streams.in.failed"] += 1
-            self.drop(e.reason, str(e), source)
-            if e.reason == "decrypt":
+            traffic.streams_in_failed += 1
+            reason = DropReason(e.reason)
+            self.drop(reason, str(e), source)
+            if reason is DropReason.DECRYPT:
                 # memberlist answers unreadable encrypted streams with an error.
                 return succeed(self._reply(ErrResp(str(e))))
             return succeed(None)
-        self.stats[RECEIVED_KEYS[message.TYPE]] += 1
+        self.counters.messages.received[message.TYPE] += 1
         try:
             return succeed(self._serve(message, source))
         except WireError as e:
-            self.stats["streams.in.failed"] += 1
-            self.drop("stream", str(e), source)
+            traffic.streams_in_failed += 1
+            self.drop(DropReason.STREAM, str(e), source)
         except Exception:
-            self.stats["dropped.handler"] += 1
+            self.counters.dropped[DropReason.HANDLER] += 1
             self._log.failure("error serving a stream from {source}", source=source)
         return succeed(None)
 
@@ -260,28 +264,32 @@ class Receiver:
         Encode a reply on a stream we accepted, counting it.
         """
         data = self.streams.encode(message, dialler=False)
-        self.stats["streams.replies.out"] += 1
-        self.stats[SENT_KEYS[message.TYPE]] += 1
-        self.stats["stream_bytes.out"] += len(data)
+        self.counters.traffic.stream_replies_out += 1
+        self.counters.messages.sent[message.TYPE] += 1
+        self.counters.traffic.stream_bytes_out += len(data)
         return data
 
     def _serve(self, message: Message, source: Address) -> bytes | None:
         if isinstance(message, Ping):
             if message.node and message.node != self.config.name:
-                self.drop("wrong_node", f"stream ping for {message.node!r}", source)
+                self.drop(
+                    DropReason.WRONG_NODE, f"stream ping for {message.node!r}", source
+                )
                 return None
             return self._reply(Ack(message.seq_no))
         if isinstance(message, PushPull):
-            self.stats["push_pull.in"] += 1
+            self.counters.push_pulls.served += 1
             # Reply with our state first, then merge, as memberlist does.
-            reply = self._reply(self.local_state(message.join))
+            reply = self._reply(self.sync.local_state(message.join))
             try:
-                self.merge(message)
+                self.sync.merge(message)
             except ProtocolMismatchError as e:
-                self.drop("protocol", str(e), source)
+                self.drop(DropReason.PROTOCOL, str(e), source)
             return reply
         if isinstance(message, User):
             self.deliver(message)
             return None
-        self.drop("type", f"unexpected {type(message).__name__} on a stream", source)
+        self.drop(
+            DropReason.TYPE, f"unexpected {type(message).__name__} on a stream", source
+        )
         return None

@@ -12,29 +12,31 @@ the Lifeguard health score, which the outcome of each round moves.  Of the
 ticks a round overlaps, one waits and starts the next round as soon as it
 ends (a Go ticker's one-slot channel); the others are dropped.
 
-Counted in the member's C{stats}: C{probes} (rounds started),
-C{probes.degraded} (started while our health score stretched the round,
-memberlist's C{degraded.probe}), C{probes.failed} (rounds that ended
-without an ack), C{tcp_ping.failed}, and the duration of every round that
-ended (memberlist's C{probeNode} timing) as a histogram read back with
-L{round_histogram}.
+L{Prober.ping} is memberlist's C{Ping}: one ping, outside the rounds.
+
+Counted in the member's L{ProbeCounters}: rounds started, degraded and
+failed, TCP pings that failed, and the duration of every round that ended.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections import Counter
-from collections.abc import Callable
-
 import attrs
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
+from twisted.python.failure import Failure
 
 from cluster.gossip.acks import AckTable
+from cluster.gossip.address import Address, join_host_port
 from cluster.gossip.awareness import Awareness
 from cluster.gossip.config import GossipConfig
+from cluster.gossip.counters import ProbeCounters
+from cluster.gossip.effects import Effects
+from cluster.gossip.errors import NoPingResponseError
 from cluster.gossip.members import MemberState, NodeState
 from cluster.gossip.messenger import Messenger
-from cluster.gossip.state import Changes, MemberTable
+from cluster.gossip.origin import Origin
+from cluster.gossip.state import MemberTable
+from cluster.gossip.timers import Lifecycle, Timers
 from cluster.gossip.wire import (
     Ack,
     IndirectPingReq,
@@ -44,56 +46,7 @@ from cluster.gossip.wire import (
     ip_to_bytes,
 )
 
-__all__ = ["ROUND_BUCKETS", "Prober", "round_histogram"]
-
-ROUND_BUCKETS: tuple[float, ...] = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    25.0,
-    50.0,
-)
-"""
-Upper bounds, in seconds, of the probe round histogram: a healthy round
-lasts one round trip, a failed one its whole deadline (up to
-C{probe_interval} times C{awareness_max_multiplier}: 8 s on a LAN, 40 s on
-a WAN).
-"""
-
-# The histogram lives in the member's stats Counter: recording a round is
-# two Counter increments, and the gossip package needs no metrics library.
-# The keys are built once, here.
-_BUCKET_KEYS = (
-    *(f"probe_rounds.le.{bound}" for bound in ROUND_BUCKETS),
-    "probe_rounds.le.inf",
-)
-_SUM_KEY = "probe_rounds.microseconds"
-
-
-def round_histogram(stats: Counter[str]) -> tuple[list[tuple[float, int]], float]:
-    """
-    The probe round durations recorded in C{stats}.
-
-    @return: cumulative C{(upper bound, count)} pairs, one per
-        L{ROUND_BUCKETS} entry and a last one for C{inf} (the number of
-        rounds), and the sum of the durations in seconds.
-    """
-    buckets = []
-    total = 0
-    for bound, key in zip((*ROUND_BUCKETS, float("inf")), _BUCKET_KEYS, strict=True):
-        total += stats[key]
-        buckets.append((bound, total))
-    return buckets, stats[_SUM_KEY] / 1e6
+__all__ = ["Prober"]
 
 
 @attrs.define(eq=False)
@@ -111,27 +64,54 @@ class _Round:
 @attrs.define(eq=False)
 class Prober:
     """
-    The probe rounds of one member.
+    The probe rounds of one member, and its one-off pings.
 
-    @ivar ping: makes a ping with our source fields, from a sequence number
-        and the target's name.
-    @ivar apply: carries out the table's changes (a suspicion).
-    @ivar call_later: schedules a guarded timer.
+    @ivar origin: stamps our source fields on every ping.
+    @ivar effects: carries out the table's changes (a suspicion).
+    @ivar counters: where rounds are counted (the member's C{probes}).
+    @ivar timers: the member's clock and guarded timers.
+    @ivar lifecycle: once the member stopped, no round ends.
     """
 
     config: GossipConfig
-    clock: IReactorTime
+    timers: Timers
     table: MemberTable
     awareness: Awareness
     acks: AckTable
     messenger: Messenger
-    stats: Counter[str]
-    ping: Callable[[int, str], Ping]
-    apply: Callable[[Changes], object]
-    call_later: Callable[..., IDelayedCall]
+    counters: ProbeCounters
+    origin: Origin
+    effects: Effects
+    lifecycle: Lifecycle
     _current: _Round | None = attrs.field(default=None, init=False)
     _tick_waiting: bool = attrs.field(default=False, init=False)
-    stopped: bool = attrs.field(default=False, init=False)
+
+    def ping(self, name: str, address: Address) -> Deferred[float]:
+        """
+        Ping C{name} at C{address} once over UDP, member or not
+        (memberlist's C{Ping}): only a process of that name acks.
+
+        @return: a Deferred firing with the round trip in seconds, or
+            failing with L{NoPingResponseError} when no ack came within
+            C{probe_timeout} (as in memberlist, a late ack is still taken
+            until C{probe_interval}, and then ignored).
+        """
+        seq = self.acks.next_seq()
+        sent = self.timers.clock.seconds()
+        answered: Deferred[float] = Deferred()
+
+        def acked(payload: bytes | None) -> None:
+            if not answered.called:
+                answered.callback(self.timers.clock.seconds() - sent)
+
+        def timed_out(result: object, timeout: float) -> Failure:
+            return Failure(NoPingResponseError(name, join_host_port(*address)))
+
+        self.acks.expect(seq, acked, None, self.config.probe_interval, lambda: None)
+        self.messenger.send(address, self.origin.ping(seq, name))
+        return answered.addTimeout(
+            self.config.probe_timeout, self.timers.clock, onTimeoutCancel=timed_out
+        )
 
     def tick(self) -> None:
         """
@@ -146,7 +126,7 @@ class Prober:
 
     def _probe(self, node: NodeState) -> None:
         seq = self.acks.next_seq()
-        started = self.clock.seconds()
+        started = self.timers.clock.seconds()
         probe = self._current = _Round(node, node.incarnation, started)
         deadline = self.awareness.scale(self.config.probe_interval)
         self.acks.expect(
@@ -156,7 +136,7 @@ class Prober:
             deadline,
             lambda: self._finished(probe, probe.tcp_ok),
         )
-        ping = self.ping(seq, node.name)
+        ping = self.origin.ping(seq, node.name)
         address = (node.address, node.port)
         if node.state == MemberState.ALIVE:
             self.messenger.send(address, ping)
@@ -166,19 +146,19 @@ class Prober:
             self.messenger.send_together(
                 address, [ping, suspect], crc=node.protocol_max >= 5
             )
-        self.stats["probes"] += 1
+        self.counters.started += 1
         if deadline > self.config.probe_interval:
-            self.stats["probes.degraded"] += 1
-        probe.indirect = self.call_later(
+            self.counters.degraded += 1
+        probe.indirect = self.timers.later(
             self.config.probe_timeout,
             self._indirect,
             probe,
             seq,
-            deadline - (self.clock.seconds() - started),
+            deadline - (self.timers.clock.seconds() - started),
         )
 
     def _indirect(self, probe: _Round, seq: int, remaining: float) -> None:
-        if probe.done or self.stopped:
+        if probe.done or self.lifecycle.stopped:
             return
         node = probe.node
         me = self.table.name
@@ -186,7 +166,7 @@ class Prober:
             self.config.indirect_checks,
             lambda n: n.name not in (me, node.name) and n.state == MemberState.ALIVE,
         )
-        ping = self.ping(seq, node.name)
+        ping = self.origin.ping(seq, node.name)
         for helper in helpers:
             wants_nack = helper.protocol_max >= 4
             probe.expected_nacks += wants_nack
@@ -214,30 +194,31 @@ class Prober:
                 probe.tcp_ok = True
 
         d = self.messenger.exchange(address, ping, timeout)
-        d.addCallback(got).addErrback(lambda f: self.stats.update(["tcp_ping.failed"]))
+        d.addCallback(got).addErrback(self._tcp_ping_failed)
+
+    def _tcp_ping_failed(self, failure: Failure) -> None:
+        self.counters.tcp_pings_failed += 1
 
     def _finished(self, probe: _Round, ok: bool) -> None:
-        if probe.done or self.stopped:
+        if probe.done or self.lifecycle.stopped:
             return
         probe.done = True
         if probe.indirect is not None and probe.indirect.active():
             # Acked in time: no need to wake the reactor for nothing.
             probe.indirect.cancel()
-        took = max(0.0, self.clock.seconds() - probe.started)
-        self.stats[_BUCKET_KEYS[bisect_left(ROUND_BUCKETS, took)]] += 1
-        self.stats[_SUM_KEY] += round(took * 1e6)
+        self.counters.rounds.observe(self.timers.clock.seconds() - probe.started)
         if self._tick_waiting:
             self._tick_waiting = False
-            self.call_later(0, self.tick)
+            self.timers.later(0, self.tick)
         if ok:
             self.awareness.apply_delta(-1)
             return
-        self.stats["probes.failed"] += 1
+        self.counters.failed += 1
         if probe.expected_nacks > 0:
             self.awareness.apply_delta(max(0, probe.expected_nacks - probe.nacks))
         else:
             self.awareness.apply_delta(1)
-        self.apply(
+        self.effects.apply(
             self.table.suspect(
                 Suspect(probe.incarnation, probe.node.name, self.table.name)
             )

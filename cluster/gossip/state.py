@@ -7,7 +7,7 @@ probe order and reaping.
 L{MemberTable} takes decoded messages and a clock and answers with the
 L{Changes} they cause: what to broadcast, and which events to tell the
 delegates.  It sends nothing itself, so it is tested with no network at
-all; L{cluster.gossip.memberlist.Memberlist} carries the changes out.
+all; L{cluster.gossip.effects.Effects} carries the changes out.
 Suspicion timers are the one thing that changes the table on their own:
 their changes go to the C{on_timer} callable.
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import enum
 import random
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 
 import attrs
@@ -24,6 +23,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from cluster.gossip.config import META_MAX_SIZE, NAME_MAX_SIZE, GossipConfig
+from cluster.gossip.counters import DropReason, GossipCounters
 from cluster.gossip.members import Member, MemberState, NodeState
 from cluster.gossip.suspicion import Suspicion, suspicion_timeout
 from cluster.gossip.wire import (
@@ -125,7 +125,7 @@ INCARNATION_CEILING = 3 << 30
 The lowest incarnation no honest member reaches: memberlist starts at 1 and
 we at most at 2^31 (L{initial_incarnation}), and a member refutes far
 fewer than 2^30 times in a lifetime.  A message at or above it is dropped
-and counted (C{dropped.incarnation}), whoever it is about, so no member is
+and counted (L{DropReason.INCARNATION}), whoever it is about, so no member is
 ever pushed to where it cannot refute within the uint32 wire field.
 """
 
@@ -161,13 +161,15 @@ class MemberTable:
     @ivar leaving: set once we announced our own leave: claims that we are
         alive are then ignored and a claim that we are dead is not refuted.
     @ivar incarnation: our own incarnation number.
+    @ivar counters: the member's counters; the table counts its changes
+        (C{members}) and the messages its rules refuse (C{dropped}).
     """
 
     name: str
     config: GossipConfig
     clock: IReactorTime
     rng: random.Random
-    stats: Counter[str]
+    counters: GossipCounters
     on_timer: Callable[[Changes], object]
     leaving: bool = attrs.field(default=False, init=False)
     incarnation: int = attrs.field(default=0, init=False)
@@ -252,14 +254,14 @@ class MemberTable:
     def _plausible(self, incarnation: int) -> bool:
         if incarnation < INCARNATION_CEILING:
             return True
-        self.stats["dropped.incarnation"] += 1
+        self.counters.dropped[DropReason.INCARNATION] += 1
         return False
 
     def _refute(self, me: NodeState, accused_incarnation: int) -> Changes:
         # Below the ceiling on both counts, so this fits the wire's uint32.
         incarnation = max(self.incarnation + 1, accused_incarnation + 1)
         self.incarnation = me.incarnation = incarnation
-        self.stats["refuted"] += 1
+        self.counters.members.refuted += 1
         alive = Alive(
             incarnation,
             self.name,
@@ -302,18 +304,18 @@ class MemberTable:
             return changes
         vsn = alive.vsn
         if len(vsn) >= 3 and (vsn[0] == 0 or vsn[1] == 0 or vsn[0] > vsn[1]):
-            self.stats["dropped.version"] += 1
+            self.counters.dropped[DropReason.VERSION] += 1
             return changes
         if not alive.node:
-            self.stats["dropped.decode"] += 1
+            self.counters.dropped[DropReason.DECODE] += 1
             return changes
         # memberlist peers never send more (they refuse it at home); more
         # is garbage or an attempt to grow our table.
         if len(alive.meta) > META_MAX_SIZE:
-            self.stats["dropped.meta"] += 1
+            self.counters.dropped[DropReason.META] += 1
             return changes
         if len(alive.node.encode("utf-8")) > NAME_MAX_SIZE:
-            self.stats["dropped.name"] += 1
+            self.counters.dropped[DropReason.NAME] += 1
             return changes
         if not self._plausible(alive.incarnation):
             return changes
@@ -343,10 +345,9 @@ class MemberTable:
             ):
                 updates_address = True
             else:
-                # Counted every time, said by the conflict delegate: once
-                # per claimant, in words, by cluster.ckit.node (memberlist logs
-                # every claim).
-                self.stats["conflicts"] += 1
+                # The conflict delegate hears of every claim (ckit's node
+                # counts them as node_conflict) and says so once per
+                # claimant, in words (memberlist logs every claim).
                 other = attrs.evolve(
                     state.to_member(), address=address, port=alive.port, meta=alive.meta
                 )
@@ -418,7 +419,7 @@ class MemberTable:
                 "refuting a suspect message from {accuser}", accuser=suspect.from_
             )
             return self._refute(state, suspect.incarnation)
-        self.stats["suspected"] += 1
+        self.counters.members.suspected += 1
         state.incarnation = suspect.incarnation
         state.state = MemberState.SUSPECT
         changed_at = state.state_change = self.clock.seconds()
@@ -476,7 +477,7 @@ class MemberTable:
         state.state = MemberState.LEFT if dead.node == dead.from_ else MemberState.DEAD
         state.state_change = self.clock.seconds()
         if state.state == MemberState.DEAD:
-            self.stats["declared_dead"] += 1
+            self.counters.members.declared_dead += 1
         return Changes(
             [Broadcast(dead.node, dead, on_finished)],
             [Event(EventKind.LEAVE, state.to_member())],
@@ -602,7 +603,7 @@ class MemberTable:
                 and now - node.state_change > self.config.gossip_to_the_dead_time
             ):
                 del self._nodes[node.name]
-                self.stats["reaped"] += 1
+                self.counters.members.reaped += 1
             else:
                 keep.append(node)
         self.rng.shuffle(keep)

@@ -1,10 +1,13 @@
 """
 L{Timers}: every delayed call and loop of one member, on its clock, so
-that they can all be stopped at once, and none can raise into the reactor.
+that they can all be stopped at once, and none can raise into the reactor;
+and the member's L{Lifecycle}, which its parts read to go quiet once it
+stopped.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Callable
 
@@ -13,7 +16,52 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-__all__ = ["Ticker", "Timers"]
+__all__ = ["Lifecycle", "Phase", "Ticker", "Timers"]
+
+
+class Phase(enum.Enum):
+    """
+    Where a member is in its life: it runs once bound, and stops for good.
+    """
+
+    NEW = "new"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+@attrs.define(eq=False)
+class Lifecycle:
+    """
+    The one flag of a member's life, shared by its parts: once it is
+    L{stopped}, nothing is sent, no packet is handled and no probe round
+    ends.
+    """
+
+    phase: Phase = Phase.NEW
+
+    @property
+    def running(self) -> bool:
+        """
+        Whether the member is bound and not stopped.
+        """
+        return self.phase is Phase.RUNNING
+
+    @property
+    def stopped(self) -> bool:
+        """
+        Whether the member was shut down (it never runs again).
+        """
+        return self.phase is Phase.STOPPED
+
+    def stop(self) -> bool:
+        """
+        Stop for good.
+
+        @return: whether the member was running.
+        """
+        running = self.running
+        self.phase = Phase.STOPPED
+        return running
 
 
 @attrs.define(eq=False)

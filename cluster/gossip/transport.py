@@ -16,15 +16,12 @@ C{max_inbound_streams} accepted streams (128, memberlist's
 C{maxPushPullRequests}) are open at once.  memberlist counts only
 push/pulls against that limit; we count every accepted stream, since we
 only learn a stream's kind from its bytes, and pings and user messages
-on streams are short.  What is refused is counted in C{stats} as
-C{dropped.<reason>} and logged.
+on streams are short.  What is refused is counted as dropped, by its
+L{DropReason}, and logged.
 """
 
 from __future__ import annotations
 
-import random
-import socket
-from collections import Counter
 from collections.abc import Callable
 from typing import cast
 
@@ -51,6 +48,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from cluster.gossip.counters import DropReason, GossipCounters
 from cluster.gossip.interfaces import (
     IFrameMeasure,
     IPacketHandler,
@@ -59,7 +57,7 @@ from cluster.gossip.interfaces import (
 )
 from cluster.gossip.tls import StreamTLS
 
-__all__ = ["NetTransport", "free_loopback_port"]
+__all__ = ["NetTransport"]
 
 UDP_READ_BUFFER = 65536
 MAX_INBOUND_STREAMS = 128
@@ -70,55 +68,6 @@ LISTEN_BACKLOG = 1024
 # Refusals under a flood are counted each, logged at most this often.
 _REFUSAL_LOG_INTERVAL = 10.0
 _BIND_ATTEMPTS = 10
-
-
-def _ephemeral_floor() -> int:
-    """
-    The lowest port the kernel hands out for outgoing connections.
-    """
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768  # Linux's default
-
-
-_FREE_PORTS_FROM = 20000
-_handed_out: set[int] = set()
-_port_choice = random.Random()
-
-
-def free_loopback_port() -> int:
-    """
-    A port number free for both TCP and UDP on 127.0.0.1, for tests and
-    benchmarks that start real processes (memberlist uses one number for
-    both).
-
-    It comes from below the kernel's ephemeral range and is never handed
-    out twice by one process: a port from C{bind(0)} would be ephemeral,
-    and between the check and the child's own bind an outgoing connection
-    (a benchmark polling a hundred nodes makes many) or a second pick
-    could take it.
-    """
-    ceiling = _ephemeral_floor()
-    if ceiling - _FREE_PORTS_FROM < 1000:
-        ceiling = 65536  # an unusual range: any unprivileged port
-    while True:
-        port = _port_choice.randrange(_FREE_PORTS_FROM, ceiling)
-        if port in _handed_out:
-            continue
-        tcp = socket.socket()
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            tcp.bind(("127.0.0.1", port))
-            udp.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            tcp.close()
-            udp.close()
-        _handed_out.add(port)
-        return port
 
 
 def _peer_text(peer: object) -> str:
@@ -243,9 +192,14 @@ class _ServerStream(_FramedStream):
         self.owner._servers.discard(self)
         super().connectionLost(reason)
 
+    def _peer(self) -> IAddress | None:
+        return self.transport.getPeer() if self.transport is not None else None
+
     def timeoutConnection(self) -> None:
         if not self._done:
-            self.owner.stream_dropped("stream_timeout", self.transport, "timed out")
+            self.owner.stream_dropped(
+                DropReason.STREAM_TIMEOUT, self._peer(), "timed out"
+            )
         super().timeoutConnection()
 
     def failed(self, reason: Failure) -> None:
@@ -253,7 +207,9 @@ class _ServerStream(_FramedStream):
             return  # counted in timeoutConnection
         cause = reason.value
         self.owner.stream_dropped(
-            getattr(cause, "reason", "stream"), self.transport, str(cause)
+            DropReason(getattr(cause, "reason", DropReason.STREAM.value)),
+            self._peer(),
+            str(cause),
         )
 
     def closed_early(self, reason: Failure) -> None:
@@ -264,7 +220,7 @@ class _ServerStream(_FramedStream):
         handler = self.owner.handler
         if handler is None:
             return
-        peer = self.transport.getPeer() if self.transport is not None else None
+        peer = self._peer()
         source = (getattr(peer, "host", ""), getattr(peer, "port", 0))
         d = handler.stream_received(message, source)
 
@@ -379,12 +335,11 @@ class NetTransport:
         its request (memberlist's TCPTimeout).
     @ivar tls: mutual TLS for every stream, both ways (see
         L{cluster.gossip.tls}); plain TCP when C{None}.
-    @ivar stats: where failures are counted (the member's counters, for
-        metrics): C{send.failed} for a datagram the socket refused,
-        C{streams.in.failed} and C{dropped.<reason>} for accepted streams
-        cut before their request was read, C{dropped.tls} for failed TLS.
+    @ivar counters: where failures are counted (the member's counters):
+        datagrams the socket refused, accepted streams cut before their
+        request was read (and why), failed TLS handshakes.
     @ivar max_inbound_streams: accepted streams open at once; more are
-        cut at once (C{dropped.too_many_streams}).
+        cut at once (dropped as C{too_many_streams}).
     """
 
     reactor: IReactorTime
@@ -392,7 +347,7 @@ class NetTransport:
     bind_port: int = 0
     stream_timeout: float = 10.0
     tls: StreamTLS | None = None
-    stats: Counter[str] = attrs.field(factory=Counter)
+    counters: GossipCounters = attrs.field(factory=GossipCounters)
     max_inbound_streams: int = MAX_INBOUND_STREAMS
     handler: IPacketHandler | None = attrs.field(default=None, init=False)
     _udp: IListeningPort | None = attrs.field(default=None, init=False)
@@ -401,13 +356,6 @@ class NetTransport:
     _servers: set[_ServerStream] = attrs.field(factory=set, init=False)
     _last_refusal_log: float | None = attrs.field(default=None, init=False)
     log = Logger()
-
-    @property
-    def stats_tls_refused(self) -> int:
-        """
-        TLS handshakes (or name checks) that failed, on either side.
-        """
-        return self.stats["dropped.tls"]
 
     @property
     def host(self) -> str:
@@ -420,8 +368,8 @@ class NetTransport:
         return int(getattr(self._udp.getHost(), "port", 0))
 
     def start(self, handler: IPacketHandler) -> Deferred[None]:
-        tcp_reactor = cast(IReactorTCP, self.reactor)
-        udp_reactor = cast(IReactorUDP, self.reactor)
+        tcp_reactor = IReactorTCP(self.reactor)
+        udp_reactor = IReactorUDP(self.reactor)
         last_error: Exception | None = None
         server: protocol.ServerFactory = _ServerFactory(self)
         if self.tls is not None:
@@ -458,21 +406,22 @@ class NetTransport:
         A TLS handshake (or the name check after it) failed: count and log
         it, on whichever side we are.
         """
-        self.stats["dropped.tls"] += 1
+        self.counters.dropped[DropReason.TLS] += 1
         self.log.warn(
             "TLS refused with {peer}: {error}",
             peer=_peer_text(peer),
             error=reason.getErrorMessage(),
         )
 
-    def stream_dropped(self, reason: str, transport: object, detail: str) -> None:
+    def stream_dropped(
+        self, reason: DropReason, peer: IAddress | None, detail: str
+    ) -> None:
         """
         An accepted stream is cut before its request was read: count it
         and say why at debug level.
         """
-        self.stats["streams.in.failed"] += 1
-        self.stats[f"dropped.{reason}"] += 1
-        peer = cast(ITCPTransport, transport).getPeer() if transport else None
+        self.counters.traffic.streams_in_failed += 1
+        self.counters.dropped[reason] += 1
         self.log.debug(
             "dropped a stream from {peer}: {detail}",
             peer=_peer_text(peer),
@@ -484,7 +433,7 @@ class NetTransport:
         Too many accepted streams are open: count the one cut, and warn
         (at most every few seconds, however many come).
         """
-        self.stats["dropped.too_many_streams"] += 1
+        self.counters.dropped[DropReason.TOO_MANY_STREAMS] += 1
         now = self.reactor.seconds()
         last = self._last_refusal_log
         if last is None or now - last >= _REFUSAL_LOG_INTERVAL:
@@ -494,7 +443,7 @@ class NetTransport:
                 "({count} refused so far)",
                 limit=self.max_inbound_streams,
                 peer=_peer_text(peer),
-                count=self.stats["dropped.too_many_streams"],
+                count=self.counters.dropped[DropReason.TOO_MANY_STREAMS],
             )
 
     def send_packet(self, data: bytes, address: tuple[str, int]) -> None:
@@ -503,7 +452,7 @@ class NetTransport:
         try:
             cast(IUDPTransport, self._udp).write(data, address)
         except Exception as e:
-            self.stats["send.failed"] += 1
+            self.counters.traffic.send_failed += 1
             self.log.debug("send to {address} failed: {e}", address=address, e=e)
 
     def packet_queue_lengths(self) -> tuple[int, int]:
@@ -538,7 +487,7 @@ class NetTransport:
             client = cast(
                 protocol.ClientFactory, TLSMemoryBIOFactory(options, True, client)
             )
-        cast(IReactorTCP, self.reactor).connectTCP(
+        IReactorTCP(self.reactor).connectTCP(
             address[0], address[1], client, timeout=timeout
         )
 
