@@ -8,6 +8,7 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -70,6 +71,29 @@ async def wait_for(
                 f"case (waited {took:.1f} s)"
             )
         await task.deferLater(_clock, 0.05, lambda: None)
+
+
+def samples(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """
+    Every sample of a Prometheus text exposition (C{/metrics}), as
+    C{(sample name, labels, value)}: the one parser the tests use.
+    """
+    return [
+        (sample.name, dict(sample.labels), float(sample.value))
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    ]
+
+
+def sample_value(text: str, name: str, **labels: str) -> float:
+    """
+    The value of the sample C{name} carrying at least C{labels} in a
+    Prometheus text exposition, 0 when absent (a counter never counted).
+    """
+    for found, found_labels, value in samples(text):
+        if found == name and labels.items() <= found_labels.items():
+            return value
+    return 0.0
 
 
 def known(node: Memberlist, name: str) -> Member:

@@ -316,7 +316,7 @@ class CodecTests(SynchronousTestCase):
         for struct in STRUCTS:
             self.assertEqual(decode(type(struct), decoded(struct)), struct)
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=200)
     @given(
         st.builds(
             Alive,
@@ -450,7 +450,7 @@ class BadInputTests(SynchronousTestCase):
         ]:
             self.assertRaises(WireError, decode_message, data)
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=300)
     @given(st.binary(max_size=200))
     def test_fuzz_packet_decoder(self, data: bytes) -> None:
         try:
@@ -458,7 +458,7 @@ class BadInputTests(SynchronousTestCase):
         except WireError:
             pass
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=300)
     @given(st.binary(max_size=200))
     def test_fuzz_stream_decoder(self, data: bytes) -> None:
         for fn in (decode_stream_message, stream_message_length):
@@ -623,7 +623,7 @@ class FramingTests(SynchronousTestCase):
             FrameError, codec.frame_length, b"\x0a\x7f\xff\xff\xff", accepted=True
         )
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=300)
     @given(st.binary(max_size=300))
     def test_fuzz_packet_codec(self, data: bytes) -> None:
         codec = PacketCodec(keyring=None)
@@ -636,7 +636,7 @@ class FramingTests(SynchronousTestCase):
         except FrameError:
             pass
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=300)
     @given(st.binary(max_size=300))
     def test_fuzz_stream_codec(self, data: bytes) -> None:
         codec = StreamCodec()
@@ -712,7 +712,7 @@ class SerfTests(SynchronousTestCase):
             clock.witness_state(state)
         self.assertEqual(clock.time, 0)
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=300)
     @given(
         st.sampled_from([b"", b"\x00", b"\x01", b"\x02"]),
         st.one_of(

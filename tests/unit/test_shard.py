@@ -39,7 +39,9 @@ from cluster.shard import _vectors as numpy_batches
 
 # Facts generated from ckit's own code, kept in the repository: a missing
 # file is a failure, never a skip.
-VECTORS = os.path.join(os.path.dirname(__file__), "data", "ckit-shard-vectors.json")
+VECTORS = os.path.join(
+    os.path.dirname(__file__), "..", "data", "ckit-shard-vectors.json"
+)
 
 _SHARDERS: dict[str, Callable[[], ISteppedSharder]] = {
     "ring512": lambda: shard.ring(512),

@@ -285,7 +285,7 @@ class RoundTripTests(SynchronousTestCase):
             self.assertEqual(decompress(compress(one * 3)), one * 3)
 
     @given(st.binary(max_size=6000))
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=200)
     def test_round_trip_property(self, data: bytes) -> None:
         """Any bytes round-trip and match the reference encoder."""
         stream = compress(data)
@@ -293,7 +293,7 @@ class RoundTripTests(SynchronousTestCase):
         self.assertEqual(stream, reference_compress(data))
 
     @given(st.lists(st.sampled_from([b"a", b"b", b"ab", b"\x00"]), max_size=3000))
-    @settings(max_examples=100, deadline=None)
+    @settings(max_examples=100)
     def test_low_entropy_property(self, parts: list[bytes]) -> None:
         """Highly repetitive input (long dictionary chains) round-trips."""
         data = b"".join(parts)
@@ -370,7 +370,7 @@ class MalformedInputTests(SynchronousTestCase):
         self.assertRaises(LZWError, decompress, stream, max_output=100_000)
 
     @given(st.binary(max_size=3000))
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=300)
     def test_random_input(self, data: bytes) -> None:
         """Arbitrary bytes decode or raise L{LZWError}, nothing else."""
         try:
@@ -384,7 +384,7 @@ class MalformedInputTests(SynchronousTestCase):
         st.integers(min_value=0),
         st.integers(min_value=1, max_value=255),
     )
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=300)
     def test_corrupted_stream(self, data: bytes, where: int, flip: int) -> None:
         """A valid stream with one byte altered decodes or raises LZWError."""
         stream = bytearray(compress(data))
@@ -395,7 +395,7 @@ class MalformedInputTests(SynchronousTestCase):
             pass
 
     @given(st.binary(max_size=2000), st.data())
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=200)
     def test_truncated_stream(self, data: bytes, draw: st.DataObject) -> None:
         """Any strict prefix of a valid stream raises L{LZWError}."""
         stream = compress(data)

@@ -15,52 +15,22 @@ import socket
 from typing import cast
 
 import attrs
-from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.trial.unittest import TestCase
 
 from cluster.ckit.node import NAME_CHECK_PINGS
 from cluster.daemon.demo import LocalNode
-from cluster.gossip import GossipConfig
 from cluster.gossip.suspicion import worst_case_detection
 from tests.helpers import wait_for
+from tests.processes import LOCAL, SPREAD, STARTUP, ProcessTestCase
 
-LOCAL = GossipConfig.local()
-SPREAD = LOCAL.push_pull_interval + LOCAL.tcp_timeout + 5
 DETECTION = worst_case_detection(LOCAL, 3)
-STARTUP = 30.0  # a cold interpreter importing Twisted, on a loaded machine
 # A join (a push/pull per seed, at once) and the name check's pings.
 NAME_CHECK = LOCAL.tcp_timeout + NAME_CHECK_PINGS * LOCAL.probe_timeout
 
 clock = cast(IReactorTime, reactor)
 _log = Logger()
-
-
-class ProcessTestCase(TestCase):
-    timeout = 180
-
-    def node(self, name: str, *args: str) -> LocalNode:
-        node = LocalNode(reactor, name, ["--profile", "local", *args])
-        node.start()
-        self.addCleanup(self.stopped, node)
-        return node
-
-    async def stopped(self, node: LocalNode) -> None:
-        node.signal("KILL")
-        await node.ended
-
-    async def peers(self, node: LocalNode) -> dict[str, str]:
-        try:
-            found = await node.get("/api/v0/web/peers")
-        except Exception:
-            return {}
-        return {peer["name"]: peer["state"] for peer in found}
-
-    async def members(self, node: LocalNode) -> dict[str, str]:
-        cluster = await node.get("/api/v0/web/cluster")
-        return {m["name"]: m["state"] for m in cluster["members"]}
 
 
 class ThreeNodeTests(ProcessTestCase):
@@ -96,7 +66,7 @@ class ThreeNodeTests(ProcessTestCase):
             DETECTION + 5,
             "a SIGKILLed node is gone from every survivor",
         )
-        self.assertEqual((await self.members(first))[crashed.name], "dead")
+        self.assertEqual((await self.states(first))[crashed.name], "dead")
 
         # SIGTERM: a graceful leave, recorded as left, not failed.
         leaver = nodes[1]
@@ -111,7 +81,7 @@ class ThreeNodeTests(ProcessTestCase):
         self.assertNotIn("Starting factory", leaver.output)
 
         async def left() -> bool:
-            return (await self.members(first)).get(leaver.name) == "left"
+            return (await self.states(first)).get(leaver.name) == "left"
 
         await wait_for(left, SPREAD, "the SIGTERMed node is left, not failed")
 
@@ -136,7 +106,7 @@ class StartupFailureTests(ProcessTestCase):
     The wiring of a failed start through twistd, before and after the
     reactor runs: exit status 1, one line on stderr, twistd's clean-up
     done.  What the line says for each cause is tested in-process
-    (C{tests/test_tap.py}).
+    (C{tests/unit/test_tap.py}).
     """
 
     def assertOneLine(self, node: LocalNode, line: str) -> None:
@@ -178,8 +148,7 @@ class StartupFailureTests(ProcessTestCase):
             ["--profile", "local", "--join-addresses", "nowhere.invalid"],
             pid_file=pid_file,
         )
-        node.start()
-        self.addCleanup(self.stopped, node)
+        self.spawn(node)
         self.assertEqual(await node.ended, 1)
         self.assertOneLine(
             node,
@@ -251,17 +220,3 @@ class NameConflictTests(ProcessTestCase):
                     "k-2": (holder.gossip_address, "participant"),
                 },
             )
-
-    async def conflicts(self, node: LocalNode) -> float:
-        """
-        How many conflicts C{node} counted (ckit's C{node_conflict} event).
-        """
-        _, body = await node.fetch("/metrics")
-        for family in text_string_to_metric_families(body.decode("utf-8")):
-            for sample in family.samples:
-                if (
-                    sample.name == "cluster_node_gossip_received_events_total"
-                    and sample.labels.get("event") == "node_conflict"
-                ):
-                    return float(sample.value)
-        return 0.0

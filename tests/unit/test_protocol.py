@@ -390,7 +390,7 @@ class MembershipRuleTests(SynchronousTestCase):
         self.assertGreaterEqual(a.counters.dropped[DropReason.PROTOCOL], 1)
         self.failureResultOf(d)
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=200)
     @given(st.binary(max_size=300))
     def test_fuzzed_packets_never_raise(self, data: bytes) -> None:
         network = SimulatedNetwork(seed=15)
@@ -465,7 +465,7 @@ class QueueDelegate(AppDelegate):
 
 
 class NeverCrashOldPeersPropertyTests(SynchronousTestCase):
-    @settings(max_examples=100, deadline=None)
+    @settings(max_examples=100)
     @given(
         seed=st.integers(0, 2**32),
         size=st.integers(2, 5),

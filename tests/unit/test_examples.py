@@ -16,7 +16,7 @@ from cluster import ClusterService, Options, PeerState
 from cluster.testing import SimulatedNetwork
 from tests.helpers import host_of, transport_of
 
-EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
 
 
 def load_workers() -> ModuleType:

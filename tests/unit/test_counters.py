@@ -375,7 +375,7 @@ def busy_run(seed: int) -> list[Node]:
 NOT_ON_THE_SIMULATED_NETWORK: dict[str, str] = {
     "memberlist.counters.traffic.send_failed": (
         "sealing fails only with a broken keyring, and the socket refusing a "
-        "datagram only on real sockets (tests.test_metrics.RealSocketQueueTests)"
+        "datagram only on real sockets (tests.unit.test_metrics.RealSocketQueueTests)"
     ),
     "memberlist.counters.traffic.streams_open": "a level, back to 0 at rest",
     "memberlist.counters.messages.sent_unknown": (

@@ -10,7 +10,7 @@ host name is unresolvable.
 Run as a program, this module serves the same showcase cluster and saves
 a screenshot of its page (how C{docs/status-page.png} is made)::
 
-    python -m tests.test_status_page docs/status-page.png
+    python -m tests.integration.test_status_page docs/status-page.png
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from cluster.gossip import MemberState
 from cluster.testing import SimulatedNetwork
 from cluster.web.site import status_site
 from tests.helpers import address, node_of
-from tests.test_web import HOSTILE, parse
+from tests.unit.test_web import HOSTILE, parse
 
 reactor = cast("IReactorTCP", _global_reactor)
 processes = cast("IReactorProcess", _global_reactor)
@@ -139,7 +139,7 @@ async def run_chromium(binary: str, home: str, *args: str) -> bytes:
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
         f"--user-data-dir={os.path.join(home, 'profile')}",
         # Not --blink-settings=scriptEnabled=false: --dump-dom needs
-        # script; the page has none (tests.test_web checks).
+        # script; the page has none (tests.unit.test_web checks).
     ]
     env = {
         "HOME": home,

@@ -45,7 +45,6 @@ from typing import cast
 from urllib.parse import quote
 
 import attrs
-from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
@@ -56,8 +55,9 @@ from twisted.trial.unittest import SkipTest, TestCase
 from cluster.daemon.demo import SAMPLE_KEYS
 from cluster.gossip import GossipConfig
 from cluster.gossip.suspicion import suspicion_timeout, worst_case_detection
-from tests.helpers import now, wait_for
+from tests.helpers import now, samples, wait_for
 from tests.netns import Host, NodeProcess, Unsupported, VirtualLan, missing
+from tests.processes import STARTUP
 
 SIZE = 10
 LAN = GossipConfig.lan()
@@ -66,7 +66,6 @@ SUSPICION_MIN = suspicion_timeout(LAN.suspicion_mult, SIZE, LAN.probe_interval)
 SUSPICION_MAX = LAN.suspicion_max_timeout_mult * SUSPICION_MIN
 DETECTION = worst_case_detection(LAN, SIZE)
 SETTLE = 5.0  # gossip reaching every node, on a loaded machine
-STARTUP = 30.0  # a cold interpreter importing Twisted, on a loaded machine
 
 LOSS = 10  # percent, on every directed link
 LOSS_TIME = 120.0
@@ -316,10 +315,9 @@ class FaultTests(TestCase):
         for node in self.nodes:
             _, text = await node.fetch("/metrics")
             counts: Counter[str] = Counter()
-            for family in text_string_to_metric_families(text.decode("utf-8")):
-                if family.name == "cluster_node_gossip_member_events":
-                    for sample in family.samples:
-                        counts[sample.labels["event"]] = int(sample.value)
+            for name, labels, value in samples(text.decode("utf-8")):
+                if name == "cluster_node_gossip_member_events_total":
+                    counts[labels["event"]] = int(value)
             found[node.name] = counts
         return found
 

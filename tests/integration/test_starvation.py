@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from collections import Counter
@@ -31,19 +30,19 @@ from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from bench.starved_node import StarvedNode
 from cluster.daemon.demo import LocalNode
 from cluster.gossip import GossipConfig
-from tests.helpers import now, wait_for
+from tests.helpers import now, samples, wait_for
+from tests.processes import STARTUP, ProcessTestCase
 
 LAN = GossipConfig.lan()
 SIZE = 6
 BLOCK, EVERY = 1.0, 5.0
 CYCLES = 12
 POLL_INTERVAL = 0.5
-STARTUP = 30.0  # a cold interpreter importing Twisted, on a loaded machine
 # A node that joined is listed by everyone by the next push/pull at worst.
 SPREAD = LAN.push_pull_interval + LAN.tcp_timeout + 5
 # A starved node answers once its block ends.
@@ -53,34 +52,17 @@ FETCH_TIMEOUT = BLOCK + 10
 # suspecting member's next probe of it (one member a round, SIZE - 1
 # rounds), each round stretched at most by that member's health score.
 REFUTED = EVERY + (SIZE - 1) * LAN.probe_interval * LAN.awareness_max_multiplier
-MEMBER_EVENT = re.compile(
-    r'^cluster_node_gossip_member_events_total\{[^}]*event="(\w+)"[^}]*\} (\S+)$',
-    re.MULTILINE,
-)
-PROBES_FAILED = re.compile(
-    r"^cluster_node_gossip_probes_failed_total\{[^}]*\} (\S+)$", re.MULTILINE
-)
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 clock = cast(IReactorTime, reactor)
 _log = Logger()
 
 
-class StarvedReactorTests(TestCase):
+class StarvedReactorTests(ProcessTestCase):
     # Start-up, convergence, CYCLES blocks, the final checks.
     timeout = STARTUP + SPREAD + CYCLES * EVERY + REFUTED + 60
 
-    def spawn(self, node: LocalNode) -> LocalNode:
-        node.start()
-        self.addCleanup(self.stopped, node)
-        return node
-
-    async def stopped(self, node: LocalNode) -> None:
-        node.signal("KILL")
-        await node.ended
-
-    async def members(self, node: LocalNode) -> dict[str, str] | None:
+    async def table(self, node: LocalNode) -> dict[str, str] | None:
         """
         C{node}'s member table (name to memberlist state), or C{None} if
         it does not answer in time.
@@ -96,7 +78,7 @@ class StarvedReactorTests(TestCase):
     async def everyone_alive(self, nodes: list[LocalNode]) -> bool:
         names = {node.name for node in nodes}
         tables = await gatherResults(
-            [Deferred.fromCoroutine(self.members(node)) for node in nodes]
+            [Deferred.fromCoroutine(self.table(node)) for node in nodes]
         )
         return all(
             table is not None and table == dict.fromkeys(names, "alive")
@@ -110,18 +92,18 @@ class StarvedReactorTests(TestCase):
         from C{/metrics}.
         """
         _, body = await node.fetch("/metrics")
-        text = body.decode("utf-8")
         found: Counter[str] = Counter()
-        for event, value in MEMBER_EVENT.findall(text):
-            found[event] = int(float(value))
-        for value in PROBES_FAILED.findall(text):
-            found["probes_failed"] = int(float(value))
+        for name, labels, value in samples(body.decode("utf-8")):
+            if name == "cluster_node_gossip_member_events_total":
+                found[labels["event"]] = int(value)
+            elif name == "cluster_node_gossip_probes_failed_total":
+                found["probes_failed"] = int(value)
         return found
 
     async def test_one_second_every_five(self) -> None:
         seed = self.spawn(LocalNode(reactor, "healthy-1", ["--profile", "lan"]))
         # The seed first: a node that finds no seed bootstraps alone.
-        await wait_for(lambda: self.members(seed), STARTUP, "the seed answers")
+        await wait_for(lambda: self.table(seed), STARTUP, "the seed answers")
         join = ["--profile", "lan", "--join-addresses", seed.gossip_address]
         healthy = [seed] + [
             self.spawn(LocalNode(reactor, f"healthy-{i}", join)) for i in range(2, SIZE)
@@ -144,7 +126,7 @@ class StarvedReactorTests(TestCase):
 
         async def watch(node: LocalNode) -> None:
             while now() < end:
-                table = await self.members(node)
+                table = await self.table(node)
                 for member, state in (table or {}).items():
                     if state in ("dead", "left"):
                         dead.append(f"{node.name} listed {member} {state}")
