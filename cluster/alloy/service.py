@@ -1,6 +1,7 @@
 """
-L{ClusterService}: Grafana Alloy's C{cluster} service as a Twisted
-L{IService} (Alloy C{internal/service/cluster}).
+L{ClusterService}: Grafana Alloy's C{cluster} service (Alloy
+C{internal/service/cluster}) as a Twisted
+L{IService<twisted.application.service.IService>}.
 
 Starting the service discovers peers, joins a random subset of them as a
 I{viewer} (or bootstraps a new cluster when that fails), rejoins every
@@ -144,8 +145,8 @@ class ClusterView:
     The read-only L{ICluster} handed to components (Alloy's C{alloyCluster}),
     which also keeps the readiness state machine.
 
-    Readiness: always true when clustering is off or the minimum size is
-    0.  Otherwise true once the non-viewer peers reach the minimum, or once
+    Readiness: always true when clustering is off or the minimum size is 0.
+    Otherwise true once the non-viewer peers reach the minimum, or once
     C{minimum_size_wait_timeout} has passed since the service was created
     (as in Alloy; sticky until the minimum is met again); dropping below
     the minimum after being ready starts the wait over.  Never, whatever

@@ -22,14 +22,11 @@ Twisted resource or HTTP server.
 The names are ckit's and Alloy's, so that Alloy's cluster dashboards and
 alerts work, and ours in the same namespace for what memberlist reports
 through go-metrics (in seconds, not milliseconds).  Every metric carries
-the label C{cluster_name}: the node's gossip label (C{Options.cluster_name}),
-as ckit uses it.  Where we differ from ckit: C{cluster_node_info},
-C{cluster_node_lamport_time} and the C{cluster_transport_*} metrics carry
-C{cluster_name} too (Alloy's alerts join C{cluster_node_info} on it);
-C{cluster_node_info} shows C{viewer} from the start, where ckit shows an
-empty state until the first change; and counters are present at 0 before
-their first event (but for those labelled by message type or drop reason,
-which appear once counted).
+the label C{cluster_name}: the node's gossip label (C{Options.cluster_name}).
+Counters are present at 0 before their first event, but for those labelled
+by message type or drop reason, which appear once counted.  Where this
+differs from ckit is in C{docs/differences.md}; L{metric_reference} renders
+the table of C{docs/reference.md}.
 
 C{cluster_ready_for_traffic} and C{cluster_minimum_size} belong to the
 cluster service (L{cluster.alloy.service}), registered on the same registry.

@@ -2,105 +2,39 @@
 L{Node}: ckit's node over our memberlist (ckit C{node.go} and
 C{observer.go}).
 
-A node is a gossip member with a I{peer state}: it starts as a viewer,
-becomes a participant when it is ready to own work, and terminating when it
-is about to leave.  States spread as Lamport-clocked user messages and in
+A node is a gossip member with a I{peer state}: a viewer from the start, a
+participant once it owns work (L{Node.change_state}), terminating when it is
+about to leave.  States spread as Lamport-clocked user messages and in
 push/pull state, so every node converges on the same peer list, and so on
 the same sharder answer.
 
-Departures and returns
-======================
+A peer that memberlist reports dead or left loses its stored state, so a
+restarted process (same name) comes back as a viewer, and nothing about a
+departed peer is kept, so a live peer declared dead by mistake has its real
+state accepted again.  Where ckit waits for push/pull to repair that, a
+node broadcasts its state again whenever a push/pull shows the other side
+lacks it, and a process that never stated one announces itself a viewer
+with a fresh Lamport tick after its first join.
 
-As in ckit, a peer that memberlist reports dead or left loses its stored
-state, so that a restarted process (same name) comes back as a viewer.
-Two dangers meet here, and this module answers both with one rule that
-ckit does not have:
+The peer changes of one reactor turn are applied together at the next
+turn: the sharder first (in steps of about ten milliseconds, one per turn,
+when it is an L{cluster.shard.ISteppedSharder}; lookups answer from the
+previous peers until the last step), then the observers, each with one
+sorted peer list.  L{Node.peers} is always current, and our own state
+change is applied at once.
 
-  - I{A live peer's state must come back.}  A peer declared dead by
-    mistake (a partition, a pause, one-way loss) keeps its state and its
-    Lamport time; nothing makes it send that state again.  A guard that
-    rejected "old" messages about departed peers (an earlier version of
-    this module kept such tombstones) would reject that real state
-    forever, and the two sides would each own every key.  So nothing
-    about a departed peer is remembered: its real state is accepted from
-    any push/pull, as in ckit.
-  - I{A restarted peer must not take its old state back.}  Copies of the
-    previous process's state messages may still be in flight; stored
-    anywhere, they would make the new process a participant it is not.
+A node whose first join finds its name held by a live process at another
+address (it acks a ping under the name) never takes part: it stops without
+a leave and L{Node.start} fails with L{NameConflictError}.  Until that
+verdict its peer state is not gossiped.  A previous process of ours that
+crashed does not ack, and the node goes on.
 
-  The rule: B{when a push/pull shows that the other side lacks our
-  current state} (it does not list us, or lists an older state), B{we
-  broadcast our state again}; when we have never stated one (a fresh
-  process), with a fresh Lamport tick.  A returning peer therefore
-  re-announces itself at the first push/pull after it is reachable (a
-  periodic one, or the join of the rejoin loop), and its state is back
-  everywhere within one push/pull interval; a restarted process announces
-  itself as a viewer at its first join, after its clock has observed the
-  cluster's time, so its announcement is newer than any copy of its old
-  state and wins everywhere, and a late copy that still reaches the new
-  process is refuted by ckit's own rule (a message about ourselves is
-  replaced by our real state with a fresh tick).  The cost is one
-  broadcast per start and per return; in a settled cluster every
-  push/pull lists everyone's current state and nothing is re-sent.
-  C{tests/test_ownership.py} proves both under partitions, one-way loss,
-  false deaths and restarts.
+A node counts (L{Node.counters}) and knows nothing of Prometheus: its
+collector is a L{cluster.ckit.metrics.NodeMetrics}, registered by whoever
+owns the registry.
 
-Peer changes, the sharder and observers
-======================================
-
-ckit hands every change of the peer list to the sharder at once, inside
-the memberlist event.  Here the changes of one reactor turn are gathered
-and applied once, at the next turn: a push/pull that brings a thousand
-members brings a thousand events, and sorting the peer list and updating
-the sharder for each one held the reactor for most of a second.  A large
-sharder update (a node joining a 1,000-node cluster builds a ring of
-512,000 tokens) then runs in steps of about ten milliseconds, one per
-reactor turn (an L{cluster.shard.ISteppedSharder} driven by
-C{task.cooperate} on the node's clock); lookups answer from the
-previous peer set until the last step, and observers are told after it,
-so they always look up in the peer set they were given.  L{Node.peers}
-is always current, and our own state change (L{Node.change_state}) is
-applied at once, as in ckit.  The cluster's promise does not change: every node
-applies the same peer list to the same sharder, a few turns later at
-most (C{bench/join_block.py} measures the longest block;
-C{tests/test_ownership.py} checks that owners agree after partitions,
-false deaths and restarts).
-
-Name conflicts
-==============
-
-Two live processes under one name cannot both be members: memberlist
-keeps the address it knew first and refuses the other's claims (its
-C{aliveNode} conflict, counted as ckit's C{node_conflict} event).  The
-newcomer is the one whose first join finds its name held elsewhere: a
-push/pull reply lists our name, alive, at another address.  Before
-deciding, the node pings that address under our name (memberlist's
-C{Ping}; only a process of that name acks):
-
-  - it acks: the name is in use.  The node logs so, never takes part (it
-    shuts its memberlist down I{without} a leave, which would announce the
-    holder's name as left), and L{Node.start} fails with
-    L{NameConflictError}.  Until the verdict, our peer state is not
-    gossiped: announced under a name held by another node, it would
-    demote that node to a viewer everywhere until it refuted;
-  - it does not: a previous process of ours that crashed, which the
-    cluster declares dead and forgets in time (memberlist then takes the
-    new address); the node logs that and goes on.
-
-Members that see another address claim a name they hold, the holder
-itself included, keep what they hold and log it once per claimant, not
-once per packet (Serf decides such conflicts by a vote of the members;
-our newcomer always loses, as it does there, because every other member
-keeps the holder's address).
-
-Metrics
-=======
-
-A node counts as it works (L{Node.counters}, beside its memberlist's
-C{counters}) and knows nothing of Prometheus.  Its collector, ckit's
-C{Node.Metrics()}, is a L{cluster.ckit.metrics.NodeMetrics} that reads them
-when scraped; whoever owns the registry makes one and registers it,
-C{registry.register(NodeMetrics(node))}, as the cluster service does.
+The reasons and numbers behind these rules are in C{docs/sharding.md},
+C{docs/differences.md} (ckit) and C{docs/reliability.md} (restarts).
 """
 
 from __future__ import annotations
@@ -246,19 +180,19 @@ class Node:
     """
     A cluster node: a L{Memberlist} plus ckit's peer states.
 
-    @param config: gossip settings; the node installs its own delegate as
+    @ivar config: gossip settings; the node installs its own delegate as
         the memberlist's delegate, event and conflict delegate.
-    @param sharder: fed the peer list after every change (at the next
+    @ivar sharder: fed the peer list after every change (at the next
         reactor turn, in steps when it is an L{ISteppedSharder}), before
         observers run.
-    @param reactor: time and sockets (the global reactor when C{None}).
-    @param transport: the gossip transport (a real one when C{None}).
+    @ivar reactor: time and sockets (the global reactor when C{None}).
+    @ivar transport: the gossip transport (a real one when C{None}).
     @ivar counters: what the node counts: ckit's gossip events, the peer
         states passed on, what the peer state table makes of states, and
         how long observers took to be told of each change.
     @ivar updating: C{True} while observers are being told of a change.
     @ivar name_conflict: set when our name turned out to be used by another
-        live process (see I{Name conflicts} above); the node is then
+        live process (see the module's docstring); the node is then
         stopped for good.
     """
 

@@ -1,4 +1,9 @@
 """
-The programs: C{twistd clusternode} (L{tap}), the local demo (L{demo})
-and the certificate helper (L{certs}).
+The programs:
+
+  - C{twistd clusternode}: its flags (L{tap}, reading values with
+    L{flags}) and the node program it runs (L{program});
+  - the local demo, C{python -m cluster.daemon.demo} (L{demo});
+  - the certificate helper, C{python -m cluster.daemon.certs} (L{certs});
+  - free ports on 127.0.0.1 for local processes (L{ports}).
 """

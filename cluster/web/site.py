@@ -196,7 +196,8 @@ class LookupResource(Resource):
 class ReadyResource(Resource):
     """
     C{GET} answers 200 C{ready} when the cluster admits traffic
-    (L{Cluster.ready}), else 503 C{not ready}.
+    (L{ICluster.ready<cluster.alloy.interfaces.ICluster.ready>}), else 503
+    C{not ready}.
     """
 
     isLeaf = True

@@ -27,7 +27,8 @@ class LocalStatus:
     @ivar lamport_time: its Lamport clock (0 when clustering is off).
     @ivar health_score: its Lifeguard health score; 0 is healthy (and the
         value when clustering is off).
-    @ivar ready: whether the cluster admits traffic (L{Cluster.ready}).
+    @ivar ready: whether the cluster admits traffic
+        (L{ICluster.ready<cluster.alloy.interfaces.ICluster.ready>}).
     @ivar cluster_name: the configured cluster name (may be C{""}).
     @ivar protocol_version: the memberlist protocol version it speaks, or
         C{None} when clustering is off (no gossip at all).
