@@ -33,11 +33,9 @@ from twisted.internet.defer import (
     gatherResults,
 )
 from twisted.internet.interfaces import IReactorCore, IReactorProcess, IReactorTime
-from twisted.internet.protocol import Protocol, connectionDone
-from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.client import Agent, HTTPConnectionPool
 
-from cluster.daemon.demo import LocalNode, ProcessExit
+from cluster.daemon.demo import LocalNode, ProcessExit, WatchedProcess, read_body
 
 T = TypeVar("T")
 
@@ -78,7 +76,7 @@ def progress(message: str) -> None:
 
 
 @attrs.define(eq=False)
-class Child:
+class Child(WatchedProcess):
     """
     One process a run started, its output collected in memory.
 
@@ -101,26 +99,12 @@ class Child:
         return cls(node.name, node.command(), node)
 
     @property
-    def ended(self) -> Deferred[int]:
-        """
-        Fires with the exit status (negative: the signal that ended it).
-        """
-        return self._protocol.ended
-
-    @property
     def gossip_address(self) -> str:
         """
         C{127.0.0.1:port} our node gossips on.
         """
         assert self.node is not None, f"{self.name} is not a node"
         return self.node.gossip_address
-
-    @property
-    def output(self) -> str:
-        """
-        What it wrote so far, standard output and error as they came.
-        """
-        return self._protocol.output.decode("utf-8", "replace")
 
     def running(self) -> bool:
         return self.pid is not None and not self.ended.called
@@ -460,21 +444,6 @@ def react(main: Callable[[IReactorTime], Coroutine[Deferred[Any], Any, None]]) -
 # --- our nodes' status sites ---------------------------------------------
 
 
-class _Body(Protocol):
-    def __init__(self) -> None:
-        self.done: Deferred[bytes] = Deferred()
-        self.data = bytearray()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.data += data
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if reason.check(ResponseDone):
-            self.done.callback(bytes(self.data))
-        else:
-            self.done.errback(reason)
-
-
 @attrs.define(eq=False)
 class StatusSites:
     """
@@ -518,9 +487,7 @@ class StatusSites:
 
         async def fetch() -> tuple[int, bytes]:
             response = await self._agent.request(b"GET", url)
-            body = _Body()
-            response.deliverBody(body)
-            return response.code, await body.done
+            return response.code, await read_body(response)
 
         request = Deferred.fromCoroutine(fetch())
         request.addTimeout(self.timeout, self.reactor)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 import json
-from typing import Any
+from collections.abc import Mapping
 
 import attrs
 
@@ -115,7 +115,7 @@ class Peer:
         """
         return self.name
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, str | bool]:
         """
         The JSON object ckit produces: name, addr, isSelf, state.
         """
@@ -127,7 +127,7 @@ class Peer:
         }
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> Peer:
+    def from_json(cls, obj: Mapping[str, object]) -> Peer:
         """
         Build a peer from the object produced by L{to_json}.
 

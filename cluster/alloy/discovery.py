@@ -51,8 +51,8 @@ blocks the reactor.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, TypeAlias, cast
+from collections.abc import Callable, Sequence
+from typing import TypeAlias
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime, IResolver
@@ -63,12 +63,12 @@ from twisted.python.failure import Failure
 from cluster.alloy.options import OptionError
 from cluster.gossip.address import (
     DNS_TIMEOUT,
-    LookupResult,
     ResolveError,
     default_resolver,
     describe_failure,
     gather,
     join_host_port,
+    lookup_result,
     parse_ip,
     record_payloads,
     resolve_host,
@@ -162,7 +162,7 @@ class _Lookups:
         SRV targets of C{name}, as host names.
         """
         lookup = self.resolver.lookupService(name, self.timeout)
-        (result,) = await gather([cast("Deferred[LookupResult]", lookup)])
+        (result,) = await gather([lookup_result(lookup)])
         if isinstance(result, Failure):
             why.append(f"SRV {name}: {describe_failure(result)}")
             return []
@@ -263,16 +263,16 @@ async def _discover(
     entries: Sequence[str], default_port: str, lookups: _Lookups, log: Logger
 ) -> list[str]:
     jobs: list[tuple[str, str, bool, list[str]]] = []
-    runs: list[Coroutine[Any, Any, _Found]] = []
+    runs: list[Deferred[_Found]] = []
     for entry in entries:
         split = split_host_port(entry)
         host, port = split if split is not None else (entry, default_port)
         why: list[str] = []
         # An explicit port wins even over SRV ports (with srv_ports=True).
         jobs.append((entry, port, split is not None, why))
-        runs.append(lookups.resolve(host, why))
+        runs.append(Deferred.fromCoroutine(lookups.resolve(host, why)))
     # Every entry is looked up at once; results are taken in input order.
-    resolved = await gather([Deferred.fromCoroutine(run) for run in runs])
+    resolved = await gather(runs)
 
     result: list[str] = []
     seen: set[str] = set()

@@ -2,8 +2,8 @@
 The interfaces of the cluster service (Alloy's C{cluster.Cluster},
 C{cluster.Component} and the part of C{service.Host} it uses).
 
-C{Cluster}, C{Component} and C{ServiceHost}, their names before they took
-zope's C{I} prefix, stay as aliases for one release.
+C{Cluster}, C{Component} and C{ServiceHost} are deprecated aliases of
+L{ICluster}, L{IComponent} and L{IServiceHost}, kept for one release.
 """
 
 from __future__ import annotations

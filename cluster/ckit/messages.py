@@ -20,6 +20,7 @@ from cluster.gossip.codec import (
     Kind,
     UnknownValueError,
     decode,
+    decode_as,
     encode,
     go,
     unpack,
@@ -91,12 +92,11 @@ def encode_state(message: StateMessage) -> bytes:
 
 
 def _decode_state_body(body: object) -> StateMessage:
-    try:
-        return decode(StateMessage, body)
-    except UnknownValueError as e:
-        raise UnknownStateError(str(e)) from None
-    except DecodeError as e:
-        raise MessageError(str(e)) from None
+    return decode_as(
+        StateMessage,
+        body,
+        [(UnknownValueError, UnknownStateError), (DecodeError, MessageError)],
+    )
 
 
 def decode_state(raw: bytes) -> StateMessage:

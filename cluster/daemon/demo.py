@@ -30,18 +30,31 @@ from twisted.internet.interfaces import IReactorCore, IReactorProcess, IReactorT
 from twisted.internet.protocol import ProcessProtocol, Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, ResponseDone
+from twisted.web.iweb import IResponse
 
 from cluster.daemon.ports import free_loopback_port
 
-__all__ = ["LocalNode", "ProcessExit", "main"]
+__all__ = ["LocalNode", "ProcessExit", "WatchedProcess", "main", "read_body"]
 
 SAMPLE_KEYS = [f"tenant-{i}" for i in range(1, 13)]
 _PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-class _Body(Protocol):
+async def read_body(response: IResponse) -> bytes:
+    """
+    The whole body of C{response}.
+
+    @raise Exception: whatever cut the body short (the failure the
+        response delivered in place of L{ResponseDone}).
+    """
     # twisted.web.client.readBody warns (DeprecationWarning) on the
     # transport Agent's responses give their body protocols.
+    body = _Body()
+    response.deliverBody(body)
+    return await body.done
+
+
+class _Body(Protocol):
     def __init__(self) -> None:
         self.done: Deferred[bytes] = Deferred()
         self.data = bytearray()
@@ -87,8 +100,38 @@ class ProcessExit(ProcessProtocol):
         self.ended.callback(code)
 
 
+class WatchedProcess:
+    """
+    What one process, run under its L{ProcessExit} (C{_protocol}), has
+    done so far.
+    """
+
+    _protocol: ProcessExit
+
+    @property
+    def ended(self) -> Deferred[int]:
+        """
+        Fires with the exit status (negative: the signal that ended it).
+        """
+        return self._protocol.ended
+
+    @property
+    def output(self) -> str:
+        """
+        What the process wrote so far, stdout and stderr as they came.
+        """
+        return self._protocol.output.decode("utf-8", "replace")
+
+    @property
+    def errors(self) -> str:
+        """
+        What the process wrote to stderr so far.
+        """
+        return self._protocol.errors.decode("utf-8", "replace")
+
+
 @attrs.define(eq=False)
-class LocalNode:
+class LocalNode(WatchedProcess):
     """
     One C{twistd -n clusternode} process on 127.0.0.1, on free ports.
 
@@ -112,27 +155,6 @@ class LocalNode:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
-
-    @property
-    def ended(self) -> Deferred[int]:
-        """
-        Fires with the exit status (negative: the signal that ended it).
-        """
-        return self._protocol.ended
-
-    @property
-    def output(self) -> str:
-        """
-        What the process wrote so far (its log, on stdout and stderr).
-        """
-        return self._protocol.output.decode("utf-8", "replace")
-
-    @property
-    def errors(self) -> str:
-        """
-        What the process wrote to stderr so far (its log goes to stdout).
-        """
-        return self._protocol.errors.decode("utf-8", "replace")
 
     def command(self) -> list[str]:
         return [
@@ -189,9 +211,7 @@ class LocalNode:
         """
         agent = Agent(self.reactor)
         response = await agent.request(b"GET", (self.url + path).encode("ascii"))
-        body = _Body()
-        response.deliverBody(body)
-        return response.code, await body.done
+        return response.code, await read_body(response)
 
     async def get(self, path: str) -> Any:
         """

@@ -25,6 +25,7 @@ __all__ = [
     "gather",
     "ip_text",
     "join_host_port",
+    "lookup_result",
     "parse_address",
     "parse_ip",
     "record_payloads",
@@ -142,18 +143,31 @@ def default_resolver(reactor: IReactorTime | None = None) -> IResolver:
     from twisted.names import client
 
     if reactor is None:
-        return client.createResolver()  # type: ignore[no-any-return]
+        return IResolver(client.createResolver())
     # createResolver always uses the global reactor; build the same chain
     # on the one we were given.
     from twisted.names import cache, hosts, resolve
 
-    return resolve.ResolverChain(  # type: ignore[no-any-return]
+    chain = resolve.ResolverChain(
         [
             hosts.Resolver(b"/etc/hosts"),
             cache.CacheResolver(reactor=reactor),
             client.Resolver(b"/etc/resolv.conf", reactor=reactor),
         ]
     )
+    return IResolver(chain)
+
+
+def lookup_result(
+    lookup: Deferred[tuple[dns.RRHeader, dns.RRHeader, dns.RRHeader]],
+) -> Deferred[LookupResult]:
+    """
+    C{lookup}, an C{IResolver} lookup, typed as what it fires with: three
+    lists of records (answers, authority, additional).
+    """
+    # Twisted annotates every IResolver lookup as firing with a tuple of
+    # three single records; twisted.names fires with three lists.
+    return cast("Deferred[LookupResult]", lookup)
 
 
 def describe_failure(failure: Failure) -> str:
@@ -179,9 +193,7 @@ async def gather(deferreds: Sequence[Deferred[T]]) -> list[T | Failure]:
     """
     if not deferreds:
         return []
-    results: list[tuple[bool, T | Failure]] = await DeferredList(
-        cast("list[Deferred[T | Failure]]", list(deferreds)), consumeErrors=True
-    )
+    results = await DeferredList(deferreds, consumeErrors=True)
     outcomes: list[T | Failure] = []
     for _, result in results:
         if isinstance(result, Failure) and result.check(CancelledError):
@@ -200,12 +212,10 @@ async def resolve_host(
     @raise ResolveError: naming each query's reason when nothing was found.
     """
     lookups = [
-        resolver.lookupAddress(name, tuple(timeout)),
-        resolver.lookupIPV6Address(name, tuple(timeout)),
+        lookup_result(resolver.lookupAddress(name, tuple(timeout))),
+        lookup_result(resolver.lookupIPV6Address(name, tuple(timeout))),
     ]
-    # Twisted's annotations give lookupIPV6Address a tuple of records; both
-    # fire with (answers, authority, additional) lists.
-    results = await gather(cast("list[Deferred[LookupResult]]", lookups))
+    results = await gather(lookups)
     found: list[str] = []
     reasons: list[str] = []
     kinds: tuple[type[dns.Record_A | dns.Record_AAAA], ...] = (

@@ -23,12 +23,13 @@ L{unpack} and L{stream_unpacker}.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from enum import Enum, IntEnum
 from typing import TypeAlias, TypeVar
 
 import attrs
 import msgpack
+from attrs.exceptions import NotAnAttrsClassError
 
 __all__ = [
     "DecodeError",
@@ -38,6 +39,7 @@ __all__ = [
     "UnknownValueError",
     "WireValue",
     "decode",
+    "decode_as",
     "encode",
     "go",
     "pack",
@@ -205,7 +207,7 @@ def _read_bool(field: GoField, value: object) -> bool:
 
 
 def _read_int(field: GoField, value: object) -> int:
-    # Any integer form is fine for any integer field, if the value fits.
+    # Every msgpack integer form serves every integer field, if the value fits.
     if isinstance(value, bool) or not isinstance(value, int):
         raise DecodeError(f"{field.name} must be an integer")
     if not 0 <= value <= field.maximum:
@@ -240,7 +242,10 @@ def _wire_value(value: object) -> WireValue:
         return int(value)
     if value is None or isinstance(value, (str, bytes, int)):  # bool is an int
         return value
-    return to_map(value)  # type: ignore[arg-type]  # a nested struct
+    struct = type(value)
+    if not attrs.has(struct):
+        raise NotAnAttrsClassError(f"{struct!r} is not an attrs-decorated class.")
+    return _map_of(value, struct)  # a nested struct
 
 
 def _wire_array(value: object) -> WireValue:
@@ -308,8 +313,12 @@ def to_map(struct: attrs.AttrsInstance) -> dict[str, WireValue]:
     The map go-msgpack makes of C{struct}: Go names in sorted order, zero
     C{omitempty} fields left out, nested structs as maps.
     """
+    return _map_of(struct, type(struct))
+
+
+def _map_of(struct: object, cls: type[attrs.AttrsInstance]) -> dict[str, WireValue]:
     fields: dict[str, WireValue] = {}
-    for slot in _slots(type(struct)):
+    for slot in _slots(cls):
         value = getattr(struct, slot.attribute)
         if slot.field.omitempty and not value:
             continue
@@ -357,6 +366,27 @@ def decode(cls: type[_Struct], body: object) -> _Struct:
                     f"{slot.field.name}: unknown value {number}"
                 ) from None
     return cls(**values)
+
+
+def decode_as(
+    cls: type[_Struct],
+    body: object,
+    errors: Sequence[tuple[type[DecodeError], Callable[[str], Exception]]],
+) -> _Struct:
+    """
+    L{decode}, with its errors raised as the caller's own: the first pair
+    of C{errors} whose codec error class matches gives the exception
+    raised, with the same message (and no chained cause).
+
+    @raise DecodeError: one no pair matches.
+    """
+    try:
+        return decode(cls, body)
+    except DecodeError as e:
+        for codec_error, raise_as in errors:
+            if isinstance(e, codec_error):
+                raise raise_as(str(e)) from None
+        raise
 
 
 def pack(value: WireValue) -> bytes:

@@ -46,7 +46,7 @@ def reactor_or_global(reactor: IReactorTime | None) -> IReactorTime:
         return reactor
     from twisted.internet import reactor as global_reactor
 
-    return global_reactor  # type: ignore[return-value]
+    return IReactorTime(global_reactor)
 
 
 class IDelegate(Interface):

@@ -44,7 +44,7 @@ def compress(data: bytes) -> bytes:
     Compress C{data} exactly as Go's C{lzw.NewWriter(w, lzw.LSB, 8)}
     followed by C{Write(data)} and C{Close()} would.
 
-    @param data: Any bytes, possibly empty.
+    @param data: the bytes, possibly none.
     @return: The LZW stream, always starting with CLEAR and ending with EOF.
     """
     out = bytearray()

@@ -22,7 +22,7 @@ from typing import TypeVar
 
 import attrs
 from OpenSSL import SSL
-from OpenSSL.crypto import FILETYPE_PEM, X509
+from OpenSSL.crypto import FILETYPE_PEM, X509, PKey
 from service_identity import CertificateError, VerificationError
 from service_identity.cryptography import verify_certificate_hostname
 from twisted.internet import ssl
@@ -41,8 +41,20 @@ class _AcceptOptions(ssl.CertificateOptions):
     it) rather than seeing its connection dropped afterwards.
     """
 
-    def __init__(self, required_name: str, **options: object) -> None:
-        super().__init__(**options)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        required_name: str,
+        private_key: PKey,
+        certificate: X509,
+        authority: ssl.Certificate,
+    ) -> None:
+        super().__init__(
+            privateKey=private_key,
+            certificate=certificate,
+            # A trust root makes the client's certificate required.
+            trustRoot=authority,
+            raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+        )
         self.required_name = required_name
         self._named = False
 
@@ -114,15 +126,12 @@ class StreamTLS:
         checked against the authority (and named C{server_name}, when set),
         TLS 1.2 at least.
         """
-        options = _AcceptOptions(
+        return _AcceptOptions(
             required_name=self.server_name,
-            privateKey=self.identity.privateKey.original,
+            private_key=self.identity.privateKey.original,
             certificate=self.identity.original,
-            # A trust root makes the client's certificate required.
-            trustRoot=self.authority,
-            raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+            authority=self.authority,
         )
-        return options  # type: ignore[return-value]
 
     def client_options(self, host: str) -> IOpenSSLClientConnectionCreator:
         """

@@ -23,7 +23,7 @@ L{DropReason}, and logged.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import cast
+from typing import Protocol, runtime_checkable
 
 import attrs
 from OpenSSL import SSL
@@ -39,7 +39,6 @@ from twisted.internet.interfaces import (
     IReactorTCP,
     IReactorTime,
     IReactorUDP,
-    ITCPTransport,
     IUDPTransport,
 )
 from twisted.logger import Logger
@@ -74,8 +73,21 @@ def _peer_text(peer: object) -> str:
     return f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
 
 
+@runtime_checkable
+class _Abortable(Protocol):
+    """
+    A transport that can be cut at once.  Twisted's TCP and TLS transports
+    (and its test L{StringTransport<twisted.internet.testing.StringTransport>})
+    have C{abortConnection}, though the TLS one does not declare
+    C{ITCPTransport}.
+    """
+
+    def abortConnection(self) -> None: ...
+
+
 def _abort(transport: object) -> None:
-    cast(ITCPTransport, transport).abortConnection()
+    if isinstance(transport, _Abortable):
+        transport.abortConnection()
 
 
 class _Datagrams(protocol.DatagramProtocol):
@@ -303,6 +315,14 @@ class _ClientStream(_FramedStream):
             self.transport.loseConnection()
 
 
+class _TLSServerFactory(TLSMemoryBIOFactory, protocol.ServerFactory):
+    """
+    TLS around our server factory.  C{TLSMemoryBIOFactory} is a
+    C{ClientFactory}; this one is also the C{ServerFactory} that
+    C{listenTCP} is annotated to take.  It adds no behaviour.
+    """
+
+
 class _ClientFactory(protocol.ClientFactory):
     # One per push/pull: "Starting factory" twice a minute is noise.
     noisy = False
@@ -350,7 +370,7 @@ class NetTransport:
     counters: GossipCounters = attrs.field(factory=GossipCounters)
     max_inbound_streams: int = MAX_INBOUND_STREAMS
     handler: IPacketHandler | None = attrs.field(default=None, init=False)
-    _udp: IListeningPort | None = attrs.field(default=None, init=False)
+    _udp: IUDPTransport | None = attrs.field(default=None, init=False)
     _tcp: IListeningPort | None = attrs.field(default=None, init=False)
     _clients: set[_ClientStream] = attrs.field(factory=set, init=False)
     _servers: set[_ServerStream] = attrs.field(factory=set, init=False)
@@ -373,8 +393,7 @@ class NetTransport:
         last_error: Exception | None = None
         server: protocol.ServerFactory = _ServerFactory(self)
         if self.tls is not None:
-            wrapped = TLSMemoryBIOFactory(self.tls.server_options(), False, server)
-            server = cast(protocol.ServerFactory, wrapped)
+            server = _TLSServerFactory(self.tls.server_options(), False, server)
         for _ in range(_BIND_ATTEMPTS if self.bind_port == 0 else 1):
             tcp = tcp_reactor.listenTCP(
                 self.bind_port,
@@ -395,7 +414,7 @@ class NetTransport:
                 last_error = e
                 tcp.stopListening()
                 continue
-            self._tcp, self._udp = tcp, udp
+            self._tcp, self._udp = tcp, IUDPTransport(udp)
             self.handler = handler
             return succeed(None)
         assert last_error is not None
@@ -450,7 +469,7 @@ class NetTransport:
         if self._udp is None:
             return
         try:
-            cast(IUDPTransport, self._udp).write(data, address)
+            self._udp.write(data, address)
         except Exception as e:
             self.counters.traffic.send_failed += 1
             self.log.debug("send to {address} failed: {e}", address=address, e=e)
@@ -467,7 +486,7 @@ class NetTransport:
         cannot take (C{EAGAIN}) raises and is counted in C{send.failed},
         never kept.  A backlog can wait in the kernel's socket buffers,
         but the kernel tells their size in bytes of its own accounting,
-        not in datagrams (see the README's metrics section).
+        not in datagrams (see docs/reference.md, on the queue-length gauges).
         """
         return (0, 0)
 
@@ -481,15 +500,15 @@ class NetTransport:
         result: Deferred[bytes | None] = Deferred()
         stream = _ClientStream(self, request, reply_measure, timeout, result)
         self._clients.add(stream)
-        client: protocol.ClientFactory = _ClientFactory(stream)
-        if self.tls is not None:
-            options = self.tls.client_options(address[0])
-            client = cast(
-                protocol.ClientFactory, TLSMemoryBIOFactory(options, True, client)
-            )
-        IReactorTCP(self.reactor).connectTCP(
-            address[0], address[1], client, timeout=timeout
-        )
+        host, port = address
+        client = _ClientFactory(stream)
+        tcp = IReactorTCP(self.reactor)
+        if self.tls is None:
+            tcp.connectTCP(host, port, client, timeout=timeout)
+        else:
+            options = self.tls.client_options(host)
+            tls = TLSMemoryBIOFactory(options, True, client)
+            tcp.connectTCP(host, port, tls, timeout=timeout)
 
         def forget(value: object) -> object:
             self._clients.discard(stream)

@@ -27,6 +27,7 @@ from cluster.gossip.codec import (
     Kind,
     OutOfRangeError,
     decode,
+    decode_as,
     encode,
     go,
     stream_unpacker,
@@ -404,10 +405,7 @@ _STREAM_TYPES = frozenset(
 
 def _decode(cls: type[_Body], body: object) -> _Body:
     # The codec's errors, as this module's callers know them.
-    try:
-        return decode(cls, body)
-    except DecodeError as e:
-        raise WireError(str(e)) from None
+    return decode_as(cls, body, [(DecodeError, WireError)])
 
 
 def encode_message(message: Message) -> bytes:
@@ -617,12 +615,9 @@ class StreamMeasure:
 
 
 def _decode_lengths(cls: type[_Body], body: object) -> _Body:
-    try:
-        return decode(cls, body)
-    except OutOfRangeError as e:
-        raise LimitError(str(e)) from None
-    except DecodeError as e:
-        raise WireError(str(e)) from None
+    return decode_as(
+        cls, body, [(OutOfRangeError, LimitError), (DecodeError, WireError)]
+    )
 
 
 def stream_message_length(data: bytes, offset: int = 0) -> int | None:
