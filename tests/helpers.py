@@ -25,6 +25,7 @@ from cluster.ckit.node import Node
 from cluster.gossip import IEventDelegate, ITransport, Member, Memberlist, MemberState
 from cluster.gossip.codec import pack
 from cluster.gossip.serf import SERF_PUSH_PULL
+from cluster.peer import PeerState
 from cluster.testing import SimulatedNetwork
 
 _log = Logger()
@@ -260,6 +261,66 @@ def cluster_services(
             svc.startService()
             network.run(stagger)
     return services
+
+
+#: The version bytes our memberlist sends in C{Alive} and push/pull
+#: records: protocol versions 1 to 5, speaking 2; delegate versions 0.
+VSN = bytes([1, 5, 2, 0, 0, 0])
+
+
+def start_through_first(network: SimulatedNetwork, nodes: Sequence[Node]) -> str:
+    """
+    Start C{nodes[0]} alone (a new cluster), then every other node joining
+    through it, in order, without running the network between them.
+
+    @return: the first node's full gossip address.
+    """
+    nodes[0].start()
+    network.run(0.01)
+    first = nodes[0].memberlist.local_member().full_address()
+    for node in nodes[1:]:
+        node.start([first])
+    return first
+
+
+def started_services(
+    network: SimulatedNetwork,
+    count: int,
+    settle: float,
+    prefix: str = "svc",
+    **options: Any,
+) -> list[ClusterService]:
+    """
+    L{cluster_services} started all at once, then C{network} run for
+    C{settle} seconds.
+    """
+    services = cluster_services(network, count, prefix, **options)
+    start_all(network, services, settle)
+    return services
+
+
+def start_all(
+    network: SimulatedNetwork, services: Sequence[ClusterService], settle: float
+) -> None:
+    """
+    Start every one of C{services}, then run C{network} for C{settle}
+    seconds.
+    """
+    for svc in services:
+        svc.startService()
+    network.run(settle)
+
+
+def make_participants(
+    network: SimulatedNetwork, services: Sequence[ClusterService], settle: float
+) -> None:
+    """
+    Make every one of C{services} a participant, then run C{network} for
+    C{settle} seconds.
+    """
+    for svc in services:
+        svc.change_state(PeerState.PARTICIPANT)
+    network.run(settle)
 
 
 Answer = tuple[list[dns.RRHeader], list[dns.RRHeader], list[dns.RRHeader]]

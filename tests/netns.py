@@ -42,7 +42,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
-from cluster.daemon.demo import ProcessExit
+from cluster.daemon.demo import ProcessExit, WatchedProcess
 
 __all__ = [
     "CommandError",
@@ -276,7 +276,7 @@ class _UNIXEndpoints:
 
 
 @attrs.define(eq=False)
-class NodeProcess:
+class NodeProcess(WatchedProcess):
     """
     One C{twistd -n clusternode} inside C{host}'s namespace, gossiping on
     the host's address, its status site on the UNIX socket C{socket}.
@@ -309,20 +309,6 @@ class NodeProcess:
     @property
     def gossip_address(self) -> str:
         return f"{self.host.address}:{self.port}"
-
-    @property
-    def ended(self) -> Deferred[int]:
-        """
-        Fires with the exit status (negative: the signal that ended it).
-        """
-        return self._protocol.ended
-
-    @property
-    def output(self) -> str:
-        """
-        What the process wrote so far (its log).
-        """
-        return self._protocol.output.decode("utf-8", "replace")
 
     def command(self) -> list[str]:
         return [

@@ -55,13 +55,7 @@ from cluster.daemon.demo import LocalNode
 from cluster.gossip.suspicion import worst_case_detection
 from tests.helpers import now, wait_for
 from tests.processes import LOCAL, SPREAD, STARTUP, ProcessTestCase
-
-SIZE = 12
-RESTARTED = 10
-TARGET = 10.0  # the issue's wish, from the restarted nodes' first answer
-# Where a simulated restart's clock starts, like a real one's.
-WALL_CLOCK = 1_800_000_000.0
-
+from tests.unit.test_restarts import RESTARTED, SIZE, TARGET
 
 # A new address under a known name, in a cluster of three: the old entry
 # is declared dead, reaped gossip_to_the_dead_time later at the end of a

@@ -185,6 +185,20 @@ class SerfTestCase(TestCase):
         self.addCleanup(node.shutdown)
         return node
 
+    async def joined_alive(
+        self, agents: list[SerfAgent], node: Memberlist
+    ) -> Memberlist:
+        """
+        C{node} started, joined through the first agent, and listed alive
+        by every agent within L{SPREAD}.
+        """
+        await self.start(node)
+        await node.join([agents[0].address])
+        await wait_for(
+            lambda: serf_sees(agents, node.name, "alive"), SPREAD, "serf lists us alive"
+        )
+        return node
+
     def assertNoSerfErrors(self, agents: list[SerfAgent]) -> None:
         for agent in agents:
             log = agent.log()
@@ -281,11 +295,7 @@ class FailureTests(SerfTestCase):
 
     async def test_our_abrupt_stop_is_failed_in_serf(self) -> None:
         agents = await self.serf_cluster(2)
-        ours = await self.start(python_node("py-0"))
-        await ours.join([agents[0].address])
-        await wait_for(
-            lambda: serf_sees(agents, "py-0", "alive"), SPREAD, "serf lists us alive"
-        )
+        ours = await self.joined_alive(agents, python_node("py-0"))
         await ours.shutdown()
         await wait_for(
             lambda: serf_sees(agents, "py-0", "failed"),
@@ -311,13 +321,7 @@ class LeaveTests(SerfTestCase):
 
     async def test_our_leave_takes_us_out_of_serf(self) -> None:
         agents = await self.serf_cluster(2)
-        leaver = await self.start(python_node("py-leaver"))
-        await leaver.join([agents[0].address])
-        await wait_for(
-            lambda: serf_sees(agents, "py-leaver", "alive"),
-            SPREAD,
-            "serf lists us alive",
-        )
+        leaver = await self.joined_alive(agents, python_node("py-leaver"))
         self.assertTrue(await leaver.leave(SPREAD))
         await leaver.shutdown()
 
@@ -335,12 +339,8 @@ class LeaveTests(SerfTestCase):
 
     async def test_leave_intent_makes_serf_say_left(self) -> None:
         agents = await self.serf_cluster(2)
-        polite = await self.start(python_node("py-polite", serf_leave_intent=True))
-        await polite.join([agents[0].address])
-        await wait_for(
-            lambda: serf_sees(agents, "py-polite", "alive"),
-            SPREAD,
-            "serf lists us alive",
+        polite = await self.joined_alive(
+            agents, python_node("py-polite", serf_leave_intent=True)
         )
         self.assertTrue(await polite.leave(SPREAD))
         await polite.shutdown()

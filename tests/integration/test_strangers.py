@@ -1,108 +1,21 @@
 """
-Strangers (the [hardening] issue, item 3): a node of another cluster is
-never admitted, in either direction, and no member of one cluster ever
-appears in another's table.
-
-On the simulated network, seeded:
-
-  - clusters with different labels (C{--cluster-name}), and one without,
-    whose nodes keep trying to join each other's nodes while gossip and
-    push/pull run for several push/pull intervals; every table is checked
-    after every gossip interval, and every drop is counted under
-    C{dropped.label}, exactly once per attempt, by the node that refused;
-  - the same with keys: a plaintext node and a node with another key
-    against an encrypted cluster, every pair in both directions, counted
-    under C{dropped.decrypt} by both ends of each attempt;
-  - a member restarted at its address into another cluster (another
-    label, another key): its old cluster keeps probing it over UDP and
-    pushing/pulling with it until it declares it dead, and every one of
-    those packets and streams is dropped by the moved node, which joins
-    its new cluster without bringing the old one along.
-
-Mutual TLS on real sockets: C{tests/test_tls.py} (C{MutualTLSTests})
-refuses a stranger that dials a member with a certificate from another
-authority, with none, or with a name other than the cluster's.  Here: an
-expired certificate, and the other direction, a member dialling a
-stranger whose certificate is from another authority, expired, or names
-another server.
-
-And real C{twistd clusternode} processes with different C{--cluster-name}s,
-each cluster given the other's address to join.
+Strangers across real processes: two C{twistd clusternode} clusters with
+different C{--cluster-name}s, each given the other's address to join,
+never admit each other.  The simulated-network and TLS cases (labels,
+keys, restarts into another cluster, certificates) run in-process in
+L{tests.unit.test_strangers}.
 """
 
 from __future__ import annotations
 
-import datetime
-from collections import Counter
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.internet import reactor, task
 from twisted.logger import Logger
 
-from cluster.daemon.certs import Issued
 from cluster.daemon.demo import LocalNode
-from cluster.gossip import (
-    GossipConfig,
-    Keyring,
-    Memberlist,
-)
 from tests.helpers import now
 from tests.processes import LOCAL, SPREAD, STARTUP, ProcessTestCase
 
-LAN = GossipConfig.lan()
-KEY = Keyring([bytes(range(16))])
-OTHER_KEY = Keyring([bytes(range(100, 116))])
-INTERVALS = 4  # push/pull intervals each simulation runs for
-
 _log = Logger()
-
-Clusters = dict[str, list[Memberlist]]
-
-
-def received(attempts: Counter[tuple[str, str]]) -> Counter[str]:
-    """
-    How many attempts each node was the target of.
-    """
-    counts: Counter[str] = Counter()
-    for (_, target), n in attempts.items():
-        counts[target] += n
-    return counts
-
-
-def made(attempts: Counter[tuple[str, str]]) -> Counter[str]:
-    """
-    How many attempts each node made.
-    """
-    counts: Counter[str] = Counter()
-    for (dialler, _), n in attempts.items():
-        counts[dialler] += n
-    return counts
-
-
-def expired(authority: Issued, issued: Issued) -> Issued:
-    """
-    C{issued}, signed again by C{authority} with a validity that ended
-    yesterday.
-    """
-    certificate = x509.load_pem_x509_certificate(issued.certificate)
-    key = serialization.load_pem_private_key(authority.key, password=None)
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
-    today = datetime.datetime.now(datetime.timezone.utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(certificate.subject)
-        .issuer_name(certificate.issuer)
-        .public_key(certificate.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(today - datetime.timedelta(days=30))
-        .not_valid_after(today - datetime.timedelta(days=1))
-    )
-    for extension in certificate.extensions:
-        builder = builder.add_extension(extension.value, extension.critical)
-    signed = builder.sign(key, hashes.SHA256())
-    return Issued(signed.public_bytes(serialization.Encoding.PEM), issued.key)
 
 
 class ClusterNameTests(ProcessTestCase):

@@ -7,76 +7,14 @@ tests in L{tests.integration.test_bench}.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
 import os
-import subprocess
-import sys
 from collections.abc import Sequence
-from types import ModuleType
-from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from bench import _harness as harness
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def run_script(name: str, *args: str, timeout: float = 300) -> str:
-    """
-    Run C{bench/name} with C{args}; its standard output.
-    """
-    done = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "bench", name), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise AssertionError(f"{name} exited {done.returncode}:\n{done.stderr}")
-    return done.stdout
-
-
-def json_run(test: SynchronousTestCase, name: str, *args: str) -> tuple[str, Any]:
-    """
-    Run C{bench/name} with C{args} and C{--json}; its standard output and
-    the JSON it wrote.
-    """
-    out = os.path.abspath(test.mktemp())
-    printed = run_script(name, *args, "--json", out)
-    with open(out) as f:
-        return printed, json.load(f)
-
-
-def refusal(name: str, *args: str) -> tuple[int, str]:
-    """
-    Run C{bench/name} with C{args}; its exit status and the last line of
-    its standard error.
-    """
-    done = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "bench", name), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return done.returncode, done.stderr.strip().splitlines()[-1]
-
-
-def load_script(name: str) -> ModuleType:
-    """
-    Import C{bench/name} (the directory is not a package).
-    """
-    spec = importlib.util.spec_from_file_location(
-        name.removesuffix(".py"), os.path.join(ROOT, "bench", name)
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class HarnessTableTests(SynchronousTestCase):

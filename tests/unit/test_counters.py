@@ -37,6 +37,7 @@ from cluster.gossip.wire import (
 )
 from cluster.peer import PeerState
 from cluster.testing import SimulatedNetwork
+from tests.helpers import start_through_first
 
 CLUSTER = "prod"
 
@@ -321,11 +322,7 @@ def busy_run(seed: int) -> list[Node]:
     """
     network = SimulatedNetwork(seed=seed, loss=0.02)
     nodes = [network.node(f"n{i}", label=CLUSTER) for i in range(5)]
-    nodes[0].start()
-    network.run(0.01)
-    seed_address = nodes[0].memberlist.local_member().full_address()
-    for node in nodes[1:]:
-        node.start([seed_address])
+    seed_address = start_through_first(network, nodes)
     network.run(5)
     nodes[0].change_state(PeerState.PARTICIPANT)
     nodes[1].change_state(PeerState.PARTICIPANT)

@@ -12,9 +12,9 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from cluster import ClusterService, Options, PeerState
+from cluster import ClusterService, Options
 from cluster.testing import SimulatedNetwork
-from tests.helpers import host_of, transport_of
+from tests.helpers import host_of, make_participants, start_all, transport_of
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
 
@@ -48,12 +48,8 @@ class WorkItemsTests(SynchronousTestCase):
             host_of(svc).register(component)
             services.append(svc)
             components.append(component)
-        for svc in services:
-            svc.startService()
-        network.run(3)
-        for svc in services:
-            svc.change_state(PeerState.PARTICIPANT)
-        network.run(5)
+        start_all(network, services, 3)
+        make_participants(network, services, 5)
         shares = [set(c.owned) for c in components]
         self.assertEqual(sum(len(s) for s in shares), 1000)
         self.assertEqual(len(set.union(*shares)), 1000)

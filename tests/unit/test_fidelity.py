@@ -48,9 +48,7 @@ from cluster.gossip.transport import NetTransport
 from cluster.gossip.wire import PushNodeState, PushPull, ip_to_bytes
 from cluster.peer import PeerState
 from cluster.testing import SimulatedNetwork, free_loopback_port
-from tests.helpers import FakeResolver, cluster_services, known, start_and_join
-
-VSN = bytes([1, 5, 2, 0, 0, 0])
+from tests.helpers import VSN, FakeResolver, cluster_services, known, start_and_join
 
 
 def push(node: Memberlist, *entries: PushNodeState, user_state: bytes = b"") -> None:

@@ -88,6 +88,8 @@ from cluster.gossip.wire import (
 )
 from cluster.peer import PeerState
 from cluster.testing import SimulatedNetwork
+from tests.helpers import VSN
+from tests.unit.test_keyring import K16, K32
 
 if TYPE_CHECKING:
     from cluster.gossip.config import GossipSettings
@@ -138,7 +140,6 @@ KNOWN_REASONS = FRAME_REASONS | TABLE_REASONS | RECEIVER_REASONS
 Every reason a member's receiver may count a drop for.
 """
 
-VSN = bytes([1, 5, 2, 0, 0, 0])
 STRANGER = ("127.9.9.9", 7946)
 KEY = bytes(range(16))
 # Inputs per wrapping in the bulk runs.
@@ -963,6 +964,103 @@ class DecoderTests(SynchronousTestCase):
                 decoder(data)
             except MessageError:
                 pass
+
+
+class RandomBytesTests(SynchronousTestCase):
+    """
+    Random bytes, and valid output with a byte flipped, into the codecs
+    one at a time: each raises only its own error, or for sealed payloads
+    always raises it.
+    """
+
+    @settings(max_examples=300)
+    @given(st.binary(max_size=200))
+    def test_packet_decoder_random(self, data: bytes) -> None:
+        try:
+            decode_message(data)
+        except WireError:
+            pass
+
+    @settings(max_examples=300)
+    @given(st.binary(max_size=200))
+    def test_stream_decoder_random(self, data: bytes) -> None:
+        for fn in (decode_stream_message, stream_message_length):
+            try:
+                fn(data)
+            except WireError:
+                pass
+
+    @settings(max_examples=300)
+    @given(st.binary(max_size=300))
+    def test_packet_codec_random(self, data: bytes) -> None:
+        codec = PacketCodec(keyring=None)
+        try:
+            for part in codec.messages(codec.open(data)):
+                try:
+                    decode_message(part)
+                except WireError:
+                    pass
+        except FrameError:
+            pass
+
+    @settings(max_examples=300)
+    @given(st.binary(max_size=300))
+    def test_stream_codec_random(self, data: bytes) -> None:
+        codec = StreamCodec()
+        try:
+            length = codec.frame_length(data, accepted=True)
+            if length is not None:
+                codec.decode(data[:length], accepted=True)
+        except FrameError:
+            pass
+
+    @given(st.binary(max_size=3000))
+    @settings(max_examples=300)
+    def test_lzw_random_input(self, data: bytes) -> None:
+        """Arbitrary bytes decode or raise L{lzw.LZWError}, nothing else."""
+        try:
+            result = lzw.decompress(data, max_output=1_000_000)
+        except lzw.LZWError:
+            return
+        self.assertIsInstance(result, bytes)
+
+    @given(
+        st.binary(min_size=1, max_size=2000),
+        st.integers(min_value=0),
+        st.integers(min_value=1, max_value=255),
+    )
+    @settings(max_examples=300)
+    def test_lzw_corrupted_stream(self, data: bytes, where: int, flip: int) -> None:
+        """A valid stream with one byte altered decodes or raises L{lzw.LZWError}."""
+        stream = bytearray(lzw.compress(data))
+        stream[where % len(stream)] ^= flip
+        try:
+            lzw.decompress(bytes(stream))
+        except lzw.LZWError:
+            pass
+
+    @given(st.binary(max_size=200))
+    @settings(max_examples=300)
+    def test_keyring_garbage(self, data: bytes) -> None:
+        """Arbitrary bytes raise L{DecryptError} and nothing else."""
+        self.assertRaises(DecryptError, Keyring([K16, K32]).decrypt, data)
+
+    @given(
+        st.binary(max_size=300),
+        st.sampled_from([0, 1]),
+        st.integers(min_value=0),
+        st.integers(min_value=1, max_value=255),
+    )
+    @settings(max_examples=200)
+    def test_keyring_tampered(
+        self, msg: bytes, version: int, where: int, flip: int
+    ) -> None:
+        """Any altered byte after the version byte breaks authentication."""
+        keyring = Keyring([K32])
+        sealed = bytearray(keyring.encrypt(msg, version=version))
+        index = 1 + where % (len(sealed) - 1)
+        sealed[index] ^= flip
+        self.assertRaises(DecryptError, keyring.decrypt, bytes(sealed))
 
 
 class NodeDelegateTests(SynchronousTestCase):

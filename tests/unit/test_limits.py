@@ -69,11 +69,10 @@ from cluster.gossip.wire import (
     ip_to_bytes,
 )
 from cluster.testing import SimulatedNetwork
-from tests.helpers import wait_for
+from tests.helpers import VSN, wait_for
 from tests.unit.test_loopback import local_node, send_stream
 from tests.unit.test_protocol import AppDelegate
 
-VSN = bytes([1, 5, 2, 0, 0, 0])
 LOCALHOST = ip_to_bytes("127.0.0.1")
 
 

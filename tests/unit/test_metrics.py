@@ -38,7 +38,13 @@ from cluster.gossip.interfaces import IFrameMeasure, IPacketHandler
 from cluster.gossip.transport import NetTransport
 from cluster.peer import Peer, PeerState
 from cluster.testing import SimulatedNetwork, SimulatedTransport
-from tests.helpers import address, node_of, wait_for
+from tests.helpers import (
+    address,
+    make_participants,
+    node_of,
+    start_through_first,
+    wait_for,
+)
 
 CLUSTER = "prod"
 
@@ -147,11 +153,7 @@ def three_nodes(seed: int) -> tuple[SimulatedNetwork, list[Node]]:
     """
     network = SimulatedNetwork(seed=seed)
     nodes = [network.node(f"node-{i}", label=CLUSTER) for i in range(3)]
-    nodes[0].start()
-    network.run(0.01)
-    seed_address = nodes[0].memberlist.local_member().full_address()
-    for node in nodes[1:]:
-        node.start([seed_address])
+    start_through_first(network, nodes)
     network.run(5)
     return network, nodes
 
@@ -435,9 +437,7 @@ class RegistryTests(SynchronousTestCase):
             services.append(svc)
             svc.startService()
             network.run(1)
-        for svc in services:
-            svc.change_state(PeerState.PARTICIPANT)
-        network.run(5)
+        make_participants(network, services, 5)
         for svc, registry in zip(services, registries, strict=True):
             register_service_node(svc, registry)
             scrape = Scrape.of(registry)

@@ -35,6 +35,7 @@ from cluster.gossip import IDelegate, IEventDelegate, Member, MemberState
 from cluster.peer import Peer, PeerState
 from cluster.shard import ISharder, ISteppedSharder, Op, ring
 from cluster.testing import SimulatedNetwork
+from tests.helpers import start_through_first
 
 
 def unhex(text: str) -> bytes:
@@ -157,13 +158,23 @@ def cluster_of(
     network: SimulatedNetwork, size: int, prefix: str = "node"
 ) -> list[Node]:
     nodes = [network.node(f"{prefix}-{i:02d}", sharder=ring(512)) for i in range(size)]
-    seed = None
-    for node in nodes:
-        node.start([seed] if seed else [])
-        if seed is None:
-            network.run(0.01)
-            seed = node.memberlist.local_member().full_address()
+    start_through_first(network, nodes)
     return nodes
+
+
+def pair_with_participant(
+    seed: int, participant: int
+) -> tuple[SimulatedNetwork, Node, Node]:
+    """
+    Two joined nodes on a network seeded with C{seed}, the one at index
+    C{participant} made a participant and its state spread.
+    """
+    network = SimulatedNetwork(seed=seed)
+    pair = cluster_of(network, 2)
+    network.run(3)
+    pair[participant].change_state(PeerState.PARTICIPANT)
+    network.run(3)
+    return network, pair[0], pair[1]
 
 
 def converged(nodes: list[Node], state: PeerState) -> bool:
@@ -173,6 +184,16 @@ def converged(nodes: list[Node], state: PeerState) -> bool:
         and all(p.state == state for p in n.peers())
         for n in nodes
     )
+
+
+def all_participants(network: SimulatedNetwork, nodes: list[Node]) -> float | None:
+    """
+    Make every node a participant and run until all of them list all as
+    participants: the seconds that took, or C{None} after 10 s.
+    """
+    for node in nodes:
+        node.change_state(PeerState.PARTICIPANT)
+    return network.run_until(lambda: converged(nodes, PeerState.PARTICIPANT), 10)
 
 
 class ClusterTests(SynchronousTestCase):
@@ -207,11 +228,7 @@ class ClusterTests(SynchronousTestCase):
         self.assertEqual(len(owners), 20)
 
     def test_stale_message_is_ignored(self) -> None:
-        network = SimulatedNetwork(seed=22)
-        a, b = cluster_of(network, 2)
-        network.run(3)
-        b.change_state(PeerState.PARTICIPANT)
-        network.run(3)
+        _, a, _ = pair_with_participant(22, 1)
         stored = known_state(a, "node-01")
         stale = StateMessage("node-01", PeerState.VIEWER, stored.time - 1)
         before = a.counters.states.stale_state
@@ -223,11 +240,7 @@ class ClusterTests(SynchronousTestCase):
         self.assertEqual(a.counters.states.stale_state, before + 1)
 
     def test_refutes_equal_time_different_state_about_itself(self) -> None:
-        network = SimulatedNetwork(seed=23)
-        a, b = cluster_of(network, 2)
-        network.run(3)
-        a.change_state(PeerState.PARTICIPANT)
-        network.run(3)
+        network, a, b = pair_with_participant(23, 0)
         mine = known_state(a, "node-00")
         lie = StateMessage("node-00", PeerState.VIEWER, mine.time)
         before = a.lamport_time()
@@ -247,11 +260,7 @@ class ClusterTests(SynchronousTestCase):
         network = SimulatedNetwork(seed=24)
         nodes = cluster_of(network, 4)
         network.run(3)
-        for node in nodes:
-            node.change_state(PeerState.PARTICIPANT)
-        self.assertIsNotNone(
-            network.run_until(lambda: converged(nodes, PeerState.PARTICIPANT), 10)
-        )
+        self.assertIsNotNone(all_participants(network, nodes))
         leaver = nodes[3]
         host = leaver.memberlist.transport.host
         stopped = leaver.stop()
@@ -284,17 +293,9 @@ class ClusterTests(SynchronousTestCase):
             network.node(f"n{i}", sharder=ring(512), push_pull_interval=2.0)
             for i in range(3)
         ]
-        nodes[0].start()
-        network.run(0.01)
-        seed = nodes[0].memberlist.local_member().full_address()
-        for node in nodes[1:]:
-            node.start([seed])
+        start_through_first(network, nodes)
         network.run(3)
-        for node in nodes:
-            node.change_state(PeerState.PARTICIPANT)
-        self.assertIsNotNone(
-            network.run_until(lambda: converged(nodes, PeerState.PARTICIPANT), 10)
-        )
+        self.assertIsNotNone(all_participants(network, nodes))
         leaver = nodes[2]
         terminating = leaver.change_state(PeerState.TERMINATING)
         network.run(5)
@@ -321,11 +322,7 @@ class ClusterTests(SynchronousTestCase):
         reach it afterwards: it is neither refuted (a fresh state would be
         gossiped under a departed name) nor stored nor passed on.
         """
-        network = SimulatedNetwork(seed=37)
-        a, b = cluster_of(network, 2)
-        network.run(3)
-        b.change_state(PeerState.PARTICIPANT)
-        network.run(3)
+        network, a, b = pair_with_participant(37, 1)
         said = known_state(b, "node-01")
         left = b.memberlist.leave(5.0)
         network.run(1)

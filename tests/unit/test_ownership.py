@@ -116,21 +116,29 @@ class OwnershipAfterFaultTests(SynchronousTestCase):
         assert took is not None
         return took
 
-    def test_two_way_partition_long_enough_for_a_death(self) -> None:
+    def isolate_then_agree(
+        self, seconds: float, case: str, *, one_way: bool = False
+    ) -> list[ClusterService]:
         """
-        One node is cut off for 60 s: both sides declare the other dead and
-        forget it; the rejoin loop brings them together, and the returning
-        node's participant state is accepted again.
+        For each seed: settle four nodes, cut the last one off from the
+        rest for C{seconds} (only what it sends is lost when C{one_way}),
+        check the rest no longer list it, heal, and require agreement
+        within L{BOUND}.
+
+        @return: the isolated service of each seed, for checks of its own.
         """
+        isolated = []
         for seed in SEEDS:
             network = self.network(seed)
             services = cluster(network)
             self.settle(network, services)
             lone, rest = services[-1], services[:-1]
             network.partition(
-                [transport_of(lone).host], [transport_of(s).host for s in rest]
+                [transport_of(lone).host],
+                [transport_of(s).host for s in rest],
+                one_way=one_way,
             )
-            network.run(60)
+            network.run(seconds)
             self.assertNotIn(
                 lone.options.node_name, [p.name for p in rest[0].data().peers()]
             )
@@ -140,8 +148,18 @@ class OwnershipAfterFaultTests(SynchronousTestCase):
                 services,
                 everyone(PeerState.PARTICIPANT, services),
                 seed,
-                "partition",
+                case,
             )
+            isolated.append(lone)
+        return isolated
+
+    def test_two_way_partition_long_enough_for_a_death(self) -> None:
+        """
+        One node is cut off for 60 s: both sides declare the other dead and
+        forget it; the rejoin loop brings them together, and the returning
+        node's participant state is accepted again.
+        """
+        self.isolate_then_agree(60, "partition")
 
     def test_one_way_loss_that_gets_a_node_declared_dead(self) -> None:
         """
@@ -149,28 +167,7 @@ class OwnershipAfterFaultTests(SynchronousTestCase):
         the others declare it dead; it refutes once its packets get
         through again.
         """
-        for seed in SEEDS:
-            network = self.network(seed)
-            services = cluster(network)
-            self.settle(network, services)
-            mute, rest = services[-1], services[:-1]
-            network.partition(
-                [transport_of(mute).host],
-                [transport_of(s).host for s in rest],
-                one_way=True,
-            )
-            network.run(40)
-            self.assertNotIn(
-                mute.options.node_name, [p.name for p in rest[0].data().peers()]
-            )
-            network.heal()
-            self.assertAgreeWithin(
-                network,
-                services,
-                everyone(PeerState.PARTICIPANT, services),
-                seed,
-                "one-way loss",
-            )
+        self.isolate_then_agree(40, "one-way loss", one_way=True)
 
     def test_declared_dead_refutes_and_comes_back(self) -> None:
         """
@@ -181,26 +178,7 @@ class OwnershipAfterFaultTests(SynchronousTestCase):
         again as a new member; either way its state is agreed again.
         """
         refuted = []
-        for seed in SEEDS:
-            network = self.network(seed)
-            services = cluster(network)
-            self.settle(network, services)
-            paused, rest = services[-1], services[:-1]
-            network.partition(
-                [transport_of(paused).host], [transport_of(s).host for s in rest]
-            )
-            network.run(12)
-            self.assertNotIn(
-                paused.options.node_name, [p.name for p in rest[0].data().peers()]
-            )
-            network.heal()
-            self.assertAgreeWithin(
-                network,
-                services,
-                everyone(PeerState.PARTICIPANT, services),
-                seed,
-                "false death",
-            )
+        for paused in self.isolate_then_agree(12, "false death"):
             assert paused.node is not None
             refuted.append(paused.node.memberlist.counters.members.refuted)
         # The refutation path was taken.

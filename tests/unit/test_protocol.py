@@ -54,9 +54,7 @@ from cluster.gossip.wire import (
     ip_to_bytes,
 )
 from cluster.testing import SimulatedNetwork
-from tests.helpers import known, serf_state, start_and_join
-
-VSN = bytes([1, 5, 2, 0, 0, 0])
+from tests.helpers import VSN, known, serf_state, start_and_join
 
 
 @implementer(IDelegate)

@@ -32,50 +32,15 @@ from cluster.gossip import (
 from cluster.gossip.suspicion import worst_case_detection
 from cluster.testing import SimulatedNetwork
 from tests.helpers import node_of, start_and_join
+from tests.processes import LOCAL
 
-LOCAL = GossipConfig.local()
-STARTUP = 30.0  # a cold interpreter importing Twisted, on a loaded machine
-# A push/pull reaches every member once an interval, whatever gossip missed.
-SPREAD = LOCAL.push_pull_interval + LOCAL.tcp_timeout + 5
 SIZE = 12
 RESTARTED = 10
 TARGET = 10.0  # the issue's wish, from the restarted nodes' first answer
 # Where a simulated restart's clock starts, like a real one's.
 WALL_CLOCK = 1_800_000_000.0
 
-
-# A new address under a known name, in a cluster of three: the old entry
-# is declared dead, reaped gossip_to_the_dead_time later at the end of a
-# probe pass, and then the new process's next push/pull brings it to one
-# survivor; the other may have reaped a moment later, and then learns it
-# at its own next push/pull, one more interval.
-TAKEOVER = (
-    worst_case_detection(LOCAL, 3)
-    + LOCAL.gossip_to_the_dead_time
-    + 3 * LOCAL.probe_interval
-    + 2 * LOCAL.push_pull_interval
-    + LOCAL.tcp_timeout
-    + 5
-)
-
 _log = Logger()
-
-View = tuple[dict[str, str], dict[str, str]]
-
-
-@attrs.frozen
-class Premise:
-    """
-    What the survivors must show before the restart.
-
-    @ivar holds: given the states one survivor lists the ended nodes in
-        (C{None} for a node it has forgotten), whether the premise holds.
-    @ivar bound: how long it may take.
-    """
-
-    holds: Callable[[list[str | None]], bool]
-    bound: float
-    what: str
 
 
 class TogetherSimulationTests(SynchronousTestCase):

@@ -40,7 +40,10 @@ from tests.helpers import (
     address,
     cluster_services,
     host_of,
+    make_participants,
     node_of,
+    start_all,
+    started_services,
     transport_of,
 )
 
@@ -74,10 +77,7 @@ def render(resource: Any, path: list[bytes]) -> tuple[int, bytes]:
 class ReadinessTests(SynchronousTestCase):
     def test_ready_at_minimum_participants(self) -> None:
         network = SimulatedNetwork(seed=40)
-        services = cluster_services(network, 5, minimum_cluster_size=3)
-        for svc in services:
-            svc.startService()
-        network.run(5)
+        services = started_services(network, 5, 5, minimum_cluster_size=3)
         # Five viewers: not ready, viewers do not count.
         self.assertEqual([s.data().ready() for s in services], [False] * 5)
         services[0].change_state(PeerState.PARTICIPANT)
@@ -142,12 +142,8 @@ class NotificationTests(SynchronousTestCase):
         host_of(services[0]).register(object())  # not a Component: ignored
         late = RecordingComponent(network.clock)
         host_of(services[0]).register(late)
-        for svc in services:
-            svc.startService()
-        network.run(3)
-        for svc in services:
-            svc.change_state(PeerState.PARTICIPANT)
-        network.run(3)
+        start_all(network, services, 3)
+        make_participants(network, services, 3)
         stopped = services[5].stopService()
         network.run(10)
         self.successResultOf(stopped)
@@ -198,9 +194,7 @@ class DiscoveryAndJoinTests(SynchronousTestCase):
         for i in (1, 2):
             found[f"a-{i}"] = [address(a0)]
             found[f"b-{i}"] = [address(b0)]
-        for svc in services:
-            svc.startService()
-        network.run(5)
+        start_all(network, services, 5)
         self.assertEqual({p.name for p in node_of(a0).peers()}, {"a-0", "a-1", "a-2"})
         self.assertEqual({p.name for p in node_of(b0).peers()}, {"b-0", "b-1", "b-2"})
         # Discovery now returns both groups.
@@ -221,10 +215,7 @@ class DiscoveryAndJoinTests(SynchronousTestCase):
     def joins_with_limit(self, limit: int) -> int:
         network = SimulatedNetwork(seed=45)
         quiet = GossipConfig.lan(push_pull_interval=0)
-        existing = cluster_services(network, 10, gossip=quiet)
-        for svc in existing:
-            svc.startService()
-        network.run(5)
+        existing = started_services(network, 10, 5, gossip=quiet)
         addresses = [address(s) for s in existing]
         newcomer = network.cluster_service(
             Options(
@@ -359,10 +350,7 @@ class ServiceSurfaceTests(SynchronousTestCase):
 
     def test_peers_api_excludes_viewers(self) -> None:
         network = SimulatedNetwork(seed=50)
-        services = cluster_services(network, 3)
-        for svc in services:
-            svc.startService()
-        network.run(3)
+        services = started_services(network, 3, 3)
         services[1].change_state(PeerState.PARTICIPANT)
         network.run(3)
         base, resource = service_handler(services[0])

@@ -24,8 +24,8 @@ from cluster.gossip.state import (
 )
 from cluster.gossip.suspicion import suspicion_timeout
 from cluster.gossip.wire import Alive, Dead, PushNodeState, Suspect, ip_to_bytes
+from tests.helpers import VSN
 
-VSN = bytes([1, 5, 2, 0, 0, 0])
 HERE = ip_to_bytes("10.0.0.1")
 THERE = ip_to_bytes("10.0.0.2")
 ELSEWHERE = ip_to_bytes("10.0.0.3")

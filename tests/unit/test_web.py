@@ -29,7 +29,14 @@ from cluster.shard import string_key
 from cluster.testing import SimulatedNetwork
 from cluster.web.site import service_handler, status_site
 from cluster.web.status import cluster_status
-from tests.helpers import address, cluster_services, node_of
+from tests.helpers import (
+    address,
+    cluster_services,
+    make_participants,
+    node_of,
+    start_all,
+    started_services,
+)
 
 HOSTILE = "<script>alert('x')</script>&\"evil\""
 
@@ -148,9 +155,7 @@ class Cluster3:
                     )
                 )
             )
-        for svc in services:
-            svc.startService()
-        network.run(3)
+        start_all(network, services, 3)
         services[1].change_state(PeerState.PARTICIPANT)
         services[2].change_state(PeerState.PARTICIPANT)
         network.run(3)
@@ -253,13 +258,8 @@ class ClusterTests(SynchronousTestCase):
         shows as left.
         """
         network = SimulatedNetwork(seed=703)
-        services = cluster_services(network, 4)
-        for svc in services:
-            svc.startService()
-        network.run(3)
-        for svc in services:
-            svc.change_state(PeerState.PARTICIPANT)
-        network.run(3)
+        services = started_services(network, 4, 3)
+        make_participants(network, services, 3)
         site = status_site(services[0], CollectorRegistry())
 
         def states() -> dict[str, tuple[str, str | None]]:
@@ -361,16 +361,11 @@ class LookupTests(SynchronousTestCase):
 class HealthTests(SynchronousTestCase):
     def test_ready(self) -> None:
         network = SimulatedNetwork(seed=706)
-        services = cluster_services(network, 2, minimum_cluster_size=2)
-        for svc in services:
-            svc.startService()
-        network.run(3)
+        services = started_services(network, 2, 3, minimum_cluster_size=2)
         site = status_site(services[0], CollectorRegistry())
         reply = fetch(self, site, "/-/ready")
         self.assertEqual((reply.code, reply.body), (503, b"not ready\n"))
-        for svc in services:
-            svc.change_state(PeerState.PARTICIPANT)
-        network.run(3)
+        make_participants(network, services, 3)
         reply = fetch(self, site, "/-/ready")
         self.assertEqual((reply.code, reply.body), (200, b"ready\n"))
         self.assertEqual(reply.headers["content-type"], "text/plain; charset=utf-8")

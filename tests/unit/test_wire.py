@@ -450,23 +450,6 @@ class BadInputTests(SynchronousTestCase):
         ]:
             self.assertRaises(WireError, decode_message, data)
 
-    @settings(max_examples=300)
-    @given(st.binary(max_size=200))
-    def test_fuzz_packet_decoder(self, data: bytes) -> None:
-        try:
-            decode_message(data)
-        except WireError:
-            pass
-
-    @settings(max_examples=300)
-    @given(st.binary(max_size=200))
-    def test_fuzz_stream_decoder(self, data: bytes) -> None:
-        for fn in (decode_stream_message, stream_message_length):
-            try:
-                fn(data)
-            except WireError:
-                pass
-
 
 class FramingTests(SynchronousTestCase):
     def test_compound(self) -> None:
@@ -622,30 +605,6 @@ class FramingTests(SynchronousTestCase):
         self.assertRaises(
             FrameError, codec.frame_length, b"\x0a\x7f\xff\xff\xff", accepted=True
         )
-
-    @settings(max_examples=300)
-    @given(st.binary(max_size=300))
-    def test_fuzz_packet_codec(self, data: bytes) -> None:
-        codec = PacketCodec(keyring=None)
-        try:
-            for part in codec.messages(codec.open(data)):
-                try:
-                    decode_message(part)
-                except WireError:
-                    pass
-        except FrameError:
-            pass
-
-    @settings(max_examples=300)
-    @given(st.binary(max_size=300))
-    def test_fuzz_stream_codec(self, data: bytes) -> None:
-        codec = StreamCodec()
-        try:
-            length = codec.frame_length(data, accepted=True)
-            if length is not None:
-                codec.decode(data[:length], accepted=True)
-        except FrameError:
-            pass
 
 
 class SerfTests(SynchronousTestCase):
