@@ -12,7 +12,7 @@ from typing import TypeVar, cast
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime, IResolver
-from twisted.names import dns
+from twisted.names import dns, error
 from twisted.python.failure import Failure
 
 __all__ = [
@@ -170,10 +170,26 @@ def lookup_result(
     return cast("Deferred[LookupResult]", lookup)
 
 
+# What a DNS server's answer means, in words: twisted.names' errors carry
+# the whole answer message, whose repr tells a user nothing.
+_DNS_ANSWERS: tuple[tuple[type[Exception], str], ...] = (
+    (error.DNSNameError, "no such name"),
+    (error.DNSServerError, "the DNS server failed"),
+    (error.DNSQueryRefusedError, "the DNS server refused the query"),
+    (error.DNSFormatError, "the DNS server could not read the query"),
+    (error.DNSNotImplementedError, "the DNS server does not support the query"),
+    (error.DNSQueryTimeoutError, "no DNS answer in time"),
+)
+
+
 def describe_failure(failure: Failure) -> str:
     """
-    A lookup failure in one line: C{"DNSNameError: ..."}.
+    A lookup failure in one line, in words (C{"no such name"}); a failure
+    that is not a DNS answer is named by its type and message.
     """
+    for kind, words in _DNS_ANSWERS:
+        if failure.check(kind):
+            return words
     return f"{type(failure.value).__name__}: {failure.getErrorMessage()}"
 
 
