@@ -4,24 +4,39 @@ L{twisted.web.template} element that renders a L{ClusterStatus} as one
 self-contained document (inline CSS, no script, no external asset).
 
 The page reloads itself with C{<meta http-equiv="refresh">}, which works
-with JavaScript off.  Every value that comes from the cluster (node names
-above all: any peer picks its own) enters the document as a slot, a tag's
-child or an attribute value, which the flattener escapes; the CSS classes
+with JavaScript off.  Each member's share of the keys is a bar whose
+width is set in CSS; its lookup form asks the page itself, which shows
+the owners of the key in place (the JSON API answers the same query).
+
+Every value that comes from the cluster (node names above all: any peer
+picks its own) enters the document as a slot, a tag's child or an
+attribute value, which the flattener escapes; the CSS classes
 of the badges come from fixed tables, never from the data.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime, timezone
+from urllib.parse import urlencode
 
 from twisted.web.iweb import IRequest
 from twisted.web.template import Element, Flattenable, Tag, XMLString, renderer, tags
 
 from cluster.gossip.members import MemberState
-from cluster.peer import PeerState
-from cluster.web.status import ClusterStatus, LocalStatus, MemberStatus
+from cluster.peer import Peer, PeerState
+from cluster.shard import Op, string_key
+from cluster.web.status import (
+    DISTRIBUTION,
+    LOOKUP_OPS,
+    SHARE_SAMPLE,
+    ClusterStatus,
+    LocalStatus,
+    LookupAnswer,
+    MemberStatus,
+)
 
-__all__ = ["StatusPage"]
+__all__ = ["StatusPage", "duration"]
 
 # Badge colours (CSS classes below) for each state; the text is the
 # state's name, so colour is never the only signal.
@@ -115,6 +130,20 @@ input, select, button {
 }
 input[type=number] { width: 80px; }
 button { cursor: pointer; }
+.since { white-space: nowrap; }
+.dim { color: var(--dim); }
+.share { white-space: nowrap; }
+.bar {
+  display: inline-block; width: 120px; height: 10px; vertical-align: middle;
+  background: var(--line); border-radius: 5px; overflow: hidden;
+}
+.bar .fill { height: 100%; background: var(--accent); }
+.note { color: var(--dim); font-size: 13px; margin: 8px 0 0; }
+label { color: var(--dim); font-size: 13px; }
+#lookup-answer { margin-top: 12px; }
+#owners { margin: 6px 0 0; padding-left: 24px; }
+#owners li { margin: 4px 0; }
+.error { color: #a1201b; font-weight: 600; }
 footer { margin-top: 24px; color: var(--dim); font-size: 13px; }
 a { color: var(--accent); }
 </style>
@@ -129,20 +158,16 @@ a { color: var(--accent); }
 <h2>Members</h2>
 <p class="sub" id="summary"><t:slot name="summary" /></p>
 <table id="members">
-<thead><tr><th>Name</th><th>Address</th><th>Gossip</th><th>Peer state</th>
-<th>Incarnation</th></tr></thead>
+<thead><tr><th>Name</th><th>Address</th><th>Gossip</th><th>Since (UTC)</th>
+<th>Peer state</th><th>Share of keys</th><th>Incarnation</th></tr></thead>
 <tbody><t:slot name="members" /></tbody>
 </table>
+<p class="note" id="share-note"><t:slot name="share_note" /></p>
 <h2>Key lookup</h2>
-<form method="get" action="api/v0/web/lookup">
-<input name="key" placeholder="key" required="" aria-label="key" />
-<input name="n" type="number" min="1" value="1" aria-label="owners" />
-<select name="op" aria-label="operation">
-<option value="readwrite">readwrite</option><option value="read">read</option>
-</select>
-<button type="submit">Find owners</button>
-</form>
+<t:slot name="lookup_form" />
+<t:slot name="lookup_answer" />
 <footer>
+<span id="version"><t:slot name="version" /></span> &#183;
 <t:slot name="again" />
 JSON: <a href="api/v0/web/peers">peers</a>,
 <a href="api/v0/web/cluster">cluster</a> &#183;
@@ -158,10 +183,13 @@ def _badge(text: str, tone: str) -> Tag:
     return tags.span(text, class_=f"badge {tone}")
 
 
-def _peer_badge(state: PeerState | None) -> Tag:
+def _peer_badge(state: PeerState | None, time: int | None = None) -> Tag:
     if state is None:
         return _badge("unknown", "unknown")
-    return _badge(str(state), _PEER_TONE[state])
+    badge = _badge(str(state), _PEER_TONE[state])
+    if time is not None:
+        badge(title=f"announced at Lamport time {time}")
+    return badge
 
 
 def _ready_badge(ready: bool) -> Tag:
@@ -191,21 +219,80 @@ def _cards(local: LocalStatus) -> list[Tag]:
     ]
 
 
-def _row(member: MemberStatus) -> Tag:
+def duration(seconds: float) -> str:
+    """
+    C{seconds} as a person says it, to the largest two units: C{"42 s"},
+    C{"2 min"}, C{"3 h 5 min"}, C{"4 d 1 h"} (negative counts as 0).
+    """
+    whole = max(0, int(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min"
+    if whole < 86400:
+        hours, minutes = divmod(whole // 60, 60)
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(whole // 3600, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def _since(at: float | None, now: float) -> Flattenable:
+    """
+    C{12:03:41 (2 min)}: the UTC time of C{at} (with its date when that
+    is not today's) and how long ago it was.
+    """
+    if at is None:
+        return tags.span("-", class_="dim")
+    moment = datetime.fromtimestamp(at, timezone.utc)
+    today = moment.date() == datetime.fromtimestamp(now, timezone.utc).date()
+    return [
+        tags.time(
+            moment.strftime("%H:%M:%S" if today else "%Y-%m-%d %H:%M:%S"),
+            datetime=moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            title=moment.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        ),
+        " ",
+        tags.span(f"({duration(now - at)})", class_="dim"),
+    ]
+
+
+def _share(share: float | None) -> Flattenable:
+    """
+    A bar as wide as C{share} of its track, and the percentage.
+    """
+    if share is None:
+        return tags.span("-", class_="dim")
+    percent = f"{share * 100:.1f}%"
+    return [
+        tags.div(
+            tags.div(class_="fill", style=f"width: {percent}"),
+            class_="bar",
+            role="img",
+            **{"aria-label": f"{percent} of the keys"},
+        ),
+        " ",
+        tags.span(percent, class_="percent num"),
+    ]
+
+
+def _row(entry: MemberStatus, now: float) -> Tag:
+    member = entry.member
     row = tags.tr(
         tags.td(
             member.name,
-            tags.span("this node", class_="you") if member.is_self else "",
+            tags.span("this node", class_="you") if entry.is_self else "",
             class_="name",
         ),
-        tags.td(tags.code(member.full_address), class_="addr"),
+        tags.td(tags.code(member.full_address()), class_="addr"),
         tags.td(_badge(str(member.state), _GOSSIP_TONE[member.state]), class_="gossip"),
-        tags.td(_peer_badge(member.peer_state), class_="peer-state"),
+        tags.td(_since(entry.since, now), class_="since"),
+        tags.td(_peer_badge(entry.peer_state, entry.peer_time), class_="peer-state"),
+        tags.td(_share(entry.share), class_="share"),
         tags.td(str(member.incarnation), class_="incarnation num"),
-        class_="member self" if member.is_self else "member",
+        class_="member self" if entry.is_self else "member",
         **{"data-name": member.name},
     )
-    if member.is_self:
+    if entry.is_self:
         row(**{"aria-current": "true"})
     return row
 
@@ -231,8 +318,8 @@ def _summary(status: ClusterStatus) -> str:
     """
     C{"3 members · 2 alive, 1 dead · 1 participant, 1 viewer"}.
     """
-    gossip = Counter(member.state for member in status.members)
-    peers = Counter(member.peer_state for member in status.members)
+    gossip = Counter(entry.member.state for entry in status.members)
+    peers = Counter(entry.peer_state for entry in status.members)
     gossiped = ", ".join(f"{gossip[s]} {s}" for s in MemberState if gossip[s])
     states = ", ".join(
         f"{peers[s]} {s}{_plural(s, peers[s])}" for s in _PEER_ORDER if peers[s]
@@ -242,6 +329,93 @@ def _summary(status: ClusterStatus) -> str:
     return " \u00b7 ".join(part for part in (total, gossiped, states) if part)
 
 
+_OP_NAMES = {op: name for name, op in LOOKUP_OPS.items()}
+
+
+def _lookup_form(answer: LookupAnswer | None) -> Tag:
+    """
+    The lookup form, holding the query of C{answer} if any.  It has no
+    C{action}: it asks the page itself, which shows the answer.
+    """
+    asked = answer or LookupAnswer("")
+    options = []
+    for name, op in LOOKUP_OPS.items():
+        option = tags.option(name, value=name)
+        if op is asked.op:
+            option(selected="selected")
+        options.append(option)
+    return tags.form(
+        tags.label("Key", for_="lookup-key"),
+        tags.input(
+            id="lookup-key",
+            name="key",
+            value=asked.key,
+            required="",
+            placeholder="e.g. user/42",
+        ),
+        tags.label("Owners", for_="lookup-n"),
+        tags.input(id="lookup-n", name="n", type="number", min="1", value=str(asked.n)),
+        tags.label("Operation", for_="lookup-op"),
+        tags.select(*options, id="lookup-op", name="op"),
+        tags.button("Find owners", type="submit"),
+        method="get",
+        id="lookup",
+    )
+
+
+def _owner(peer: Peer) -> Tag:
+    return tags.li(
+        tags.strong(peer.name),
+        " ",
+        tags.code(peer.addr),
+        " ",
+        _peer_badge(peer.state),
+        tags.span("this node", class_="you") if peer.is_self else "",
+        **{"data-name": peer.name},
+    )
+
+
+def _lookup_answer(answer: LookupAnswer | None) -> Flattenable:
+    """
+    The owners of the key asked about, primary first, or why there are
+    none; nothing when nothing was asked.
+    """
+    if answer is None:
+        return ""
+    op = _OP_NAMES[answer.op]
+    json_link = tags.a(
+        "as JSON",
+        href="api/v0/web/lookup?"
+        + urlencode({"key": answer.key, "n": answer.n, "op": op}),
+    )
+    key = tags.code(answer.key) if answer.key else tags.em("the empty key")
+    if answer.error:
+        body: Flattenable = tags.p(answer.error, class_="error", id="lookup-error")
+        heading = tags.p("No owners of ", key, " for ", op, ":")
+    else:
+        body = tags.ol(*(_owner(peer) for peer in answer.owners), id="owners")
+        heading = tags.p(
+            "Owners of ",
+            key,
+            " for ",
+            op,
+            ", primary first ",
+            tags.span(f"(key {string_key(answer.key):#018x}) \u00b7 ", class_="dim"),
+            json_link,
+        )
+    return tags.section(heading, body, id="lookup-answer", **{"aria-live": "polite"})
+
+
+def _share_note(status: ClusterStatus) -> str:
+    if all(entry.share is None for entry in status.members):
+        return ""
+    return (
+        f"Share of keys: the fraction of {SHARE_SAMPLE:,} keys, spread evenly "
+        "over the key space, that each member owns first for "
+        f"{_OP_NAMES[Op.READ_WRITE]} (participants only)."
+    )
+
+
 class StatusPage(Element):
     """
     The status page for one L{ClusterStatus}: render it with
@@ -249,14 +423,22 @@ class StatusPage(Element):
 
     @ivar status: the snapshot shown.
     @ivar refresh: seconds between automatic reloads (0 turns them off).
+    @ivar lookup: the key lookup the page was asked, shown below its form,
+        or C{None}.
     """
 
     loader = XMLString(_TEMPLATE)
 
-    def __init__(self, status: ClusterStatus, refresh: int = 5) -> None:
+    def __init__(
+        self,
+        status: ClusterStatus,
+        refresh: int = 5,
+        lookup: LookupAnswer | None = None,
+    ) -> None:
         super().__init__()
         self.status = status
         self.refresh = refresh
+        self.lookup = lookup
 
     @renderer
     def page(self, request: IRequest | None, tag: Tag) -> Tag:
@@ -264,7 +446,8 @@ class StatusPage(Element):
         The document, its slots filled from L{status}.
         """
         local = self.status.local
-        rows = [_row(member) for member in self.status.members]
+        now = self.status.taken_at
+        rows = [_row(entry, now) for entry in self.status.members]
         return tag.fillSlots(
             name=local.name,
             state=_peer_badge(local.state),
@@ -272,7 +455,11 @@ class StatusPage(Element):
             where=_where(self.status),
             cards=_cards(local),
             summary=_summary(self.status),
-            members=rows or tags.tr(tags.td("no members yet", colspan="5")),
+            members=rows or tags.tr(tags.td("no members yet", colspan="7")),
+            share_note=_share_note(self.status),
+            lookup_form=_lookup_form(self.lookup),
+            lookup_answer=_lookup_answer(self.lookup),
+            version=f"{DISTRIBUTION} {local.version}",
             again=f"Refreshes every {self.refresh} s." if self.refresh > 0 else "",
         )
 

@@ -16,6 +16,7 @@ Every resource renders synchronously on the reactor thread.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from twisted.web.resource import NoResource, Resource
@@ -26,7 +27,7 @@ from cluster.alloy.interfaces import Cluster
 from cluster.alloy.service import ClusterService
 from cluster.shard import NotEnoughPeersError, Op, string_key
 from cluster.web.page import StatusPage
-from cluster.web.status import cluster_status
+from cluster.web.status import LOOKUP_OPS, KeyShares, LookupAnswer, cluster_status
 
 __all__ = [
     "HANDLER_BASE",
@@ -39,14 +40,13 @@ __all__ = [
     "PeersResource",
     "ReadyResource",
     "StatusPageResource",
+    "parse_lookup",
     "service_handler",
     "status_site",
 ]
 
 # Where Alloy mounts the cluster service's handler.
 HANDLER_BASE = "/api/v0/web/"
-
-_OPS = {"read": Op.READ, "readwrite": Op.READ_WRITE}
 
 
 def _no_store(request: Request) -> None:
@@ -131,6 +131,39 @@ class ClusterStatusResource(Resource):
         return _json(request, cluster_status(self.service).to_json())
 
 
+def parse_lookup(args: dict[bytes, list[bytes]]) -> tuple[str, int, Op]:
+    """
+    The key, C{n} (default 1) and L{Op} (default C{readwrite}) of a lookup
+    query C{?key=K&n=N&op=read|readwrite}.
+
+    @raise ValueError: with the message for the client.
+    """
+
+    def arg(name: str) -> str | None:
+        values = args.get(name.encode("ascii"))
+        if not values:
+            return None
+        try:
+            return values[0].decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{name} must be UTF-8") from None
+
+    key = arg("key")
+    if key is None:
+        raise ValueError("missing query parameter: key")
+    n_text = arg("n") or "1"
+    # Plain digits only: int() would also take "+1", " 1" or "1_0".
+    plain = n_text.isascii() and n_text.isdigit() and len(n_text) <= 9
+    if not plain or int(n_text) < 1:
+        raise ValueError(f"n must be a positive integer, got {n_text[:20]!r}")
+    n = int(n_text)
+    op_text = arg("op") or "readwrite"
+    op = LOOKUP_OPS.get(op_text)
+    if op is None:
+        raise ValueError(f"op must be read or readwrite, got {op_text!r}")
+    return key, n, op
+
+
 class LookupResource(Resource):
     """
     C{GET ?key=K&n=N&op=read|readwrite} answers the C{N} (default 1)
@@ -150,7 +183,7 @@ class LookupResource(Resource):
 
     def render_GET(self, request: Request) -> bytes:
         try:
-            key, n, op = self._parse(request.args or {})
+            key, n, op = parse_lookup(request.args or {})
         except ValueError as e:
             return _json(request, {"error": str(e)}, 400)
         try:
@@ -160,74 +193,45 @@ class LookupResource(Resource):
             return _json(request, body, 503)
         return _json(request, [peer.to_json() for peer in owners])
 
-    @staticmethod
-    def _parse(args: dict[bytes, list[bytes]]) -> tuple[str, int, Op]:
-        """
-        The key, C{n} and L{Op} of a query.
 
-        @raise ValueError: with the message for the client.
-        """
+class _Probe(Resource):
+    """
+    C{GET} answers 200 C{yes} while C{check()} is true, else 503 C{no}.
+    """
 
-        def arg(name: str) -> str | None:
-            values = args.get(name.encode("ascii"))
-            if not values:
-                return None
-            try:
-                return values[0].decode("utf-8")
-            except UnicodeDecodeError:
-                raise ValueError(f"{name} must be UTF-8") from None
+    isLeaf = True
 
-        key = arg("key")
-        if key is None:
-            raise ValueError("missing query parameter: key")
-        n_text = arg("n") or "1"
-        # Plain digits only: int() would also take "+1", " 1" or "1_0".
-        plain = n_text.isascii() and n_text.isdigit() and len(n_text) <= 9
-        if not plain or int(n_text) < 1:
-            raise ValueError(f"n must be a positive integer, got {n_text[:20]!r}")
-        n = int(n_text)
-        op_text = arg("op") or "readwrite"
-        op = _OPS.get(op_text)
-        if op is None:
-            raise ValueError(f"op must be read or readwrite, got {op_text!r}")
-        return key, n, op
+    def __init__(self, check: Callable[[], object], yes: str, no: str) -> None:
+        super().__init__()
+        self._check = check
+        self._answers = (yes, no)
+
+    def render_GET(self, request: Request) -> bytes:
+        yes, no = self._answers
+        return _text(request, yes) if self._check() else _text(request, no, 503)
 
 
-class ReadyResource(Resource):
+class ReadyResource(_Probe):
     """
     C{GET} answers 200 C{ready} when the cluster admits traffic
     (L{ICluster.ready<cluster.alloy.interfaces.ICluster.ready>}), else 503
     C{not ready}.
     """
 
-    isLeaf = True
-
     def __init__(self, cluster: Cluster) -> None:
-        super().__init__()
+        super().__init__(cluster.ready, "ready", "not ready")
         self.cluster = cluster
 
-    def render_GET(self, request: Request) -> bytes:
-        if self.cluster.ready():
-            return _text(request, "ready")
-        return _text(request, "not ready", 503)
 
-
-class HealthyResource(Resource):
+class HealthyResource(_Probe):
     """
     C{GET} answers 200 C{healthy} while the service runs, else 503
     C{not running}.
     """
 
-    isLeaf = True
-
     def __init__(self, service: ClusterService) -> None:
-        super().__init__()
+        super().__init__(lambda: service.running, "healthy", "not running")
         self.service = service
-
-    def render_GET(self, request: Request) -> bytes:
-        if self.service.running:
-            return _text(request, "healthy")
-        return _text(request, "not running", 503)
 
 
 class MetricsResource(Resource):
@@ -255,6 +259,11 @@ class StatusPageResource(Resource):
     """
     C{GET} answers the HTML status page (L{StatusPage}), which reloads
     itself every C{refresh} seconds.
+
+    With a lookup query (C{?key=K&n=N&op=...}, as L{LookupResource} takes
+    it, sent by the page's own form) the page also shows the owners of
+    C{K}, or why there are none; it is still the status page, so it is
+    still a 200.
     """
 
     isLeaf = True
@@ -269,13 +278,32 @@ class StatusPageResource(Resource):
         super().__init__()
         self.service = service
         self.refresh = refresh
+        self.shares = KeyShares()
 
     def render_GET(self, request: Request) -> object:
-        page = StatusPage(cluster_status(self.service), self.refresh)
+        status = cluster_status(self.service, self.shares)
+        page = StatusPage(status, self.refresh, self._lookup(request.args or {}))
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"content-security-policy", self._POLICY)
         _no_store(request)
         return renderElement(request, page)
+
+    def _lookup(self, args: dict[bytes, list[bytes]]) -> LookupAnswer | None:
+        """
+        The answer to the lookup in C{args}, or C{None} when they ask none.
+        """
+        if b"key" not in args:
+            return None
+        try:
+            key, n, op = parse_lookup(args)
+        except ValueError as e:
+            asked = (args[b"key"] or [b""])[0]
+            return LookupAnswer(asked.decode("utf-8", "replace"), error=str(e))
+        try:
+            owners = self.service.data().lookup(string_key(key), n, op)
+        except NotEnoughPeersError as e:
+            return LookupAnswer(key, n, op, error=str(e))
+        return LookupAnswer(key, n, op, tuple(owners))
 
 
 class _Branch(Resource):
@@ -322,7 +350,8 @@ def status_site(
     """
     The root resource of a node's HTTP endpoint::
 
-        GET /                    the HTML status page (text/html)
+        GET /                    the HTML status page (text/html);
+                                 with ?key=, it also shows the owners
         GET /api/v0/web/peers    Alloy's peer list (JSON)
         GET /api/v0/web/cluster  the node and its members (JSON)
         GET /api/v0/web/lookup   owners of ?key= (JSON; 400, 503)

@@ -1,37 +1,39 @@
 """
 The status page in a real browser: headless Chromium loads it from a
-real C{twisted.web} server on 127.0.0.1 and we read the DOM it built.
+real C{twisted.web} server on 127.0.0.1 and we read the DOM it built:
+from services on the simulated network (every state the page shows), and
+from a live cluster of three C{twistd clusternode} processes.
 
 Skipped when no Chromium binary is installed (Debian: C{apt-get install
 chromium}; C{CHROMIUM} names another binary).  Only 127.0.0.1 is ever
 contacted: the browser's background services are off and every other
 host name is unresolvable.
 
-Run as a program, this module serves the same showcase cluster and saves
-a screenshot of its page (how C{docs/status-page.png} is made)::
+The live test also takes the screenshot the README shows: always into a
+temporary file, checked to be a PNG of L{SCREENSHOT_SIZE}, the size of
+C{docs/status-page.png}; with C{UPDATE_SCREENSHOT=1} in the environment
+it replaces C{docs/status-page.png}::
 
-    python -m tests.integration.test_status_page docs/status-page.png
+    UPDATE_SCREENSHOT=1 python -m twisted.trial \\
+        tests.integration.test_status_page.LiveClusterPageTests
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
-import sys
+import struct
 import tempfile
+from datetime import datetime
 from typing import cast
+from urllib.parse import quote
 
 import attrs
 from prometheus_client import CollectorRegistry
 from twisted.internet import reactor as _global_reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import (
-    Deferred,
-    TimeoutError,
-    ensureDeferred,
-    maybeDeferred,
-    succeed,
-)
+from twisted.internet.defer import Deferred, TimeoutError, ensureDeferred, succeed
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import (
     IListeningPort,
@@ -50,14 +52,21 @@ from cluster.alloy.discovery import static
 from cluster.gossip import MemberState
 from cluster.testing import SimulatedNetwork
 from cluster.web.site import status_site
-from tests.helpers import address, node_of
-from tests.unit.test_web import HOSTILE, parse
+from cluster.web.status import DISTRIBUTION, package_version
+from tests.helpers import address, node_of, now
+from tests.processes import ProcessTestCase
+from tests.unit.test_web import HOSTILE, Rows, parse
 
 reactor = cast("IReactorTCP", _global_reactor)
 processes = cast("IReactorProcess", _global_reactor)
 clock = cast("IReactorTime", _global_reactor)
 
 BROWSER_TIMEOUT = 60.0
+
+SCREENSHOT = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "status-page.png"
+)
+SCREENSHOT_SIZE = (1200, 720)
 
 
 def find_chromium() -> str | None:
@@ -276,6 +285,14 @@ class StatusPageInBrowserTests(TestCase):
         self.assertIn({"http-equiv": "refresh", "content": "5"}, page.meta)
         self.assertIn('<h1 id="node-name">bravo</h1>', dom)
         self.assertIn("cluster demo", dom)
+        # Only the two participants own keys for writes.
+        owning = {
+            name for name, cells in page.cells.items() if cells["share"] != "0.0%"
+        }
+        self.assertEqual(owning, {"alpha", "bravo"})
+        self.assertEqual(
+            sorted(page.times), ["alpha", "bravo", "charlie", "delta", "echo"]
+        )
 
     async def test_hostile_name_stays_text(self) -> None:
         network = SimulatedNetwork(seed=901)
@@ -292,32 +309,100 @@ class StatusPageInBrowserTests(TestCase):
         self.assertIn("&lt;script&gt;", dom)
 
 
-async def screenshot(path: str) -> None:
+def png_size(path: str) -> tuple[int, int]:
     """
-    Save a 1200x700 screenshot of the showcase's page to C{path}.
+    The width and height of the PNG image at C{path}.
+
+    @raise AssertionError: when it is not a PNG.
     """
+    with open(path, "rb") as f:
+        head = f.read(24)
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        raise AssertionError(f"{path} is not a PNG image")
+    width, height = struct.unpack(">II", head[16:24])
+    return width, height
+
+
+class LiveClusterPageTests(ProcessTestCase):
+    """
+    The page of a live cluster of three processes, as Chromium renders it,
+    with a lookup asked through the page's own form.
+    """
+
     if CHROMIUM is None:
-        raise SystemExit("chromium not found")
-    showcase = Showcase.build()
-    port = serve(showcase.services[1])
-    home = tempfile.mkdtemp(prefix="status-page-")
-    try:
-        await run_chromium(
-            CHROMIUM,
-            home,
-            f"--screenshot={os.path.abspath(path)}",
-            "--window-size=1200,700",
-            "--hide-scrollbars",
-            url_of(port),
+        skip = "chromium not found (install the Debian package chromium)"
+
+    async def test_live_cluster(self) -> None:
+        assert CHROMIUM is not None
+        home = tempfile.mkdtemp(prefix="status-page-")
+        self.addCleanup(shutil.rmtree, home, True)
+        started = int(now())
+        nodes = await self.formed("node", 3)
+        names = [node.name for node in nodes]
+        # What the form sends: the page itself, with the query.
+        url = f"{nodes[0].url}/?key={quote('user/42', safe='')}&n=2&op=readwrite"
+        dom = await run_chromium(CHROMIUM, home, "--dump-dom", url)
+        page = parse(dom.decode("utf-8"))
+        self.assertEqual(
+            [(row["name"], row["badges"]) for row in page.rows],
+            [(name, ["alive", "participant"]) for name in names],
         )
-    finally:
-        await maybeDeferred(port.stopListening)
-        showcase.stop()
-        shutil.rmtree(home, True)
+        self.check_shares(page, names)
+        self.check_since(page, names, started)
+        self.assertEqual(page.by_id["version"], f"{DISTRIBUTION} {package_version()}")
+        for name in names:
+            self.assertGreaterEqual(int(page.cells[name]["incarnation"]), started)
+        # The lookup is answered on the page, as the JSON API answers it.
+        self.assertEqual(
+            page.labels,
+            {"lookup-key": "Key", "lookup-n": "Owners", "lookup-op": "Operation"},
+        )
+        owners = await nodes[0].get("/api/v0/web/lookup?key=user%2F42&n=2")
+        self.assertEqual(page.owners, [peer["name"] for peer in owners])
+        self.assertEqual(page.controls["lookup-key"].get("value"), "user/42")
+        await self.screenshot(home, url)
 
+    def check_shares(self, page: Rows, names: list[str]) -> None:
+        """
+        Every participant owns some keys, the shares add up to the whole,
+        and each bar is as wide as its percentage says.
+        """
+        percents = [float(page.cells[name]["share"].rstrip("%")) for name in names]
+        for name, percent in zip(names, percents, strict=True):
+            self.assertTrue(0 < percent < 100, (name, percent))
+            self.assertEqual(page.bars[name], f"width: {percent:.1f}%")
+        # Three shares, each rounded to 0.05 at most.
+        self.assertLess(abs(sum(percents) - 100.0), 0.15, percents)
 
-if __name__ == "__main__":
-    from twisted.internet.task import react
+    def check_since(self, page: Rows, names: list[str], started: int) -> None:
+        """
+        Every member has been alive since a time after the test began and
+        before the page was read, said as a time and a duration.
+        """
+        shown = re.compile(r"(\d{4}-\d\d-\d\d )?\d\d:\d\d:\d\d \(\d+ (s|min)\)")
+        for name in names:
+            self.assertRegex(page.cells[name]["since"], shown)
+            stamp = page.times[name]
+            assert stamp is not None
+            at = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z").timestamp()
+            self.assertTrue(started - 1 <= at <= now() + 1, (name, stamp))
 
-    target = sys.argv[1] if len(sys.argv) > 1 else "docs/status-page.png"
-    react(lambda _reactor: ensureDeferred(screenshot(target)))
+    async def screenshot(self, home: str, url: str) -> None:
+        """
+        Take the README's screenshot of C{url}; keep it with
+        C{UPDATE_SCREENSHOT=1}.
+        """
+        taken = os.path.join(home, "status-page.png")
+        width, height = SCREENSHOT_SIZE
+        await run_chromium(
+            CHROMIUM or "chromium",
+            home,
+            f"--screenshot={taken}",
+            f"--window-size={width},{height}",
+            "--hide-scrollbars",
+            url,
+        )
+        self.assertEqual(png_size(taken), SCREENSHOT_SIZE)
+        if os.environ.get("UPDATE_SCREENSHOT") == "1":
+            shutil.copyfile(taken, SCREENSHOT)
+        self.assertEqual(png_size(SCREENSHOT), SCREENSHOT_SIZE)

@@ -7,7 +7,9 @@ C{StubTreq}) for services on the simulated network.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from html.parser import HTMLParser
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import attrs
@@ -21,14 +23,31 @@ from treq.client import HTTPClient
 from treq.testing import RequestTraversalAgent
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
+from twisted.web.template import flattenString
 from twisted.web.test.requesthelper import DummyRequest
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
-from cluster import ClusterService, Op, Options, PeerState
+from cluster import ClusterService, Op, Options, Peer, PeerState
 from cluster.alloy.discovery import static
-from cluster.shard import string_key
+from cluster.alloy.service import TOKENS_PER_NODE
+from cluster.gossip import Member, MemberState
+from cluster.shard import MAX_KEY, ISharder, Key, ring, string_key
+from cluster.shard._ring import ring_tokens
 from cluster.testing import SimulatedNetwork
+from cluster.web.page import StatusPage, duration
 from cluster.web.site import service_handler, status_site
-from cluster.web.status import cluster_status
+from cluster.web.status import (
+    DISTRIBUTION,
+    ClusterStatus,
+    KeyShares,
+    LocalStatus,
+    LookupAnswer,
+    MemberStatus,
+    cluster_status,
+    key_shares,
+    package_version,
+)
 from tests.helpers import (
     address,
     cluster_services,
@@ -83,10 +102,18 @@ def fetch(
     return Reply(response.code, headers, body)
 
 
+# Elements with no end tag: never left open on the parser's stack.
+_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta"}
+
+
 class Rows(HTMLParser):
     """
-    The member rows of the status page: C{data-name}, CSS class and the
-    text of the badges in each row.
+    What the status page shows, read back from its HTML (ours or the DOM
+    Chromium built): the member rows (C{data-name}, CSS class and the text
+    of the badges in each), each row's cells by class, the width of each
+    share bar and the C{datetime} of each state change, the text of every
+    element with an C{id}, the labels, the form controls and the owners a
+    lookup answered.
     """
 
     def __init__(self) -> None:
@@ -94,29 +121,80 @@ class Rows(HTMLParser):
         self.rows: list[dict[str, Any]] = []
         self.meta: list[dict[str, str | None]] = []
         self.tags: set[str] = set()
+        self.cells: dict[str, dict[str, str]] = {}
+        self.bars: dict[str, str | None] = {}
+        self.times: dict[str, str | None] = {}
+        self.by_id: dict[str, str] = {}
+        self.labels: dict[str, str] = {}
+        self.controls: dict[str, dict[str, str | None]] = {}
+        self.selected: list[str | None] = []
+        self.owners: list[str | None] = []
         self._badge: list[str] | None = None
+        self._open: list[tuple[str, dict[str, str | None], list[str]]] = []
+
+    def _row_name(self) -> str | None:
+        """
+        The C{data-name} of the member row being read, if any.
+        """
+        for tag, found, _ in reversed(self._open):
+            if tag == "tr" and "member" in (found.get("class") or "").split():
+                return found["data-name"]
+        return None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.add(tag)
         found = dict(attrs)
+        classes = (found.get("class") or "").split()
         if tag == "meta":
             self.meta.append(found)
-        if tag == "tr" and "member" in (found.get("class") or "").split():
+        if tag == "tr" and "member" in classes:
             self.rows.append(
                 {"name": found["data-name"], "class": found["class"], "badges": []}
             )
-        if tag == "span" and "badge" in (found.get("class") or "").split():
+        if tag == "span" and "badge" in classes:
             self._badge = []
+        row = self._row_name()
+        if tag == "div" and "fill" in classes and row is not None:
+            self.bars[row] = found.get("style")
+        if tag == "time" and row is not None:
+            self.times[row] = found.get("datetime")
+        if tag in ("form", "input", "select") and found.get("id"):
+            self.controls[str(found["id"])] = found
+        if tag == "option" and "selected" in found:
+            self.selected.append(found.get("value"))
+        if tag == "li" and any(f.get("id") == "owners" for _, f, _ in self._open):
+            self.owners.append(found.get("data-name"))
+        if tag not in _VOID:
+            self._open.append((tag, found, []))
 
     def handle_data(self, data: str) -> None:
         if self._badge is not None:
             self._badge.append(data)
+        for _, _, text in self._open:
+            text.append(data)
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "span" and self._badge is not None:
-            if self.rows:
+            if self.rows and self._row_name() is not None:
                 self.rows[-1]["badges"].append("".join(self._badge))
             self._badge = None
+        if all(open_tag != tag for open_tag, _, _ in self._open):
+            return
+        while True:
+            open_tag, found, text = self._open.pop()
+            self._closed(open_tag, found, " ".join("".join(text).split()))
+            if open_tag == tag:
+                return
+
+    def _closed(self, tag: str, found: dict[str, str | None], text: str) -> None:
+        if found.get("id"):
+            self.by_id[str(found["id"])] = text
+        if tag == "label":
+            self.labels[str(found.get("for"))] = text
+        row = self._row_name()
+        if tag == "td" and row is not None:
+            cell = ((found.get("class") or "") + " -").split()[0]
+            self.cells.setdefault(row, {})[cell] = text
 
 
 def parse(page: str) -> Rows:
@@ -335,6 +413,14 @@ class LookupTests(SynchronousTestCase):
             self.assertEqual(reply.code, 400, query)
             self.assertEqual(reply.headers["content-type"], "application/json")
             self.assertTrue(reply.json()["error"].startswith(message), reply.body)
+            # The page, asked the same, says the same (when a key is named).
+            page = fetch(self, self.site, "/" + query)
+            self.assertEqual(page.code, 200)
+            shown = parse(page.text).by_id.get("lookup-error", "")
+            if "key=" in query:
+                self.assertTrue(shown.startswith(message), (query, shown))
+            else:
+                self.assertEqual(shown, "")
 
     def test_not_enough_peers(self) -> None:
         reply = self.lookup("?key=k&n=3")
@@ -588,6 +674,9 @@ class DisabledTests(SynchronousTestCase):
         self.assertEqual(fetch(self, self.site, "/-/healthy").code, 200)
         text = fetch(self, self.site, "/").text
         self.assertIn("clustering disabled", text)
+        page = parse(text)
+        self.assertEqual(page.cells["solo"]["share"], "100.0%")
+        self.assertEqual(page.cells["solo"]["since"], "-")
         self.assertEqual(
             parse(text).rows,
             [
@@ -631,3 +720,402 @@ class RoutingTests(SynchronousTestCase):
     def test_snapshot_matches_json(self) -> None:
         body = fetch(self, self.site, "/api/v0/web/cluster").json()
         self.assertEqual(body, cluster_status(self.svc).to_json())
+
+
+def exact_ring_shares(names: Iterable[str]) -> dict[str, float]:
+    """
+    Each node's exact share of the key space on a ring of
+    C{TOKENS_PER_NODE} tokens each: the lengths of the arcs that end at
+    its tokens (a key belongs to the first token at or above it).
+    """
+    tokens = sorted(
+        (token, name) for name in names for token in ring_tokens(name, TOKENS_PER_NODE)
+    )
+    owned = dict.fromkeys((name for _, name in tokens), 0)
+    previous = tokens[-1][0] - (MAX_KEY + 1)
+    for token, name in tokens:
+        owned[name] += token - previous
+        previous = token
+    return {name: length / (MAX_KEY + 1) for name, length in owned.items()}
+
+
+def participants(*names: str) -> list[Peer]:
+    return [
+        Peer(name, f"127.0.0.1:{7946 + i}", False, PeerState.PARTICIPANT)
+        for i, name in enumerate(names)
+    ]
+
+
+@implementer(ISharder)
+@attrs.define(eq=False)
+class CountingSharder:
+    """
+    A ring sharder that counts its batch lookups.
+    """
+
+    inner: ISharder = attrs.field(factory=lambda: ring(TOKENS_PER_NODE))
+    batches: int = 0
+
+    def set_peers(self, peers: Iterable[Peer]) -> None:
+        self.inner.set_peers(peers)
+
+    def peers(self) -> list[Peer]:
+        return self.inner.peers()
+
+    def lookup(self, key: Key, n: int, op: Op) -> list[Peer]:
+        return self.inner.lookup(key, n, op)
+
+    def lookup_many(self, keys: Sequence[Key], n: int, op: Op) -> list[list[Peer]]:
+        self.batches += 1
+        return self.inner.lookup_many(keys, n, op)
+
+
+class KeySharesTests(SynchronousTestCase):
+    """
+    L{key_shares} and L{KeyShares}: each peer's share of the keys.
+    """
+
+    def test_close_to_the_exact_ring(self) -> None:
+        """
+        On Alloy's ring the sampled shares are within a percentage point of
+        the exact lengths of each node's arcs, and they sum to 1.
+        """
+        names = ["alpha", "bravo", "charlie"]
+        sharder = ring(TOKENS_PER_NODE)
+        sharder.set_peers(participants(*names))
+        shares = key_shares(sharder)
+        self.assertEqual(sorted(shares), names)
+        self.assertAlmostEqual(sum(shares.values()), 1.0, places=9)
+        for name, exact in exact_ring_shares(names).items():
+            self.assertLess(abs(shares[name] - exact), 0.01, name)
+
+    def test_op_decides_who_owns(self) -> None:
+        """
+        A terminating peer owns keys for reads only; viewers never; with no
+        peer eligible there are no shares.
+        """
+        sharder = ring(TOKENS_PER_NODE)
+        peers = participants("a", "b")
+        terminating = Peer("c", "127.0.0.1:9", False, PeerState.TERMINATING)
+        viewer = Peer("d", "127.0.0.1:8", False, PeerState.VIEWER)
+        sharder.set_peers([*peers, terminating, viewer])
+        self.assertEqual(sorted(key_shares(sharder, Op.READ_WRITE)), ["a", "b"])
+        self.assertEqual(sorted(key_shares(sharder, Op.READ)), ["a", "b", "c"])
+        sharder.set_peers([terminating, viewer])
+        self.assertEqual(key_shares(sharder, Op.READ_WRITE), {})
+        self.assertEqual(key_shares(sharder, Op.READ), {"c": 1.0})
+
+    def test_remembered_until_the_peers_change(self) -> None:
+        sharder = CountingSharder()
+        verifyObject(ISharder, sharder)
+        sharder.set_peers(participants("a", "b"))
+        memo = KeyShares(sample=64)
+        first = memo.of(sharder)
+        self.assertEqual(memo.of(sharder), first)
+        self.assertEqual(sharder.batches, 1)
+        sharder.set_peers(participants("a", "b", "c"))
+        self.assertEqual(sorted(memo.of(sharder)), ["a", "b", "c"])
+        self.assertEqual(sharder.batches, 2)
+        other = CountingSharder()
+        other.set_peers(participants("a", "b", "c"))
+        memo.of(other)
+        self.assertEqual(other.batches, 1)
+
+
+def member(
+    name: str,
+    state: MemberState = MemberState.ALIVE,
+    since: float | None = None,
+    share: float | None = None,
+    peer_state: PeerState | None = PeerState.PARTICIPANT,
+    is_self: bool = False,
+) -> MemberStatus:
+    return MemberStatus(
+        Member(name, "127.0.0.1", 7946, b"", state, 1796672339),
+        peer_state,
+        is_self,
+        since=since,
+        peer_time=4,
+        share=share,
+    )
+
+
+# 1970-01-04 12:30:00 UTC.
+TAKEN_AT = 3 * 86400 + 45_000.0
+
+
+def snapshot(*members: MemberStatus, version: str = "9.9.9") -> ClusterStatus:
+    local = LocalStatus(
+        "alpha", "127.0.0.1:7946", PeerState.PARTICIPANT, 7, 0, True, "c", 2, version
+    )
+    return ClusterStatus(True, True, local, members, TAKEN_AT)
+
+
+class RenderingTests(SynchronousTestCase):
+    """
+    L{StatusPage} renders a snapshot built by hand.
+    """
+
+    def render(self, status: ClusterStatus, lookup: LookupAnswer | None = None) -> str:
+        page = StatusPage(status, 5, lookup)
+        return self.successResultOf(flattenString(None, page)).decode("utf-8")
+
+    def test_duration(self) -> None:
+        for seconds, spoken in [
+            (-5, "0 s"),
+            (0, "0 s"),
+            (59.9, "59 s"),
+            (60, "1 min"),
+            (3599, "59 min"),
+            (3600, "1 h"),
+            (3660, "1 h 1 min"),
+            (86399, "23 h 59 min"),
+            (86400, "1 d"),
+            (90000, "1 d 1 h"),
+        ]:
+            self.assertEqual(duration(seconds), spoken, seconds)
+
+    def test_since(self) -> None:
+        """
+        The UTC time of the last state change and how long ago it was, with
+        the date when it was another day; a dash when unknown.
+        """
+        page = parse(
+            self.render(
+                snapshot(
+                    member("today", since=TAKEN_AT - 120),
+                    member("before", since=TAKEN_AT - 2 * 86400 - 3600),
+                    member("unknown"),
+                )
+            )
+        )
+        self.assertEqual(page.cells["today"]["since"], "12:28:00 (2 min)")
+        self.assertEqual(page.cells["before"]["since"], "1970-01-02 11:30:00 (2 d 1 h)")
+        self.assertEqual(page.cells["unknown"]["since"], "-")
+        self.assertEqual(
+            page.times,
+            {"today": "1970-01-04T12:28:00Z", "before": "1970-01-02T11:30:00Z"},
+        )
+
+    def test_share_bars(self) -> None:
+        """
+        A bar as wide as the share, and the percentage beside it; a dash
+        when shares were not computed.
+        """
+        page = parse(
+            self.render(
+                snapshot(
+                    member("most", share=0.6667),
+                    member("none", share=0.0),
+                    member("unknown"),
+                )
+            )
+        )
+        self.assertEqual(page.bars, {"most": "width: 66.7%", "none": "width: 0.0%"})
+        self.assertEqual(page.cells["most"]["share"], "66.7%")
+        self.assertEqual(page.cells["none"]["share"], "0.0%")
+        self.assertEqual(page.cells["unknown"]["share"], "-")
+        self.assertIn("fraction of 4,096 keys", page.by_id["share-note"])
+        self.assertEqual(
+            parse(self.render(snapshot(member("x")))).by_id["share-note"], ""
+        )
+
+    def test_version(self) -> None:
+        page = parse(self.render(snapshot(version="1.2.3")))
+        self.assertEqual(page.by_id["version"], f"{DISTRIBUTION} 1.2.3")
+
+    def test_incarnation_and_peer_time(self) -> None:
+        text = self.render(snapshot(member("a")))
+        self.assertEqual(parse(text).cells["a"]["incarnation"], "1796672339")
+        self.assertIn('title="announced at Lamport time 4"', text)
+
+    def test_labelled_form_asks_the_page(self) -> None:
+        """
+        Every control has a label; the form has no action, so it asks the
+        page itself; it holds the defaults.
+        """
+        page = parse(self.render(snapshot()))
+        self.assertEqual(
+            page.labels,
+            {"lookup-key": "Key", "lookup-n": "Owners", "lookup-op": "Operation"},
+        )
+        for control in ("lookup-key", "lookup-n", "lookup-op"):
+            self.assertIn(control, page.controls)
+        form = page.controls["lookup"]
+        self.assertEqual(form.get("method"), "get")
+        self.assertNotIn("action", form)
+        self.assertEqual(
+            [
+                page.controls[c].get("name")
+                for c in ("lookup-key", "lookup-n", "lookup-op")
+            ],
+            ["key", "n", "op"],
+        )
+        self.assertEqual(page.controls["lookup-key"].get("value"), "")
+        self.assertEqual(page.controls["lookup-n"].get("value"), "1")
+        self.assertEqual(page.selected, ["readwrite"])
+        self.assertNotIn("lookup-answer", page.by_id)
+
+    def test_answer(self) -> None:
+        owners = tuple(participants("bravo", "alpha"))
+        answer = LookupAnswer("user/42", 2, Op.READ, owners)
+        page = parse(self.render(snapshot(), answer))
+        self.assertEqual(page.owners, ["bravo", "alpha"])
+        self.assertIn("Owners of user/42 for read", page.by_id["lookup-answer"])
+        self.assertIn(f"{string_key('user/42'):#018x}", page.by_id["lookup-answer"])
+        self.assertEqual(page.controls["lookup-key"].get("value"), "user/42")
+        self.assertEqual(page.controls["lookup-n"].get("value"), "2")
+        self.assertEqual(page.selected, ["read"])
+        self.assertNotIn("lookup-error", page.by_id)
+
+    def test_error(self) -> None:
+        answer = LookupAnswer("k", 3, error="not enough nodes: need at least 3, have 2")
+        page = parse(self.render(snapshot(), answer))
+        self.assertEqual(
+            page.by_id["lookup-error"], "not enough nodes: need at least 3, have 2"
+        )
+        self.assertEqual(page.owners, [])
+
+    def test_hostile_key_stays_text(self) -> None:
+        text = self.render(snapshot(), LookupAnswer(HOSTILE, error=HOSTILE))
+        self.assertNotIn("<script", text)
+        page = parse(text)
+        self.assertNotIn("script", page.tags)
+        self.assertEqual(page.controls["lookup-key"].get("value"), HOSTILE)
+        self.assertEqual(page.by_id["lookup-error"], HOSTILE)
+
+
+class LivePageTests(SynchronousTestCase):
+    """
+    The page of services on the simulated network: shares from the
+    sharder, times from the member table, lookups answered in place.
+    """
+
+    def setUp(self) -> None:
+        self.c = Cluster3.build(seed=716)
+        self.addCleanup(self.c.stop)
+
+    def page(self, query: str = "", index: int = 0) -> Rows:
+        reply = fetch(self, self.c.site(index), "/" + query)
+        self.assertEqual(reply.code, 200)
+        return parse(reply.text)
+
+    def test_shares(self) -> None:
+        """
+        The viewer owns nothing; the participants' shares are the sharder's
+        and close to their exact arcs of the ring.
+        """
+        page = self.page()
+        shares = key_shares(self.c.services[0].sharder)
+        exact = exact_ring_shares(["svc-1", "svc-2"])
+        self.assertEqual(page.cells["svc-0"]["share"], "0.0%")
+        for name in ("svc-1", "svc-2"):
+            self.assertEqual(page.cells[name]["share"], f"{shares[name] * 100:.1f}%")
+            self.assertLess(abs(shares[name] - exact[name]), 0.01, name)
+            self.assertEqual(page.bars[name], f"width: {shares[name] * 100:.1f}%")
+
+    def test_terminating_hands_its_share_over(self) -> None:
+        self.c.services[2].change_state(PeerState.TERMINATING)
+        self.c.network.run(3)
+        page = self.page()
+        self.assertEqual(page.cells["svc-2"]["share"], "0.0%")
+        self.assertEqual(page.cells["svc-1"]["share"], "100.0%")
+
+    def test_since_the_last_state_change(self) -> None:
+        """
+        A member's time is when our table last changed its state: a crashed
+        one shows when it turned suspect, then dead.
+        """
+        network = self.c.network
+        table = node_of(self.c.services[0]).memberlist.table
+        network.run(600)
+        # A crashed service is not stopped at clean-up.
+        crashed = self.c.services.pop(2)
+        network.crash(node_of(crashed))
+
+        def turned(state: MemberState) -> float:
+            def now_in_state() -> bool:
+                record = table.get("svc-2")
+                return record is not None and record.state == state
+
+            self.assertIsNotNone(network.run_until(now_in_state, 120), state)
+            record = table.get("svc-2")
+            assert record is not None
+            return record.state_change
+
+        # Suspicion lasts at least 4 s; the dead are forgotten after 30 s.
+        for state, wait in [(MemberState.SUSPECT, 3), (MemberState.DEAD, 20)]:
+            at = turned(state)
+            network.run(wait)
+            cells = self.page().cells
+            self.assertEqual(cells["svc-2"]["gossip"], str(state))
+            self.assertEqual(cells["svc-2"]["since"], f"{time_of_day(at)} ({wait} s)")
+        alive = table.get("svc-1")
+        assert alive is not None
+        since = self.page().cells["svc-1"]["since"]
+        self.assertTrue(since.startswith(time_of_day(alive.state_change)), since)
+        self.assertTrue(since.endswith(" min)"), since)
+
+    def test_version(self) -> None:
+        page = self.page()
+        self.assertEqual(page.by_id["version"], f"{DISTRIBUTION} {package_version()}")
+        try:
+            installed = version(DISTRIBUTION)
+        except PackageNotFoundError:
+            installed = "unknown"
+        self.assertEqual(package_version(), installed)
+
+    def test_lookup_on_the_page(self) -> None:
+        """
+        The form's query, sent to the page, is answered on the page as the
+        JSON API answers it.
+        """
+        cluster = self.c.services[0].data()
+        for query, n, op in [
+            ("?key=user/42", 1, Op.READ_WRITE),
+            ("?key=user/42&n=2&op=read", 2, Op.READ),
+            ("?key=&n=2&op=readwrite", 2, Op.READ_WRITE),
+        ]:
+            page = self.page(query)
+            key = query.split("&")[0].removeprefix("?key=")
+            expected = cluster.lookup(string_key(key), n, op)
+            self.assertEqual(page.owners, [p.name for p in expected], query)
+            api = fetch(self, self.c.site(), "/api/v0/web/lookup" + query).json()
+            self.assertEqual([p["name"] for p in api], page.owners)
+
+    def test_lookup_errors_on_the_page(self) -> None:
+        """
+        Too few owners is said on the page (which is still a 200); so are
+        bad queries (L{LookupTests.test_bad_queries}); a query naming no
+        key asks nothing.
+        """
+        page = self.page("?key=k&n=3")
+        self.assertEqual(
+            page.by_id["lookup-error"], "not enough nodes: need at least 3, have 2"
+        )
+        self.assertEqual(page.owners, [])
+        page = self.page("?key=%FF")
+        self.assertEqual(page.controls["lookup-key"]["value"], "\ufffd")
+        self.assertNotIn("lookup-answer", self.page("?n=2&op=read").by_id)
+
+    def test_json_spares_the_shares(self) -> None:
+        """
+        The JSON snapshot computes no shares; the page's memory of them
+        serves every load until the peers change.
+        """
+        status = cluster_status(self.c.services[0])
+        self.assertEqual({m.share for m in status.members}, {None})
+        memo = KeyShares()
+        shared = cluster_status(self.c.services[0], memo)
+        self.assertEqual(
+            {m.name: m.share for m in shared.members},
+            {"svc-0": 0.0, **key_shares(self.c.services[0].sharder)},
+        )
+
+
+def time_of_day(at: float) -> str:
+    """
+    C{at} (seconds since the epoch) as C{HH:MM:SS} in UTC.
+    """
+    whole = int(at)
+    return f"{whole // 3600 % 24:02}:{whole // 60 % 60:02}:{whole % 60:02}"
