@@ -37,6 +37,7 @@ PROFILES = {
     "lan": GossipConfig.lan,
     "wan": GossipConfig.wan,
     "local": GossipConfig.local,
+    "alloy": GossipConfig.alloy,
 }
 
 _HOSTNAME = re.compile(
