@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import re
 import statistics
 import sys
 import time
@@ -182,16 +183,13 @@ def misses(rows: list[dict[str, float]]) -> list[str]:
     missed = []
     for row in rows:
         nodes = int(row["nodes"])
-        if nodes >= 100 and row["batch_over_bisect"] < BATCH_TARGET:
-            missed.append(
-                f"{nodes} nodes: batch {row['batch_over_bisect']:.2f}x the bisect "
-                f"loop (target {BATCH_TARGET}x)"
-            )
-        if nodes >= 100 and row["single_over_bisect"] < SINGLE_TARGET:
-            missed.append(
-                f"{nodes} nodes: single {row['single_over_bisect']:.2f}x the bisect "
-                f"loop (target {SINGLE_TARGET}x)"
-            )
+        for name, target in (("batch", BATCH_TARGET), ("single", SINGLE_TARGET)):
+            ratio = row[f"{name}_over_bisect"]
+            if nodes >= 100 and ratio < target:
+                missed.append(
+                    f"{nodes} nodes: {name} {ratio:.2f}x the bisect loop "
+                    f"(target {target}x)"
+                )
         if row["longest_step_ms"] > STEP_TARGET_MS:
             missed.append(
                 f"{nodes} nodes: a build step of {row['longest_step_ms']:.0f} ms "
@@ -200,42 +198,52 @@ def misses(rows: list[dict[str, float]]) -> list[str]:
     return missed
 
 
-# Two tables, the costs and the rates: (title, key, format) per column.
+# Two tables, the costs and the rates, by the keys of their columns.
 TABLES = (
+    ("nodes", "full_build_ms", "longest_step_ms", "join_ms", "first_batch_ms"),
     (
-        ("nodes", "nodes", "d"),
-        ("full build ms", "full_build_ms", ".1f"),
-        ("longest step ms", "longest_step_ms", ".1f"),
-        ("join ms", "join_ms", ".1f"),
-        ("first batch ms", "first_batch_ms", ".1f"),
-    ),
-    (
-        ("nodes", "nodes", "d"),
-        ("batch n=1/s", "batch_n1_per_s", ",.0f"),
-        ("batch n=3/s", "batch_n3_per_s", ",.0f"),
-        ("fallback n=1/s", "fallback_n1_per_s", ",.0f"),
-        ("single/s", "single_per_s", ",.0f"),
-        ("bisect loop/s", "bisect_loop_per_s", ",.0f"),
-        ("batch/bisect", "batch_over_bisect", ".2f"),
-        ("single/bisect", "single_over_bisect", ".2f"),
+        "nodes",
+        "batch_n1_per_s",
+        "batch_n3_per_s",
+        "fallback_n1_per_s",
+        "single_per_s",
+        "bisect_loop_per_s",
+        "batch_over_bisect",
+        "single_over_bisect",
     ),
 )
 
+# How a key's unit is titled and formatted: (suffix or infix, words, format).
+UNITS = (("_ms", " ms", ".1f"), ("_per_s", "/s", ",.0f"), ("_over_", "/", ".2f"))
 
-def table_lines(
-    rows: list[dict[str, float]], columns: Sequence[tuple[str, str, str]]
-) -> list[str]:
+
+def column(key: str) -> tuple[str, str]:
     """
-    C{rows} as a table: one column per C{(title, key, format)}.
+    The title and format of the column of C{key}: its words (C{n1} as
+    C{n=1}) with its unit, formatted as the unit calls for (a count as a
+    whole number).
     """
+    title, spec = key, "d"
+    for part, words, unit_spec in UNITS:
+        if part in key:
+            title, spec = key.replace(part, words), unit_spec
+    title = re.sub(r"_n(\d)", r" n=\1", title).replace("_", " ")
+    return title, spec
+
+
+def table_lines(rows: list[dict[str, float]], keys: Sequence[str]) -> list[str]:
+    """
+    C{rows} as a table: one column per key (see L{column}).
+    """
+    columns = [(key, *column(key)) for key in keys]
     cells = [
         [
             format(int(row[key]) if spec == "d" else row[key], spec)
-            for _, key, spec in columns
+            for key, _, spec in columns
         ]
         for row in rows
     ]
-    titles = [title for title, _, _ in columns]
+    titles = [title for _, title, _ in columns]
     return harness.Table.fitting(titles, cells, narrowest=11).lines(cells, rule=True)
 
 

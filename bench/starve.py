@@ -19,7 +19,7 @@ C{/metrics} is read, and the change since the previous block counted:
     probes}, the healthy nodes' failed probe rounds; I{refutes}, the
     starved node's refutations (each answers a suspicion or a death);
   - dead: blocks after which the starved node had been declared dead (a
-    member whose suspicion timer ran out logs C{marking X as failed}, so
+    member whose suspicion timer ran out logs C{X failed: no ack for}, so
     no declaration escapes); I{dead listings}, the healthy nodes that
     recorded a death (their C{declared_dead} counters); I{unrefuted},
     healthy nodes that still list the starved node suspect or dead at an
@@ -65,7 +65,7 @@ FETCH_TIMEOUT = 5.0
 STOP_GRACE = 15.0
 # Logged by the member whose suspicion timer runs out: every death
 # declared in the cluster starts with one such line.
-MARKED_FAILED = re.compile(r"marking (\S+) as failed")
+MARKED_FAILED = re.compile(r"(\S+) failed: no ack for")
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("block s", "block_s"),
@@ -140,7 +140,7 @@ class Snapshot:
 class Cycle:
     """
     What one block brought about, from the counters read before and after
-    it and the C{marking X as failed} lines logged in between.
+    it and the C{X failed: no ack for} lines logged in between.
     """
 
     blocked: float

@@ -35,8 +35,8 @@ same machine:
     received, taken as equal to those sent across the cluster);
   - false deaths: members declared dead or failed that were never killed,
     from the observers' listings and from every node's log (the member
-    whose suspicion timer runs out logs C{marking X as failed}, ours and
-    memberlist alike, so no declaration escapes).
+    whose suspicion timer runs out logs C{X failed: no ack for} in ours,
+    C{Marking X as failed} in memberlist, so no declaration escapes).
 
 The sampled observers are the first C{--observers} nodes (never killed):
 polling every node would load the machine more than the gossip does.
@@ -101,9 +101,9 @@ EXIT_WAIT = 15.0  # a leaving process gets this long to exit
 RPC_TIMEOUT = 5.0
 RSS_MARGIN_MIB = 8.0
 # Logged by the member whose suspicion timer runs out, in our memberlist
-# ("marking x as failed") and Go's ("Marking x as failed"): every death
-# declared in a cluster starts with one such line.
-MARKED_FAILED = re.compile(r"[Mm]arking (\S+) as failed")
+# ("x failed: no ack for 4.0 s, ...") and Go's ("Marking x as failed"):
+# every death declared in a cluster starts with one such line.
+MARKED_FAILED = re.compile(r"(?<=Marking )\S+(?= as failed)|\S+(?= failed: no ack for)")
 ALIVE, LEFT = "alive", "left"
 # serf's agent keeps go-metrics in memory, in 10 s intervals aligned on the
 # clock, and writes the finished ones to its log on SIGUSR1, a line per

@@ -18,6 +18,7 @@ from cluster.alloy.service import (
     ClusterService,
     ComponentBlock,
     Definition,
+    JoinRefused,
     SimpleServiceHost,
 )
 from cluster.peer import Peer, PeerState
@@ -33,6 +34,7 @@ __all__ = [
     "ICluster",
     "IComponent",
     "IServiceHost",
+    "JoinRefused",
     "Op",
     "Options",
     "Peer",

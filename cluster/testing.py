@@ -53,6 +53,7 @@ from cluster.daemon.ports import ephemeral_port_floor, free_loopback_port
 from cluster.gossip.config import GossipConfig, GossipSettings
 from cluster.gossip.counters import CounterRecord
 from cluster.gossip.interfaces import (
+    IDelegate,
     IFrameMeasure,
     IPacketHandler,
     ITransport,
@@ -66,6 +67,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NetworkCounters",
+    "RecordingDelegate",
     "SimulatedClock",
     "SimulatedNetwork",
     "SimulatedTransport",
@@ -252,6 +254,45 @@ class NetworkCounters(CounterRecord):
     streams_failed: int = 0
 
 
+@implementer(IDelegate)
+@attrs.define(eq=False)
+class RecordingDelegate:
+    """
+    An L{IDelegate} for tests: it advertises no metadata and no state,
+    keeps every user message and remote state it is given, and hands out
+    the broadcasts queued in C{outgoing} as many at a time as fit.
+
+    @ivar messages: the user messages received, in order.
+    @ivar states: the push/pull states merged, in order.
+    @ivar outgoing: user broadcasts waiting to be gossiped.
+    """
+
+    messages: list[bytes] = attrs.field(factory=list)
+    states: list[bytes] = attrs.field(factory=list)
+    outgoing: list[bytes] = attrs.field(factory=list)
+
+    def node_meta(self, limit: int) -> bytes:
+        return b""
+
+    def notify_msg(self, message: bytes) -> None:
+        self.messages.append(message)
+
+    def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
+        chosen: list[bytes] = []
+        used = 0
+        while self.outgoing and used + overhead + len(self.outgoing[0]) <= limit:
+            item = self.outgoing.pop(0)
+            used += overhead + len(item)
+            chosen.append(item)
+        return chosen
+
+    def local_state(self, join: bool) -> bytes:
+        return b""
+
+    def merge_remote_state(self, state: bytes, join: bool) -> None:
+        self.states.append(state)
+
+
 @attrs.define(eq=False)
 class SimulatedNetwork:
     """
@@ -301,21 +342,34 @@ class SimulatedNetwork:
         """
         return SimulatedTransport(self, host or self.new_host(), port)
 
-    def _prepare(
-        self, name: str, config: GossipConfig | None, host: str | None
-    ) -> tuple[GossipConfig, SimulatedTransport, random.Random]:
+    def _place(self, host: str | None) -> tuple[SimulatedTransport, random.Random]:
         """
-        A configuration for C{name} at a new simulated address (the given
-        C{config}, LAN defaults by default), its transport, and a random
-        source derived from the network's seed.
+        An unstarted transport for a new simulated host (at C{host}, or a
+        fresh address), and a random source for what runs there, derived
+        from the network's seed.
         """
         transport = self.transport(host)
+        self._node_seeds += 1
+        return transport, random.Random(f"{self.seed}/{self._node_seeds}")
+
+    def _prepare(
+        self,
+        name: str,
+        config: GossipConfig | None,
+        host: str | None,
+        overrides: GossipSettings,
+    ) -> tuple[GossipConfig, SimulatedTransport, random.Random]:
+        """
+        What L{_place} gives for a member called C{name}, and its
+        configuration: the given C{config} (LAN defaults by default) at the
+        new address, then C{overrides}.
+        """
+        transport, rng = self._place(host)
         base = config or GossipConfig.lan(name=name)
-        config = attrs.evolve(
+        placed = attrs.evolve(
             base, name=name, bind_address=transport.host, bind_port=transport.port
         )
-        self._node_seeds += 1
-        return config, transport, random.Random(f"{self.seed}/{self._node_seeds}")
+        return attrs.evolve(placed, **overrides), transport, rng
 
     def memberlist(
         self,
@@ -331,8 +385,8 @@ class SimulatedNetwork:
         @param config: the base configuration (LAN defaults if omitted);
             C{name}, the address and any C{overrides} are applied to it.
         """
-        base, transport, rng = self._prepare(name, config, host)
-        return Memberlist(attrs.evolve(base, **overrides), self.clock, transport, rng)
+        config, transport, rng = self._prepare(name, config, host, overrides)
+        return Memberlist(config, self.clock, transport, rng)
 
     # The factories below take the same arguments on purpose (a user moves
     # from one to another by changing the name); _prepare holds their logic.
@@ -349,10 +403,8 @@ class SimulatedNetwork:
         A ckit-style L{Node} on a new simulated host, not yet started (the
         same arguments as L{memberlist}, and the sharder to feed).
         """
-        base, transport, rng = self._prepare(name, config, host)
-        return Node(
-            attrs.evolve(base, **overrides), sharder, self.clock, transport, rng
-        )
+        config, transport, rng = self._prepare(name, config, host, overrides)
+        return Node(config, sharder, self.clock, transport, rng)
 
     def cluster_service(
         self,
@@ -364,8 +416,7 @@ class SimulatedNetwork:
         A L{ClusterService} on a new simulated host, not yet started; the
         options' bind address and port are replaced by the host's.
         """
-        transport = self.transport(host)
-        self._node_seeds += 1
+        transport, rng = self._place(host)
         return ClusterService(
             attrs.evolve(
                 options, bind_address=transport.host, bind_port=transport.port
@@ -373,7 +424,7 @@ class SimulatedNetwork:
             reactor=self.clock,
             host=service_host or SimpleServiceHost(),
             transport=transport,
-            rng=random.Random(f"{self.seed}/{self._node_seeds}"),
+            rng=rng,
         )
 
     # --- running ---

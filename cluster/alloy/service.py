@@ -18,6 +18,16 @@ and the service is never ready (see L{cluster.ckit.node}).  With
 C{fail_on_discovery_error}, a discovery that fails at start-up does not
 bootstrap a new cluster: L{ClusterService.when_joined} fails with its error
 and the service stops.
+
+A join that nobody answers bootstraps a new cluster, as in Alloy (the
+first node of a cluster finds nobody).  A join that peers answered and
+refused (TLS, another cluster name or gossip key, a protocol version: see
+L{cluster.gossip.join}) does not, where Alloy bootstraps on any join
+error: a refused node alone would own every key beside the cluster that
+refused it.  L{ClusterService.when_joined} fails with L{JoinRefused}
+naming the cause in words; the service keeps running, not ready, a viewer
+(a change to I{participant} waits until it has joined), and tries again
+every C{rejoin_interval} until a join gets in.
 """
 
 from __future__ import annotations
@@ -47,8 +57,9 @@ from cluster.alloy.options import Options, split_advertise_address
 from cluster.ckit.metrics import MetricKind, MetricSpec, NodeMetrics
 from cluster.ckit.node import FuncObserver, NameConflictError, Node
 from cluster.gossip.advertise import AdvertiseError
-from cluster.gossip.errors import BindError
+from cluster.gossip.errors import BindError, JoinRefused
 from cluster.gossip.interfaces import ITransport, reactor_or_global
+from cluster.gossip.nodelog import node_logger, tagged
 from cluster.peer import Peer, PeerState
 from cluster.shard import Op, Sharder, ring
 
@@ -59,6 +70,7 @@ __all__ = [
     "ClusterView",
     "ComponentBlock",
     "Definition",
+    "JoinRefused",
     "SimpleServiceHost",
 ]
 
@@ -150,7 +162,8 @@ class ClusterView:
     C{minimum_size_wait_timeout} has passed since the service was created
     (as in Alloy; sticky until the minimum is met again); dropping below
     the minimum after being ready starts the wait over.  Never, whatever
-    the settings, once L{refuse}d.
+    the settings, once L{refuse}d, nor while L{hold} says that the peers
+    refused our join.
     """
 
     sharder: Sharder
@@ -160,7 +173,13 @@ class ClusterView:
     ready_gauge: Gauge | None = None
     _state: _Readiness = attrs.field(default=_Readiness.NOT_READY, init=False)
     _deadline: IDelayedCall | None = attrs.field(default=None, init=False)
-    _log = Logger()
+    _join_refused: bool = attrs.field(default=False, init=False)
+    _log: Logger = attrs.field(
+        init=False,
+        default=attrs.Factory(
+            lambda view: node_logger(view, view.options.node_name), takes_self=True
+        ),
+    )
 
     def _always_ready(self) -> bool:
         return (
@@ -190,9 +209,19 @@ class ClusterView:
 
     def _set(self, state: _Readiness) -> None:
         self._state = state
+        self._publish()
+
+    def _publish(self) -> None:
         if self.ready_gauge is not None:
-            ready = state in (_Readiness.READY, _Readiness.DEADLINE_PASSED)
-            self.ready_gauge.set(1 if ready else 0)
+            self.ready_gauge.set(1 if self.ready() else 0)
+
+    def hold(self, join_refused: bool) -> None:
+        """
+        Not ready while C{join_refused}: the peers our node found refused
+        its join, and it has not joined since.
+        """
+        self._join_refused = join_refused
+        self._publish()
 
     def refuse(self) -> None:
         """
@@ -242,7 +271,7 @@ class ClusterView:
         return self.sharder.peers()
 
     def ready(self) -> bool:
-        if self._state == _Readiness.REFUSED:
+        if self._state == _Readiness.REFUSED or self._join_refused:
             return False
         if self._always_ready():
             return True
@@ -276,11 +305,17 @@ class ClusterService(service.Service):
     _rejoin_loop: LoopingCall | None = attrs.field(default=None, init=False)
     _joined: list[Failure | None] = attrs.field(factory=list, init=False)
     _join_waiters: list[Deferred[None]] = attrs.field(factory=list, init=False)
+    # While the peers refuse our join: the refusal, and the changes of our
+    # state that wait for a join to get in.
+    _refusal: Failure | None = attrs.field(default=None, init=False)
+    _held_states: list[tuple[PeerState, Deferred[None]]] = attrs.field(
+        factory=list, init=False
+    )
     _log: Logger = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.name = SERVICE_NAME
-        self._log = self.options.log or Logger()
+        self._log = tagged(self.options.log or Logger(), self.options.node_name)
         if self.options.enable_tls and self.options.gossip_config().keyring is None:
             self._log.warn(
                 "TLS protects the TCP streams only: gossip over UDP is in "
@@ -353,9 +388,22 @@ class ClusterService(service.Service):
         """
         Move our node to C{target} (see L{Node.change_state}).  With
         clustering disabled the node is always a participant: a no-op.
+        Once started, a move to I{participant} waits for the start-up join
+        to settle (see L{when_joined}), and while the peers refuse our join,
+        until a join gets in: a node that is alone for want of being let in
+        must not own every key.  It fails when the node cannot start.
         """
         if self.node is None:
             return succeed(None)
+        joining = self.running and not self._joined
+        if target == PeerState.PARTICIPANT and (joining or self._refusal is not None):
+            waiter: Deferred[None] = Deferred()
+            self._held_states.append((target, waiter))
+            if self._refusal is not None:
+                self._log.info(
+                    "not taking the participant role: the peers refused our join"
+                )
+            return waiter
         return self.node.change_state(target)
 
     @property
@@ -416,9 +464,15 @@ class ClusterService(service.Service):
     def _settle_join(self, outcome: Failure | None) -> None:
         if outcome is not None and outcome.check(NameConflictError):
             self.view.refuse()
-        if outcome is not None and self.running:
+        if outcome is not None and outcome.check(JoinRefused):
+            pass  # still running, and trying again (see _refused)
+        elif outcome is not None and self.running:
             self._abandon(outcome)
         self._joined = [outcome]
+        if outcome is None:
+            self._release_held()
+        elif not outcome.check(JoinRefused):
+            self._fail_held(outcome)
         waiters, self._join_waiters = self._join_waiters, []
         for waiter in waiters:
             if outcome is None:
@@ -436,6 +490,12 @@ class ClusterService(service.Service):
         for join addresses of which none resolved) when discovery failed
         and C{fail_on_discovery_error} is set.  The service has then
         stopped, and its node with it.
+
+        It fails with L{JoinRefused} (naming each address and the cause in
+        words) when the peers answered and refused us: the service keeps
+        running, not ready and a viewer, and tries to join again every
+        C{rejoin_interval}; once a join gets in, the service becomes ready
+        as usual and a call made then fires.
         """
         if self._joined:
             (outcome,) = self._joined
@@ -469,14 +529,21 @@ class ClusterService(service.Service):
             )
             peers = []
         self._log.info(
-            "starting cluster node {name} with {count} peers: {peers}",
+            "starting cluster node {name} with {count} peers{listed}",
             name=self.options.node_name,
             count=len(peers),
             peers=",".join(peers),
+            listed=f": {','.join(peers)}" if peers else "",
         )
         try:
             await self.node.start(peers)
         except NameConflictError:
+            raise
+        except JoinRefused as e:
+            # Peers answered and refused us: alone, we would split the
+            # cluster.  Stay out and try again.
+            self._refused(Failure(e))
+            self._schedule_rejoin()
             raise
         except Exception as e:
             self._log.warn(
@@ -521,7 +588,12 @@ class ClusterService(service.Service):
             return
         self._log.debug("rejoining peers: {peers}", peers=",".join(peers))
         try:
-            await self.node.start(peers)
+            contacted = await self.node.start(peers)
+        except JoinRefused as e:
+            if self._refusal is not None:
+                self._refused(Failure(e))
+            else:
+                self._log.warn("failed to rejoin list of peers: {error}", error=e)
         except NameConflictError:
             # Our first successful join, late: it found our name in use
             # (the node said so).  Nothing to rejoin as, ever again.
@@ -530,6 +602,59 @@ class ClusterService(service.Service):
                 self._rejoin_loop.stop()
         except Exception as e:
             self._log.warn("failed to rejoin list of peers: {error}", error=e)
+        else:
+            if self._refusal is not None and contacted > 0:
+                self._let_in(contacted)
+
+    def _refused(self, failure: Failure) -> None:
+        """
+        The peers refused our join: not ready, and say why (once per try:
+        once per C{rejoin_interval}).
+        """
+        self._refusal = failure
+        self.view.hold(True)
+        interval = self.options.rejoin_interval
+        retry = (
+            f"trying again every {interval:g} s"
+            if interval > 0
+            else "not trying again (rejoin_interval is 0)"
+        )
+        self._log.warn(
+            "join refused, not bootstrapping a cluster of our own: {error}; "
+            "not ready, {retry}",
+            error=failure.getErrorMessage(),
+            retry=retry,
+        )
+
+    def _let_in(self, contacted: int) -> None:
+        """
+        A join got in after the peers refused us: ready as usual from now,
+        and the held state changes go ahead.
+        """
+        self._refusal = None
+        self.view.hold(False)
+        self._log.info("joined {count} peer(s) after being refused", count=contacted)
+        self._settle_join(None)
+        self._trigger()
+
+    def _release_held(self) -> None:
+        """
+        Make the state changes that waited for a join.
+        """
+        held, self._held_states = self._held_states, []
+        for target, waiter in held:
+            if self.node is None:
+                waiter.callback(None)
+            else:
+                self.node.change_state(target).chainDeferred(waiter)
+
+    def _fail_held(self, failure: Failure) -> None:
+        """
+        Fail the state changes that waited for a join that will not come.
+        """
+        held, self._held_states = self._held_states, []
+        for _, waiter in held:
+            waiter.errback(failure)
 
     def _trigger(self) -> None:
         """
@@ -571,6 +696,9 @@ class ClusterService(service.Service):
         if self._rejoin_loop is not None and self._rejoin_loop.running:
             self._rejoin_loop.stop()
         self._rejoin_loop = None
+        self._fail_held(
+            self._refusal or Failure(RuntimeError("stopped before joining"))
+        )
         self.view.shutdown()
         if self.node is None:
             return succeed(None)

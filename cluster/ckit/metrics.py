@@ -50,6 +50,7 @@ from prometheus_client.utils import floatToGoString
 
 from cluster.ckit.counters import NodeCounters
 from cluster.ckit.node import Node
+from cluster.gossip.broadcast import BroadcastQueue
 from cluster.gossip.counters import CounterRecord, DurationHistogram, GossipCounters
 from cluster.gossip.members import MemberState
 from cluster.gossip.wire import MessageType
@@ -206,14 +207,25 @@ def _dropped(node: Node) -> list[tuple[str, float]]:
     return _by_key(Counter({r.value: n for r, n in _gossip(node).dropped.items()}))
 
 
-def _members_by_state(node: Node) -> list[tuple[str, float]]:
-    by_state = Counter(member.state for member in node.memberlist.members())
-    return [(str(state), by_state[state]) for state in MemberState]
+def _by_state(
+    found: Iterable[enum.Enum], every: Iterable[enum.Enum]
+) -> list[tuple[str, float]]:
+    """
+    How many of C{found} are in each state of C{every}, 0s included.
+    """
+    counted = Counter(found)
+    return [(str(state), counted[state]) for state in every]
 
 
-def _peers_by_state(node: Node) -> list[tuple[str, float]]:
-    by_state = Counter(peer.state for peer in node.peers())
-    return [(str(state), by_state[state]) for state in PeerState]
+def _by_queue(read: Callable[[BroadcastQueue], int]) -> Callable[[Node], Reading]:
+    """
+    Reads C{read} of the node's two broadcast queues, labelled: the
+    membership changes and the peer states.
+    """
+    return lambda node: [
+        ("membership", read(node.memberlist.broadcasts)),
+        ("state", read(node.states.broadcasts)),
+    ]
 
 
 METRICS: tuple[MetricSpec, ...] = (
@@ -231,7 +243,7 @@ METRICS: tuple[MetricSpec, ...] = (
         GAUGE,
         "Current number of healthy peers by state",
         "state",
-        read=_peers_by_state,
+        read=lambda node: _by_state((p.state for p in node.peers()), PeerState),
     ),
     MetricSpec(
         "cluster_node_lamport_time",
@@ -499,7 +511,9 @@ METRICS: tuple[MetricSpec, ...] = (
         GAUGE,
         "Current number of members in the gossip member table by state.",
         "state",
-        read=_members_by_state,
+        read=lambda node: _by_state(
+            (m.state for m in node.memberlist.members()), MemberState
+        ),
     ),
     MetricSpec(
         # memberlist.queue.broadcasts, and the node's peer states
@@ -508,20 +522,14 @@ METRICS: tuple[MetricSpec, ...] = (
         "Current number of broadcasts waiting to be gossiped: membership "
         "changes and peer states.",
         "queue",
-        read=lambda node: [
-            ("membership", len(node.memberlist.broadcasts)),
-            ("state", len(node.states.broadcasts)),
-        ],
+        read=_by_queue(len),
     ),
     MetricSpec(
         "cluster_node_gossip_dropped_broadcasts_total",
         COUNTER,
         "Total number of broadcasts dropped because their queue was full.",
         "queue",
-        read=lambda node: [
-            ("membership", node.memberlist.broadcasts.dropped),
-            ("state", node.states.broadcasts.dropped),
-        ],
+        read=_by_queue(lambda queue: queue.dropped),
     ),
 )
 """

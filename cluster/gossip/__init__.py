@@ -15,6 +15,7 @@ from cluster.gossip.config import GossipConfig
 from cluster.gossip.errors import (
     BindError,
     JoinError,
+    JoinRefused,
     NoPingResponseError,
     RemoteError,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "IPacketHandler",
     "ITransport",
     "JoinError",
+    "JoinRefused",
     "Keyring",
     "Member",
     "MemberState",

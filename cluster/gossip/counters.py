@@ -28,6 +28,7 @@ from cluster.gossip.wire import MessageType
 
 __all__ = [
     "ROUND_BUCKETS",
+    "TLS_DROP_REASONS",
     "CounterRecord",
     "DropReason",
     "DurationHistogram",
@@ -90,11 +91,35 @@ class DropReason(enum.Enum):
     STREAM = "stream"
     STREAM_TIMEOUT = "stream_timeout"
     TOO_MANY_STREAMS = "too_many_streams"
-    TLS = "tls"
+    # TLS handshakes that failed, by cause (both sides count each).
+    TLS_UNKNOWN_CA = "tls_unknown_ca"
+    TLS_NAME_MISMATCH = "tls_name_mismatch"
+    TLS_EXPIRED = "tls_expired"
+    TLS_NO_CERTIFICATE = "tls_no_certificate"
+    TLS_VERSION = "tls_version"
+    TLS = "tls"  # for any other cause
     # Refused by the handlers.
     WRONG_NODE = "wrong_node"
     PROTOCOL = "protocol"
     HANDLER = "handler"
+
+
+TLS_DROP_REASONS = frozenset(
+    {
+        DropReason.TLS_UNKNOWN_CA,
+        DropReason.TLS_NAME_MISMATCH,
+        DropReason.TLS_EXPIRED,
+        DropReason.TLS_NO_CERTIFICATE,
+        DropReason.TLS_VERSION,
+        DropReason.TLS,
+    }
+)
+"""
+The reasons a failed TLS handshake is counted under, one per cause
+(L{cluster.gossip.tls.TLSCause}): an unknown CA, a name mismatch, a
+certificate expired or not yet valid, no client certificate, a protocol
+version, or another cause.
+"""
 
 
 class CounterRecord:

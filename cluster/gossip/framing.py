@@ -53,6 +53,7 @@ __all__ = [
     "codecs_for",
     "compress_message",
     "decompress_message",
+    "gossip_key_words",
     "make_compound",
     "make_compounds",
     "split_compound",
@@ -90,6 +91,39 @@ class FrameError(WireError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+# memberlist's texts for a stream it cannot decrypt (it answers it with an
+# error reply holding the text), and what each means in words, as read by
+# us and as read by the peer; "{sent}" names the stream.
+_UNREADABLE = {
+    "No installed keys could decrypt the message": (
+        "{sent} is encrypted with a gossip key we do not have",
+        "{sent} is encrypted with a gossip key it does not have",
+    ),
+    "Remote state is encrypted and encryption is not configured": (
+        "{sent} is encrypted and we have no gossip key",
+        "{sent} is encrypted and it has no gossip key",
+    ),
+    "Encryption is configured but remote state is not encrypted": (
+        "{sent} is not encrypted and we require a gossip key",
+        "{sent} is not encrypted and it requires a gossip key",
+    ),
+}
+
+
+def gossip_key_words(message: str, sent: str, we_read: bool) -> str:
+    """
+    A stream that could not be decrypted, in words: C{message} is the
+    text of a C{decrypt} L{FrameError} (or of the error reply a peer
+    answered it with), C{sent} what the stream was (C{"its reply"}), and
+    C{we_read} whether we tried to read it (else the peer did).
+    """
+    for text, (ours, theirs) in _UNREADABLE.items():
+        if text in message:
+            words = ours if we_read else theirs
+            return "gossip key mismatch: " + words.format(sent=sent)
+    return f"gossip key mismatch: {message}"
 
 
 # --- compound (type 7) ---

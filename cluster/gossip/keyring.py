@@ -113,10 +113,13 @@ def _pkcs7_unpad(data: bytes) -> bytes:
 
 
 def _decode_b64_key(text: str) -> bytes:
+    # The message never repeats the text: it is a secret, or nearly one.
     try:
         key = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as e:
-        raise KeyringError(f"invalid base64 key {text!r}: {e}") from e
+    except (binascii.Error, ValueError):
+        raise KeyringError(
+            "not a base64 key (16, 24 or 32 bytes in standard base64)"
+        ) from None
     validate_key(key)
     return key
 

@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from cluster.gossip.broadcast import BroadcastQueue
 from cluster.gossip.effects import Effects
 from cluster.gossip.messenger import Messenger
+from cluster.gossip.nodelog import node_logger
 from cluster.gossip.serf import SerfClock, serf_leave_intent
 from cluster.gossip.state import MemberTable
 from cluster.gossip.timers import Timers
@@ -37,7 +38,13 @@ class Departure:
     serf_clock: SerfClock | None = None
     _waiters: list[Deferred[bool]] = attrs.field(factory=list, init=False)
     _spread: bool = attrs.field(default=False, init=False)
-    _log = Logger()
+    _log: Logger = attrs.field(
+        init=False,
+        default=attrs.Factory(
+            lambda departure: node_logger(departure, departure.table.name),
+            takes_self=True,
+        ),
+    )
 
     def leave(self, timeout: float) -> Deferred[bool]:
         """
@@ -51,6 +58,7 @@ class Departure:
             called first.
         """
         if not self.table.leaving:
+            self._log.info("leaving the cluster")
             if self.serf_clock is not None:
                 self._announce_serf_leave(self.serf_clock)
             self.effects.apply(self.table.leave(self._finished))

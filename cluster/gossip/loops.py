@@ -21,10 +21,11 @@ from cluster.gossip.address import Address
 from cluster.gossip.config import GossipConfig
 from cluster.gossip.counters import PushPullCounters
 from cluster.gossip.effects import Effects
-from cluster.gossip.errors import RemoteError
+from cluster.gossip.errors import NoReplyError, RemoteError
 from cluster.gossip.interfaces import IBroadcastWaker
 from cluster.gossip.members import MemberState, NodeState
 from cluster.gossip.messenger import Messenger
+from cluster.gossip.nodelog import node_logger
 from cluster.gossip.serf import SerfClock
 from cluster.gossip.state import MemberTable
 from cluster.gossip.timers import Lifecycle, Ticker, Timers
@@ -105,7 +106,7 @@ class StateSync:
 
         def got(reply: Message | None) -> None:
             if reply is None:
-                raise ConnectionError("peer closed the stream without a reply")
+                raise NoReplyError("peer closed the stream without a reply")
             if isinstance(reply, ErrResp):
                 raise RemoteError(reply.error)
             if not isinstance(reply, PushPull):
@@ -136,7 +137,12 @@ class Loops:
     sync: StateSync
     counters: PushPullCounters
     gossip_ticker: Ticker | None = attrs.field(default=None, init=False)
-    _log = Logger()
+    _log: Logger = attrs.field(
+        init=False,
+        default=attrs.Factory(
+            lambda loops: node_logger(loops, loops.config.name), takes_self=True
+        ),
+    )
 
     def start(self, probe: Callable[[], object]) -> None:
         """

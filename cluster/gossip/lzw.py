@@ -17,6 +17,8 @@ expansion as C{bytes}, and bits are gathered in an int accumulator.
 
 from __future__ import annotations
 
+from itertools import chain
+
 __all__ = ["LZWError", "compress", "decompress"]
 
 _CLEAR = 256
@@ -24,6 +26,9 @@ _EOF = 257
 _MAX_WIDTH = 12
 # The encoder resets when its next code would reach this value.
 _MAX_CODE = (1 << _MAX_WIDTH) - 1
+# What the encoder reads after the last byte: -1 makes every key -1, which
+# the table never holds.
+_FLUSH = (-1,)
 
 # Decoder dictionary after a CLEAR: literals, then placeholders for CLEAR
 # and EOF so that list index == code.
@@ -61,7 +66,10 @@ def compress(data: bytes) -> bytes:
         # Next value of hi that needs attention: min(overflow, _MAX_CODE).
         limit = overflow
         code = data[0]
-        for c in memoryview(data)[1:]:
+        # After the last byte, _FLUSH (in no key of the table) sends the
+        # pending string and takes the same hi/widen/reset step as any other
+        # code, so the step is written once.
+        for c in chain(memoryview(data)[1:], _FLUSH):
             key = code << 8 | c
             found = get(key)
             if found is not None:
@@ -94,19 +102,6 @@ def compress(data: bytes) -> bytes:
                     continue
                 limit = overflow if overflow < _MAX_CODE else _MAX_CODE
             table[key] = hi
-        # Pending string, then the same hi/widen/reset step as in the loop:
-        # repeated on purpose, the loop being the hot path of every
-        # compressed packet, where a function call per code would slow it.
-        bits |= code << nbits
-        nbits += width
-        hi += 1
-        if hi == overflow:
-            width += 1
-            overflow <<= 1
-        if hi == _MAX_CODE:
-            bits |= _CLEAR << nbits
-            nbits += width
-            width = 9
 
     bits |= _EOF << nbits
     nbits += width

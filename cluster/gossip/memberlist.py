@@ -17,7 +17,8 @@ and L{cluster.testing.SimulatedNetwork} in tests.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
@@ -34,7 +35,13 @@ from cluster.gossip.broadcast import BroadcastQueue
 from cluster.gossip.config import GossipConfig
 from cluster.gossip.counters import GossipCounters
 from cluster.gossip.effects import Effects
-from cluster.gossip.errors import BindError, JoinError, RemoteError
+from cluster.gossip.errors import (
+    BindError,
+    JoinError,
+    JoinRefused,
+    RemoteError,
+    cannot_listen,
+)
 from cluster.gossip.framing import codecs_for
 from cluster.gossip.interfaces import IBroadcastWaker, ITransport, reactor_or_global
 from cluster.gossip.join import join
@@ -43,6 +50,7 @@ from cluster.gossip.loops import Loops, StateSync
 from cluster.gossip.members import Member
 from cluster.gossip.messenger import Messenger
 from cluster.gossip.net import Receiver
+from cluster.gossip.nodelog import node_logger
 from cluster.gossip.origin import Origin, advertise_host, node_meta
 from cluster.gossip.probe import Prober
 from cluster.gossip.serf import SerfClock
@@ -50,7 +58,23 @@ from cluster.gossip.state import MemberTable, initial_incarnation
 from cluster.gossip.timers import Lifecycle, Phase, Timers
 from cluster.gossip.wire import User, encode_message, ip_to_bytes
 
-__all__ = ["BindError", "JoinError", "Memberlist", "RemoteError"]
+__all__ = ["BindError", "JoinError", "JoinRefused", "Memberlist", "RemoteError"]
+
+_Part = TypeVar("_Part", bound=attrs.AttrsInstance)
+
+
+def _assemble(
+    kind: type[_Part], parts: Mapping[str, object], own: Mapping[str, object]
+) -> _Part:
+    """
+    Make a C{kind}, an attrs class, from the arguments C{own} given for it
+    and, for each other argument it takes, the part named alike in C{parts}.
+
+    @raise TypeError: when an argument it needs is in neither.
+    """
+    taken = {field.alias for field in attrs.fields(kind) if field.init}
+    shared = {name: part for name, part in parts.items() if name in taken}
+    return kind(**{**shared, **own})
 
 
 @attrs.define(eq=False)
@@ -112,7 +136,12 @@ class Memberlist:
     _origin: Origin = attrs.field(init=False)
     _departure: Departure = attrs.field(init=False)
 
-    _log = Logger()
+    _log: Logger = attrs.field(
+        init=False,
+        default=attrs.Factory(
+            lambda node: node_logger(node, node.config.name), takes_self=True
+        ),
+    )
 
     def __attrs_post_init__(self) -> None:
         config, clock = self.config, self.reactor
@@ -131,89 +160,60 @@ class Memberlist:
                 counters=self.counters,
             )
         self._timers = timers = Timers(clock, self._log)
-        self.awareness = Awareness(config.awareness_max_multiplier)
-        self.broadcasts = BroadcastQueue(
-            lambda: len(self.table), config.retransmit_mult
+        packets, streams = codecs_for(config)
+        # Every mechanism takes the parts it shares by the same names; one
+        # builder hands them over, so each line below says only what is
+        # particular to one mechanism (see _assemble).
+        parts: dict[str, object] = {
+            "config": config,
+            "clock": clock,
+            "rng": self.rng,
+            "lifecycle": self.lifecycle,
+            "serf_clock": serf,
+            "timers": timers,
+            "transport": self.transport,
+            "packets": packets,
+            "streams": streams,
+        }
+
+        def part(key: str, kind: type[_Part], /, **own: object) -> _Part:
+            made = parts[key] = _assemble(kind, parts, own)
+            return made
+
+        self.awareness = part(
+            "awareness", Awareness, max_multiplier=config.awareness_max_multiplier
         )
-        self.effects = Effects(
-            config=config, broadcasts=self.broadcasts, awareness=self.awareness
+        self.broadcasts = part(
+            "broadcasts",
+            BroadcastQueue,
+            num_nodes=lambda: len(self.table),
+            retransmit_mult=config.retransmit_mult,
         )
-        self.table = MemberTable(
+        self.effects = part("effects", Effects)
+        self.table = part(
+            "table",
+            MemberTable,
             name=self.name,
-            config=config,
-            clock=clock,
-            rng=self.rng,
             counters=self.counters,
             on_timer=timers.guard(self.effects.apply),
         )
-        self._acks = AckTable(clock=clock, guard=timers.guard)
-        packets, streams = codecs_for(config)
-        self.messenger = Messenger(
-            config=config,
-            transport=self.transport,
-            packets=packets,
-            streams=streams,
-            broadcasts=self.broadcasts,
-            counters=self.counters,
-            delegate=config.delegate,
-            lifecycle=self.lifecycle,
+        self._acks = part("acks", AckTable, guard=timers.guard)
+        self.messenger = part(
+            "messenger", Messenger, counters=self.counters, delegate=config.delegate
         )
-        self.sync = StateSync(
-            config=config,
-            table=self.table,
-            messenger=self.messenger,
-            effects=self.effects,
-            counters=self.counters.push_pulls,
-            lifecycle=self.lifecycle,
-            serf_clock=serf,
-        )
-        self.loops = Loops(
-            config=config,
-            timers=timers,
-            rng=self.rng,
-            table=self.table,
-            messenger=self.messenger,
-            sync=self.sync,
-            counters=self.counters.push_pulls,
-        )
+        self.sync = part("sync", StateSync, counters=self.counters.push_pulls)
+        self.loops = part("loops", Loops, counters=self.counters.push_pulls)
         # The gossip ticker sleeps while every queue is empty: each wakes it.
         self.broadcasts.on_queued = self.loops.wake_gossip
         if IBroadcastWaker.providedBy(config.delegate):
             config.delegate.watch_broadcasts(self.loops.wake_gossip)
-        self._departure = Departure(
-            table=self.table,
-            effects=self.effects,
-            messenger=self.messenger,
-            broadcasts=self.broadcasts,
-            timers=timers,
-            serf_clock=serf,
-        )
-        self._origin = Origin(self.name)
-        self.prober = Prober(
-            config=config,
-            timers=timers,
-            table=self.table,
-            awareness=self.awareness,
-            acks=self._acks,
-            messenger=self.messenger,
-            counters=self.counters.probes,
-            origin=self._origin,
-            effects=self.effects,
-            lifecycle=self.lifecycle,
-        )
-        self.receiver = Receiver(
-            config=config,
+        self._departure = part("departure", Departure)
+        self._origin = part("origin", Origin, name=self.name)
+        self.prober = part("prober", Prober, counters=self.counters.probes)
+        self.receiver = part(
+            "receiver",
+            Receiver,
             counters=self.counters,
-            packets=packets,
-            streams=streams,
-            table=self.table,
-            acks=self._acks,
-            messenger=self.messenger,
-            effects=self.effects,
-            origin=self._origin,
-            sync=self.sync,
-            lifecycle=self.lifecycle,
-            clock=clock,
             witness=None if serf is None else serf.witness_message,
         )
 
@@ -264,11 +264,12 @@ class Memberlist:
         host takes our bind port).
 
         @return: a Deferred firing with how many addresses answered; it
-            fails with L{JoinError} only when none did.
+            fails with L{JoinError} only when none did: L{JoinRefused}
+            (naming each cause in words) when one answered and refused us.
         """
         port = self.config.bind_port or self.port
         return Deferred.fromCoroutine(
-            join(list(addresses), self.sync, port, self._resolver)
+            join(list(addresses), self.sync, port, self._resolver, self._log)
         )
 
     def members(self) -> list[Member]:
@@ -388,12 +389,12 @@ class Memberlist:
     def _bind_failed(self, failure: Failure) -> Failure:
         error = failure.value
         cause = (
-            str(error.socketError)
+            error.socketError
             if isinstance(error, CannotListenError)
             else failure.getErrorMessage()
         )
         where = join_host_port(str(self.transport.host), self.config.bind_port)
-        return Failure(BindError(f"cannot bind {where} (UDP and TCP): {cause}"))
+        return Failure(BindError(f"{cannot_listen(where, cause)} (UDP or TCP)"))
 
     def _resolver(self) -> IResolver:
         if self.resolver is None:

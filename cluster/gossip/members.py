@@ -6,6 +6,7 @@ kept in the member table (memberlist's C{Node} and C{nodeState}).
 from __future__ import annotations
 
 import enum
+import operator
 
 import attrs
 
@@ -26,10 +27,11 @@ class MemberState(enum.IntEnum):
         return self.name.lower()
 
 
-@attrs.frozen
-class Member:
+@attrs.define(eq=False)
+class _MemberRecord:
     """
-    A snapshot of one cluster member.
+    What we know of one member, held alike by the public L{Member} and the
+    table's L{NodeState}.
 
     @ivar vsn: the 6 version bytes it advertises
         C{[PMin, PMax, PCur, DMin, DMax, DCur]}.
@@ -58,40 +60,34 @@ class Member:
         return f"{host}:{self.port}"
 
 
-@attrs.define(eq=False)
-class NodeState:
+@attrs.frozen
+class Member(_MemberRecord):
     """
-    Our mutable record of one member: the fields of L{Member} (declared
-    again on purpose: the table changes them in place on every message,
-    where a frozen L{Member} would cost an allocation each time) and when
-    its state last changed.
+    A snapshot of one cluster member.
+    """
+
+
+# Every field of a Member, in order, read from a NodeState at once.
+_member_fields = operator.attrgetter(
+    *(field.name for field in attrs.fields(_MemberRecord))
+)
+
+
+@attrs.define(eq=False)
+class NodeState(_MemberRecord):
+    """
+    Our mutable record of one member: what a L{Member} holds (mutable here:
+    the table changes it in place on every message, where a frozen
+    L{Member} would cost an allocation each time) and when its state last
+    changed.
 
     @ivar state_change: when C{state} last changed, on our clock.
     """
 
-    name: str
-    address: str
-    port: int
-    meta: bytes
-    incarnation: int
-    state: MemberState
-    state_change: float
-    vsn: bytes = b""
-
-    @property
-    def protocol_max(self) -> int:
-        return self.vsn[1] if len(self.vsn) >= 2 else 0
+    state_change: float = attrs.field(kw_only=True)
 
     def dead_or_left(self) -> bool:
         return self.state in (MemberState.DEAD, MemberState.LEFT)
 
     def to_member(self) -> Member:
-        return Member(
-            name=self.name,
-            address=self.address,
-            port=self.port,
-            meta=self.meta,
-            state=self.state,
-            incarnation=self.incarnation,
-            vsn=self.vsn,
-        )
+        return Member(*_member_fields(self))

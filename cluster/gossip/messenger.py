@@ -32,6 +32,7 @@ from cluster.gossip.framing import (
     StreamCodec,
 )
 from cluster.gossip.interfaces import IDelegate, ITransport
+from cluster.gossip.nodelog import node_logger
 from cluster.gossip.timers import Lifecycle
 from cluster.gossip.wire import Message, MessageType, User, encode_message
 
@@ -59,7 +60,13 @@ class Messenger:
     counters: GossipCounters
     delegate: IDelegate | None = None
     lifecycle: Lifecycle = attrs.field(factory=Lifecycle)
-    _log = Logger()
+    _log: Logger = attrs.field(
+        init=False,
+        default=attrs.Factory(
+            lambda messenger: node_logger(messenger, messenger.config.name),
+            takes_self=True,
+        ),
+    )
 
     def raw(self, address: Address, *parts: bytes, crc: bool = False) -> None:
         """
@@ -162,11 +169,9 @@ class Messenger:
             on timeout (C{tcp_timeout} by default), or with L{FrameError}
             for a reply we cannot open (counted as dropped).
         """
-        request = self.streams.encode(message, dialler=True)
+        request = self.seal_stream(message, dialler=True)
         traffic = self.counters.traffic
         traffic.streams_out += 1
-        self.counters.messages.sent[message.TYPE] += 1
-        traffic.stream_bytes_out += len(request)
         traffic.streams_open += 1
         d = self.transport.exchange(
             address,
@@ -185,9 +190,8 @@ class Messenger:
             if reply is None:
                 return None
             traffic.stream_replies_in += 1
-            traffic.stream_bytes_in += len(reply)
             try:
-                decoded = self.streams.decode(reply, accepted=False)
+                return self.open_stream(reply, accepted=False)
             except FrameError as e:
                 traffic.streams_out_failed += 1
                 self.counters.dropped[DropReason(e.reason)] += 1
@@ -197,7 +201,29 @@ class Messenger:
                     detail=str(e),
                 )
                 raise
-            self.counters.messages.received[decoded.TYPE] += 1
-            return decoded
 
         return d.addCallbacks(opened, lost)
+
+    def seal_stream(self, message: Message, *, dialler: bool) -> bytes:
+        """
+        Encode C{message} for a stream, as the C{dialler} or the side that
+        accepted it, counting its type and bytes (the caller counts the
+        request or reply).
+        """
+        data = self.streams.encode(message, dialler=dialler)
+        self.counters.messages.sent[message.TYPE] += 1
+        self.counters.traffic.stream_bytes_out += len(data)
+        return data
+
+    def open_stream(self, data: bytes, *, accepted: bool) -> Message:
+        """
+        Decode what was read on a stream we C{accepted} or dialled, counting
+        its bytes and, once decoded, its type (the caller counts the request
+        or reply, and the failure).
+
+        @raise FrameError: when it cannot be opened.
+        """
+        self.counters.traffic.stream_bytes_in += len(data)
+        message = self.streams.decode(data, accepted=accepted)
+        self.counters.messages.received[message.TYPE] += 1
+        return message

@@ -10,7 +10,10 @@ that a handler chokes on, is dropped and counted by its L{DropReason}.
 Each drop is logged at debug level; a warning sums them up at most once
 every L{DROP_REPORT_INTERVAL} seconds, so that a peer with the wrong
 cluster name or key shows in the log, and a flood of garbage does not
-fill it.
+fill it.  A stream refused for its cluster name (label) or gossip key, a
+node of another cluster trying to join, is said in words at once, naming
+the dialler's IP address (at most once per address and cause every
+L{DROP_REPORT_INTERVAL} seconds).
 
 What arrives is counted in the member's L{GossipCounters} too: datagrams
 and their bytes (and those with a part we dropped), every message decoded
@@ -34,10 +37,18 @@ from cluster.gossip.address import Address
 from cluster.gossip.config import GossipConfig
 from cluster.gossip.counters import DropReason, GossipCounters
 from cluster.gossip.effects import Effects
-from cluster.gossip.framing import FrameError, FrameMeasure, PacketCodec, StreamCodec
+from cluster.gossip.framing import (
+    FrameError,
+    FrameMeasure,
+    PacketCodec,
+    StreamCodec,
+    gossip_key_words,
+    strip_label,
+)
 from cluster.gossip.interfaces import IPacketHandler
 from cluster.gossip.loops import StateSync
 from cluster.gossip.messenger import Messenger
+from cluster.gossip.nodelog import node_logger
 from cluster.gossip.origin import Origin
 from cluster.gossip.state import MemberTable, ProtocolMismatchError
 from cluster.gossip.timers import Lifecycle
@@ -60,6 +71,8 @@ from cluster.gossip.wire import (
 __all__ = ["DROP_REPORT_INTERVAL", "Receiver"]
 
 DROP_REPORT_INTERVAL = 60.0
+# Dialler addresses remembered as told about; more are forgotten at once.
+_REFUSALS_REMEMBERED = 1024
 
 
 @implementer(IPacketHandler)
@@ -92,7 +105,17 @@ class Receiver:
     witness: Callable[[bytes], object] | None = attrs.field(default=None, kw_only=True)
     _unreported: Counter[DropReason] = attrs.field(factory=Counter, init=False)
     _last_report: float | None = attrs.field(default=None, init=False)
-    _log = Logger()
+    # When each (dialler address, reason) of a refused stream was logged.
+    _refusals_told: dict[tuple[str, DropReason], float] = attrs.field(
+        factory=dict, init=False
+    )
+    _log: Logger = attrs.field(
+        init=False,
+        default=attrs.Factory(
+            lambda receiver: node_logger(receiver, receiver.table.name),
+            takes_self=True,
+        ),
+    )
 
     def drop(self, reason: DropReason, detail: str, source: object) -> None:
         """
@@ -237,18 +260,19 @@ class Receiver:
         """
         traffic = self.counters.traffic
         traffic.streams_in += 1
-        traffic.stream_bytes_in += len(data)
         try:
-            message = self.streams.decode(data, accepted=True)
+            message = self.messenger.open_stream(data, accepted=True)
         except FrameError as e:
             traffic.streams_in_failed += 1
             reason = DropReason(e.reason)
-            self.drop(reason, str(e), source)
+            if reason in (DropReason.LABEL, DropReason.DECRYPT):
+                self._refuse_stream(reason, data, str(e), source)
+            else:
+                self.drop(reason, str(e), source)
             if reason is DropReason.DECRYPT:
                 # memberlist answers unreadable encrypted streams with an error.
                 return succeed(self._reply(ErrResp(str(e))))
             return succeed(None)
-        self.counters.messages.received[message.TYPE] += 1
         try:
             return succeed(self._serve(message, source))
         except WireError as e:
@@ -259,15 +283,58 @@ class Receiver:
             self._log.failure("error serving a stream from {source}", source=source)
         return succeed(None)
 
+    def _refuse_stream(
+        self, reason: DropReason, data: bytes, detail: str, source: Address
+    ) -> None:
+        """
+        Count a stream of another cluster (its C{reason} is its label or
+        its encryption) and say so in words, naming the dialler by its IP
+        address (its port is ephemeral).
+        """
+        self.counters.dropped[reason] += 1
+        self._log.debug(
+            "dropped input from {source}: {detail}", source=source, detail=detail
+        )
+        host = source[0]
+        now = self.clock.seconds() if self.clock is not None else None
+        told = self._refusals_told.get((host, reason))
+        if now is not None and told is not None and now - told < DROP_REPORT_INTERVAL:
+            return
+        if len(self._refusals_told) >= _REFUSALS_REMEMBERED:
+            self._refusals_told.clear()
+        if now is not None:
+            self._refusals_told[host, reason] = now
+        if reason is DropReason.LABEL:
+            words = self._label_words(data)
+        else:
+            words = gossip_key_words(detail, "the stream", we_read=True)
+        self._log.warn(
+            "refused a stream from {host}: {words}",
+            host=host,
+            words=words,
+            reason=reason.value,
+        )
+
+    def _label_words(self, data: bytes) -> str:
+        """
+        How the cluster name (label) of the stream C{data} differs from
+        ours, in words.
+        """
+        ours = self.config.label
+        try:
+            label = strip_label(data)[0].decode("utf-8", "replace")
+        except FrameError:
+            return "cluster name mismatch: its label header is malformed"
+        theirs = f'it is "{label}"' if label else "it has none"
+        mine = f'ours is "{ours}"' if ours else "we have none"
+        return f"cluster name mismatch: {theirs}, {mine}"
+
     def _reply(self, message: Message) -> bytes:
         """
         Encode a reply on a stream we accepted, counting it.
         """
-        data = self.streams.encode(message, dialler=False)
         self.counters.traffic.stream_replies_out += 1
-        self.counters.messages.sent[message.TYPE] += 1
-        self.counters.traffic.stream_bytes_out += len(data)
-        return data
+        return self.messenger.seal_stream(message, dialler=False)
 
     def _serve(self, message: Message, source: Address) -> bytes | None:
         if isinstance(message, Ping):

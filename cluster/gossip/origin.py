@@ -13,6 +13,7 @@ from twisted.logger import Logger
 
 from cluster.gossip.advertise import InterfaceTable, choose_advertise_address
 from cluster.gossip.config import META_MAX_SIZE, GossipConfig
+from cluster.gossip.nodelog import tagged
 from cluster.gossip.wire import Ping
 
 __all__ = ["WILDCARD_HOSTS", "Origin", "advertise_host", "node_meta"]
@@ -60,7 +61,7 @@ def advertise_host(
     if bound_host not in WILDCARD_HOSTS:
         return bound_host
     choice = choose_advertise_address(config.advertise_interfaces, interfaces)
-    _log.info(
+    tagged(_log, config.name).info(
         "advertising {address} ({reason})",
         address=choice.address,
         reason=choice.reason,

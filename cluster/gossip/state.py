@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from cluster.gossip.config import META_MAX_SIZE, NAME_MAX_SIZE, GossipConfig
 from cluster.gossip.counters import DropReason, GossipCounters
 from cluster.gossip.members import Member, MemberState, NodeState
+from cluster.gossip.nodelog import node_logger
 from cluster.gossip.suspicion import Suspicion, suspicion_timeout
 from cluster.gossip.wire import (
     Alive,
@@ -179,7 +180,12 @@ class MemberTable:
     _suspicions: dict[str, Suspicion] = attrs.field(factory=dict, init=False)
     _address: bytes = attrs.field(default=b"", init=False)
     _port: int = attrs.field(default=0, init=False)
-    _log = Logger()
+    _log: Logger = attrs.field(
+        init=False,
+        default=attrs.Factory(
+            lambda table: node_logger(table, table.name), takes_self=True
+        ),
+    )
 
     # --- reading ---
 
@@ -257,9 +263,20 @@ class MemberTable:
         self.counters.dropped[DropReason.INCARNATION] += 1
         return False
 
-    def _refute(self, me: NodeState, accused_incarnation: int) -> Changes:
+    def _refute(self, me: NodeState, accused_incarnation: int, claim: str) -> Changes:
+        """
+        Claim ourselves alive above C{accused_incarnation}, and say so once,
+        at info level: what we refuted (C{claim}, in words) and the move of
+        our incarnation.
+        """
         # Below the ceiling on both counts, so this fits the wire's uint32.
         incarnation = max(self.incarnation + 1, accused_incarnation + 1)
+        self._log.info(
+            "refuted {claim} (incarnation {old} -> {new})",
+            claim=claim,
+            old=self.incarnation,
+            new=incarnation,
+        )
         self.incarnation = me.incarnation = incarnation
         self.counters.members.refuted += 1
         alive = Alive(
@@ -369,7 +386,9 @@ class MemberTable:
                 and alive.vsn == self.config.vsn()
             ):
                 return changes
-            return self._refute(state, alive.incarnation)
+            return self._refute(
+                state, alive.incarnation, "an alive message about us that is not ours"
+            )
         changes.broadcasts.append(Broadcast(alive.node, alive, on_finished))
         if len(vsn) >= 6:
             state.vsn = vsn
@@ -382,6 +401,12 @@ class MemberTable:
             state.state_change = now
         if old_state in (MemberState.DEAD, MemberState.LEFT):
             changes.events.append(Event(EventKind.JOIN, state.to_member()))
+            if not is_local:
+                self._log.info(
+                    "{member} joined ({address})",
+                    member=state.name,
+                    address=state.full_address(),
+                )
         elif old_meta != state.meta:
             changes.events.append(Event(EventKind.UPDATE, state.to_member()))
         return changes
@@ -415,10 +440,9 @@ class MemberTable:
         elif state.state != MemberState.ALIVE:
             return Changes()
         if state.name == self.name:
-            self._log.warn(
-                "refuting a suspect message from {accuser}", accuser=suspect.from_
+            return self._refute(
+                state, suspect.incarnation, self._suspicion_from(suspect)
             )
-            return self._refute(state, suspect.incarnation)
         self.counters.members.suspected += 1
         state.incarnation = suspect.incarnation
         state.state = MemberState.SUSPECT
@@ -441,13 +465,10 @@ class MemberTable:
                 or current.state_change != changed_at
             ):
                 return
-            self._log.info(
-                "marking {node} as failed, suspect timeout reached "
-                "({confirmations} peer confirmations)",
-                node=suspect.node,
-                confirmations=confirmations,
-            )
-            self.on_timer(self.dead(Dead(current.incarnation, suspect.node, self.name)))
+            waited = self.clock.seconds() - changed_at
+            cause = f"no ack for {waited:.1f} s, suspicion confirmed by {confirmations}"
+            dead = Dead(current.incarnation, suspect.node, self.name)
+            self.on_timer(self._dead(dead, None, cause))
 
         self._suspicions[suspect.node] = Suspicion(
             self.clock, suspect.from_, k, minimum, maximum, expired
@@ -462,6 +483,25 @@ class MemberTable:
         message comes from the member itself; a claim that we are dead is
         refuted unless we are leaving.
         """
+        return self._dead(dead, on_finished)
+
+    def _suspicion_from(self, suspect: Suspect) -> str:
+        # A push/pull's suspect or dead entry reaches us as our own
+        # suspicion (see merge): the peer that held it is not known here.
+        if suspect.from_ == self.name:
+            return "a suspicion held by a peer"
+        return f"a suspicion from {suspect.from_}"
+
+    def _dead(
+        self,
+        dead: Dead,
+        on_finished: Callable[[], object] | None,
+        cause: str | None = None,
+    ) -> Changes:
+        """
+        L{dead}, saying once, at info level, that another member left, or
+        failed and why: C{cause}, in words, or by default who declared it.
+        """
         state = self._nodes.get(dead.node)
         if state is None or dead.incarnation < state.incarnation:
             return Changes()
@@ -471,13 +511,21 @@ class MemberTable:
         if state.dead_or_left():
             return Changes()
         if state.name == self.name and not self.leaving:
-            self._log.warn("refuting a dead message from {accuser}", accuser=dead.from_)
-            return self._refute(state, dead.incarnation)
+            return self._refute(
+                state, dead.incarnation, f"being declared dead by {dead.from_}"
+            )
         state.incarnation = dead.incarnation
         state.state = MemberState.LEFT if dead.node == dead.from_ else MemberState.DEAD
         state.state_change = self.clock.seconds()
         if state.state == MemberState.DEAD:
             self.counters.members.declared_dead += 1
+            self._log.info(
+                "{member} failed: {cause}",
+                member=dead.node,
+                cause=cause or f"declared dead by {dead.from_}",
+            )
+        elif dead.node != self.name:
+            self._log.info("{member} left", member=dead.node)
         return Changes(
             [Broadcast(dead.node, dead, on_finished)],
             [Event(EventKind.LEAVE, state.to_member())],

@@ -18,6 +18,12 @@ push/pulls against that limit; we count every accepted stream, since we
 only learn a stream's kind from its bytes, and pings and user messages
 on streams are short.  What is refused is counted as dropped, by its
 L{DropReason}, and logged.
+
+A TLS handshake that fails is explained in words on whichever side we are
+(L{StreamTLS.diagnose}), logged once naming the peer (the address we
+dialled, or the dialler's IP address and certificate name: its port is
+ephemeral), and counted under the reason of its cause; a stream we dialled
+then fails with L{TLSRefused}.
 """
 
 from __future__ import annotations
@@ -41,12 +47,14 @@ from twisted.internet.interfaces import (
     IReactorUDP,
     IUDPTransport,
 )
+from twisted.internet.interfaces import ITransport as IProtocolTransport
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from cluster.gossip.address import join_host_port
 from cluster.gossip.counters import DropReason, GossipCounters
 from cluster.gossip.interfaces import (
     IFrameMeasure,
@@ -54,7 +62,7 @@ from cluster.gossip.interfaces import (
     ITransport,
     StreamTimeout,
 )
-from cluster.gossip.tls import StreamTLS
+from cluster.gossip.tls import StreamTLS, TLSCause, TLSRefusal, TLSRefused
 
 __all__ = ["NetTransport"]
 
@@ -67,6 +75,14 @@ LISTEN_BACKLOG = 1024
 # Refusals under a flood are counted each, logged at most this often.
 _REFUSAL_LOG_INTERVAL = 10.0
 _BIND_ATTEMPTS = 10
+_TLS_DROP_REASON = {
+    TLSCause.UNKNOWN_CA: DropReason.TLS_UNKNOWN_CA,
+    TLSCause.NAME_MISMATCH: DropReason.TLS_NAME_MISMATCH,
+    TLSCause.VALIDITY: DropReason.TLS_EXPIRED,
+    TLSCause.NO_CERTIFICATE: DropReason.TLS_NO_CERTIFICATE,
+    TLSCause.PROTOCOL_VERSION: DropReason.TLS_VERSION,
+    TLSCause.OTHER: DropReason.TLS,
+}
 
 
 def _peer_text(peer: object) -> str:
@@ -91,6 +107,9 @@ def _abort(transport: object) -> None:
 
 
 class _Datagrams(protocol.DatagramProtocol):
+    # Not "Starting protocol <..._Datagrams object at 0x...>" in the log.
+    noisy = False
+
     def __init__(self, owner: NetTransport) -> None:
         self.owner = owner
 
@@ -113,9 +132,18 @@ class _FramedStream(protocol.Protocol, TimeoutMixin):
     deadline: float
     clock: IReactorTime
     _done: bool = False
+    # Our IP address and the peer's, noted on connection: a closed socket
+    # no longer tells them.
+    local_host: str = ""
+    peer_host: str = ""
 
     def __init__(self) -> None:
         self._chunks: list[bytes] = []
+
+    def makeConnection(self, transport: IProtocolTransport) -> None:
+        self.local_host = str(getattr(transport.getHost(), "host", ""))
+        self.peer_host = str(getattr(transport.getPeer(), "host", ""))
+        super().makeConnection(transport)
 
     def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
         # TimeoutMixin would use the global reactor.
@@ -171,10 +199,20 @@ class _FramedStream(protocol.Protocol, TimeoutMixin):
 
 
 def _tls_failure(reason: Failure) -> bool:
-    # A certificate the handshake refuses is an SSL.Error; the dialled
-    # side's name, which Twisted checks within the handshake, fails with
-    # service_identity's error instead.
+    # A certificate the handshake refuses is an SSL.Error (our own checks
+    # run inside the handshake); Twisted's name check, which options not
+    # made by StreamTLS may use, fails with service_identity's error.
     return reason.check(SSL.Error, VerificationError) is not None
+
+
+def _handshake_unfinished(transport: object) -> bool:
+    """
+    Whether the TLS stream C{transport} ended before the peer showed a
+    certificate: a peer that closes then (one that does not speak TLS,
+    say) refused the handshake without an alert.
+    """
+    peer_certificate = getattr(transport, "getPeerCertificate", None)
+    return peer_certificate is not None and peer_certificate() is None
 
 
 class _ServerStream(_FramedStream):
@@ -226,7 +264,7 @@ class _ServerStream(_FramedStream):
 
     def closed_early(self, reason: Failure) -> None:
         if _tls_failure(reason) and self.transport is not None:
-            self.owner.refused(self.transport.getPeer(), reason)
+            self.owner.tls_refused(self, reason, dialled=None)
 
     def message_complete(self, message: bytes) -> None:
         handler = self.owner.handler
@@ -267,6 +305,7 @@ class _ClientStream(_FramedStream):
     def __init__(
         self,
         owner: NetTransport,
+        address: str,
         request: bytes,
         measure: IFrameMeasure,
         deadline: float,
@@ -274,6 +313,7 @@ class _ClientStream(_FramedStream):
     ) -> None:
         super().__init__()
         self.owner = owner
+        self.address = address
         self.clock = owner.reactor
         self.request = request
         self.measure = measure
@@ -298,10 +338,14 @@ class _ClientStream(_FramedStream):
     def closed_early(self, reason: Failure) -> None:
         if self.result.called:
             return
-        if _tls_failure(reason):
-            if self.transport is not None:
-                self.owner.refused(self.transport.getPeer(), reason)
-            self.result.errback(reason)
+        transport = self.transport
+        if (
+            self.owner.tls is not None
+            and transport is not None
+            and (_tls_failure(reason) or _handshake_unfinished(transport))
+        ):
+            refusal = self.owner.tls_refused(self, reason, dialled=self.address)
+            self.result.errback(TLSRefused(self.address, refusal))
             return
         # A peer that closes without a reply (after a user message, or
         # after refusing our request) gives None, not an error.
@@ -319,8 +363,11 @@ class _TLSServerFactory(TLSMemoryBIOFactory, protocol.ServerFactory):
     """
     TLS around our server factory.  C{TLSMemoryBIOFactory} is a
     C{ClientFactory}; this one is also the C{ServerFactory} that
-    C{listenTCP} is annotated to take.  It adds no behaviour.
+    C{listenTCP} is annotated to take.  It adds no behaviour, and logs
+    nothing as it starts and stops.
     """
+
+    noisy = False
 
 
 class _ClientFactory(protocol.ClientFactory):
@@ -357,7 +404,7 @@ class NetTransport:
         L{cluster.gossip.tls}); plain TCP when C{None}.
     @ivar counters: where failures are counted (the member's counters):
         datagrams the socket refused, accepted streams cut before their
-        request was read (and why), failed TLS handshakes.
+        request was read (and why), failed TLS handshakes (by cause).
     @ivar max_inbound_streams: accepted streams open at once; more are
         cut at once (dropped as C{too_many_streams}).
     """
@@ -420,17 +467,40 @@ class NetTransport:
         assert last_error is not None
         raise last_error
 
-    def refused(self, peer: IAddress, reason: Failure) -> None:
+    def tls_refused(
+        self, stream: _FramedStream, reason: Failure, dialled: str | None
+    ) -> TLSRefusal:
         """
-        A TLS handshake (or the name check after it) failed: count and log
-        it, on whichever side we are.
+        The TLS handshake of C{stream} failed, on whichever side we are:
+        explain it, count it under the reason of its cause and log it once,
+        naming the peer by the address we C{dialled} or, on a stream we
+        accepted, by the dialler's IP address and the name on its
+        certificate.
+
+        @return: the explanation.
         """
-        self.counters.dropped[DropReason.TLS] += 1
-        self.log.warn(
-            "TLS refused with {peer}: {error}",
-            peer=_peer_text(peer),
-            error=reason.getErrorMessage(),
+        assert self.tls is not None
+        refusal = self.tls.diagnose(
+            getattr(stream.transport, "getHandle", lambda: None)(),
+            reason,
+            own_address=stream.local_host,
+            dialled=dialled is not None,
         )
+        self.counters.dropped[_TLS_DROP_REASON[refusal.cause]] += 1
+        if dialled is not None:
+            peer = dialled
+        else:
+            peer = f"a node dialling from {stream.peer_host}"
+        if refusal.certificate:
+            peer += f' (certificate "{refusal.certificate}")'
+        self.log.warn(
+            "TLS: {sentence}",
+            sentence=refusal.sentence(peer),
+            peer=peer,
+            cause=refusal.cause.name,
+            by_us=refusal.by_us,
+        )
+        return refusal
 
     def stream_dropped(
         self, reason: DropReason, peer: IAddress | None, detail: str
@@ -498,9 +568,11 @@ class NetTransport:
         timeout: float,
     ) -> Deferred[bytes | None]:
         result: Deferred[bytes | None] = Deferred()
-        stream = _ClientStream(self, request, reply_measure, timeout, result)
-        self._clients.add(stream)
         host, port = address
+        stream = _ClientStream(
+            self, join_host_port(host, port), request, reply_measure, timeout, result
+        )
+        self._clients.add(stream)
         client = _ClientFactory(stream)
         tcp = IReactorTCP(self.reactor)
         if self.tls is None:

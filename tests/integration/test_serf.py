@@ -22,13 +22,12 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
-from zope.interface import implementer
 
-from cluster.gossip import GossipConfig, IDelegate, Keyring, Memberlist, MemberState
+from cluster.gossip import GossipConfig, Keyring, Memberlist, MemberState
 from cluster.gossip.counters import DropReason
 from cluster.gossip.suspicion import worst_case_detection
 from cluster.gossip.transport import NetTransport
-from cluster.testing import free_loopback_port
+from cluster.testing import RecordingDelegate, free_loopback_port
 from tests.helpers import wait_for
 
 SERF = shutil.which("serf")
@@ -119,32 +118,6 @@ class SerfAgent:
     def log(self) -> str:
         with open(self.log_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
-
-
-@implementer(IDelegate)
-class Recorder:
-    """
-    A delegate that keeps every user message and remote state.
-    """
-
-    def __init__(self) -> None:
-        self.messages: list[bytes] = []
-        self.states: list[bytes] = []
-
-    def node_meta(self, limit: int) -> bytes:
-        return b""
-
-    def notify_msg(self, message: bytes) -> None:
-        self.messages.append(message)
-
-    def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
-        return []
-
-    def local_state(self, join: bool) -> bytes:
-        return b""
-
-    def merge_remote_state(self, state: bytes, join: bool) -> None:
-        self.states.append(state)
 
 
 def python_node(name: str, bind_port: int = 0, **overrides: Any) -> Memberlist:
@@ -261,7 +234,7 @@ class JoinTests(SerfTestCase):
 class EventTests(SerfTestCase):
     async def test_user_events_and_state_reach_our_delegate(self) -> None:
         agents = await self.serf_cluster(2)
-        recorder = Recorder()
+        recorder = RecordingDelegate()
         ours = await self.start(python_node("py-0", delegate=recorder))
         await ours.join([agents[0].address])
         # Serf's push/pull user state reached merge_remote_state as bytes.

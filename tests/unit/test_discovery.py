@@ -30,6 +30,23 @@ from cluster.alloy.options import OptionError
 from cluster.gossip import address as address_module
 from tests.helpers import FakeResolver
 
+SRV = "_alloy._tcp.example.invalid"
+"""
+The SRV name the C{dnssrv+} and C{dnssrvnoa+} tests look up.
+"""
+
+
+def srv_records(
+    *targets: tuple[str, int],
+    a: dict[str, list[str]] | None = None,
+    aaaa: dict[str, list[str]] | None = None,
+) -> FakeResolver:
+    """
+    A resolver whose L{SRV} records name C{targets} (host, port), with
+    the given A and AAAA records.
+    """
+    return FakeResolver(a=a, aaaa=aaaa, srv={SRV: list(targets)})
+
 
 def capture() -> tuple[Logger, list[dict[str, Any]]]:
     events: list[dict[str, Any]] = []
@@ -185,21 +202,17 @@ class JoinAddressTests(SynchronousTestCase):
         C{dnssrv+name}: the SRV targets' A/AAAA addresses, with the default
         port, not the records' (as Alloy).
         """
-        resolver = FakeResolver(
-            srv={
-                "_alloy._tcp.example.invalid": [
-                    ("a.example.invalid", 12345),
-                    ("b.example.invalid", 12346),
-                ]
-            },
+        resolver = srv_records(
+            ("a.example.invalid", 12345),
+            ("b.example.invalid", 12346),
             a={"a.example.invalid": ["127.0.0.1"], "b.example.invalid": ["127.0.0.2"]},
             aaaa={"b.example.invalid": ["::1"]},
         )
         self.assertEqual(
-            self.resolve("dnssrv+_alloy._tcp.example.invalid", resolver),
+            self.resolve(f"dnssrv+{SRV}", resolver),
             ["127.0.0.1:8888", "127.0.0.2:8888", "[::1]:8888"],
         )
-        self.assertEqual(resolver.queries[0], ("SRV", "_alloy._tcp.example.invalid"))
+        self.assertEqual(resolver.queries[0], ("SRV", SRV))
         self.assertEqual(
             sorted(resolver.queries[1:]),
             [
@@ -214,12 +227,11 @@ class JoinAddressTests(SynchronousTestCase):
         """
         A port on a C{dnssrv+} address applies to every target.
         """
-        resolver = FakeResolver(
-            srv={"_alloy._tcp.example.invalid": [("a.example.invalid", 12345)]},
-            a={"a.example.invalid": ["127.0.0.1"]},
+        resolver = srv_records(
+            ("a.example.invalid", 12345), a={"a.example.invalid": ["127.0.0.1"]}
         )
         self.assertEqual(
-            self.resolve("dnssrv+_alloy._tcp.example.invalid:7777", resolver),
+            self.resolve(f"dnssrv+{SRV}:7777", resolver),
             ["127.0.0.1:7777"],
         )
 
@@ -228,15 +240,14 @@ class JoinAddressTests(SynchronousTestCase):
         With C{srv_ports=True} the records' ports are used, unless the
         address carries its own.
         """
-        resolver = FakeResolver(
-            srv={"_alloy._tcp.example.invalid": [("a.example.invalid", 12345)]},
-            a={"a.example.invalid": ["127.0.0.1"]},
+        resolver = srv_records(
+            ("a.example.invalid", 12345), a={"a.example.invalid": ["127.0.0.1"]}
         )
         self.assertEqual(
             self.resolve(
                 [
-                    "dnssrv+_alloy._tcp.example.invalid",
-                    "dnssrv+_alloy._tcp.example.invalid:7777",
+                    f"dnssrv+{SRV}",
+                    f"dnssrv+{SRV}:7777",
                 ],
                 resolver,
                 srv_ports=True,
@@ -248,17 +259,13 @@ class JoinAddressTests(SynchronousTestCase):
         """
         A C{dnssrv+} target without addresses is skipped; the others count.
         """
-        resolver = FakeResolver(
-            srv={
-                "_alloy._tcp.example.invalid": [
-                    ("gone.example.invalid", 1),
-                    ("a.example.invalid", 2),
-                ]
-            },
+        resolver = srv_records(
+            ("gone.example.invalid", 1),
+            ("a.example.invalid", 2),
             a={"a.example.invalid": ["127.0.0.1"]},
         )
         self.assertEqual(
-            self.resolve("dnssrv+_alloy._tcp.example.invalid", resolver),
+            self.resolve(f"dnssrv+{SRV}", resolver),
             ["127.0.0.1:8888"],
         )
         self.assertEqual(warnings(self.events), [])
@@ -268,19 +275,15 @@ class JoinAddressTests(SynchronousTestCase):
         C{dnssrvnoa+name}: the SRV targets as host names, default port, no
         A/AAAA lookups (Alloy's C{dnssrvnoa records are parsed} case).
         """
-        resolver = FakeResolver(
-            srv={
-                "_alloy._tcp.example.invalid": [
-                    ("a.example.invalid", 12345),
-                    ("b.example.invalid.", 12346),
-                ]
-            },
+        resolver = srv_records(
+            ("a.example.invalid", 12345),
+            ("b.example.invalid.", 12346),
             a={"host2.example.invalid": ["127.0.0.10"]},
         )
         self.assertEqual(
             self.resolve(
                 [
-                    "dnssrvnoa+_alloy._tcp.example.invalid",
+                    f"dnssrvnoa+{SRV}",
                     "dns+host2.example.invalid:7777",
                 ],
                 resolver,
@@ -294,18 +297,9 @@ class JoinAddressTests(SynchronousTestCase):
         C{srv_ports=True} applies to C{dnssrvnoa+} too; a record port of 0
         means "none", so the default port is used.
         """
-        resolver = FakeResolver(
-            srv={
-                "_alloy._tcp.example.invalid": [
-                    ("a.example.invalid", 12345),
-                    ("b.example.invalid", 0),
-                ]
-            },
-        )
+        resolver = srv_records(("a.example.invalid", 12345), ("b.example.invalid", 0))
         self.assertEqual(
-            self.resolve(
-                "dnssrvnoa+_alloy._tcp.example.invalid", resolver, srv_ports=True
-            ),
+            self.resolve(f"dnssrvnoa+{SRV}", resolver, srv_ports=True),
             ["a.example.invalid:12345", "b.example.invalid:8888"],
         )
 
@@ -313,9 +307,9 @@ class JoinAddressTests(SynchronousTestCase):
         """
         An SRV target of C{.} ("no service here", RFC 2782) is no peer.
         """
-        resolver = FakeResolver(srv={"_alloy._tcp.example.invalid": [("", 1)]})
+        resolver = srv_records(("", 1))
         self.failureResultOf(
-            self.discover("dnssrvnoa+_alloy._tcp.example.invalid", resolver),
+            self.discover(f"dnssrvnoa+{SRV}", resolver),
             DiscoveryError,
         )
 

@@ -26,7 +26,6 @@ from cluster.ckit.messages import (
 )
 from cluster.gossip import (
     GossipConfig,
-    IDelegate,
     IEventDelegate,
     ITransport,
     JoinError,
@@ -47,7 +46,7 @@ from cluster.gossip.state import ProtocolMismatchError
 from cluster.gossip.transport import NetTransport
 from cluster.gossip.wire import PushNodeState, PushPull, ip_to_bytes
 from cluster.peer import PeerState
-from cluster.testing import SimulatedNetwork, free_loopback_port
+from cluster.testing import RecordingDelegate, SimulatedNetwork, free_loopback_port
 from tests.helpers import VSN, FakeResolver, cluster_services, known, start_and_join
 
 
@@ -63,38 +62,6 @@ def entry(
     name: str, state: int = 0, port: int = 7946, vsn: bytes = VSN
 ) -> PushNodeState:
     return PushNodeState(name, ip_to_bytes("127.9.9.9"), port, b"", 1, state, vsn)
-
-
-@implementer(IDelegate)
-class ChattyDelegate:
-    """
-    Queues many tiny user broadcasts at once, and records what arrives.
-    """
-
-    def __init__(self) -> None:
-        self.outgoing: list[bytes] = []
-        self.received: list[bytes] = []
-
-    def node_meta(self, limit: int) -> bytes:
-        return b""
-
-    def notify_msg(self, message: bytes) -> None:
-        self.received.append(message)
-
-    def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
-        chosen: list[bytes] = []
-        used = 0
-        while self.outgoing and used + overhead + len(self.outgoing[0]) <= limit:
-            item = self.outgoing.pop(0)
-            used += overhead + len(item)
-            chosen.append(item)
-        return chosen
-
-    def local_state(self, join: bool) -> bytes:
-        return b""
-
-    def merge_remote_state(self, state: bytes, join: bool) -> None:
-        pass
 
 
 @implementer(IEventDelegate)
@@ -204,7 +171,7 @@ class SendPathTests(SynchronousTestCase):
 
     def test_more_than_255_broadcasts_are_split_into_compounds(self) -> None:
         network = SimulatedNetwork(seed=71)
-        chatty, listener = ChattyDelegate(), ChattyDelegate()
+        chatty, listener = RecordingDelegate(), RecordingDelegate()
         a, b = start_and_join(
             network,
             "a",
@@ -219,7 +186,7 @@ class SendPathTests(SynchronousTestCase):
         chatty.outgoing = list(sent)
         network.run(3)
         self.assertEqual(len(self.flushLoggedErrors()), 0)
-        self.assertEqual(sorted(listener.received), sent)
+        self.assertEqual(sorted(listener.messages), sent)
         self.assertEqual(a.counters.members.suspected, 0)
         self.assertEqual(known(b, "a").state, MemberState.ALIVE)
         self.assertEqual(known(a, "b").state, MemberState.ALIVE)

@@ -32,7 +32,7 @@ import random
 import struct
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import attrs
 from hypothesis import given, settings
@@ -50,7 +50,7 @@ from cluster.ckit.messages import (
     encode_state,
 )
 from cluster.ckit.node import Node
-from cluster.gossip import GossipConfig, lzw
+from cluster.gossip import GossipConfig, lzw, wire
 from cluster.gossip.codec import pack
 from cluster.gossip.counters import DropReason
 from cluster.gossip.framing import (
@@ -65,27 +65,6 @@ from cluster.gossip.framing import (
     make_compound,
 )
 from cluster.gossip.keyring import DecryptError, Keyring, encryption_overhead
-from cluster.gossip.wire import (
-    Ack,
-    Alive,
-    Dead,
-    ErrResp,
-    IndirectPingReq,
-    Message,
-    MessageType,
-    Nack,
-    Ping,
-    PushPull,
-    Suspect,
-    User,
-    WireError,
-    decode_message,
-    decode_stream_message,
-    encode_message,
-    encode_stream_message,
-    ip_to_bytes,
-    stream_message_length,
-)
 from cluster.peer import PeerState
 from cluster.testing import SimulatedNetwork
 from tests.helpers import VSN
@@ -174,24 +153,24 @@ def packet_seeds(target: str) -> list[bytes]:
     One of every message a member receives by UDP, well-formed and meant
     for C{target}.
     """
-    stranger = ip_to_bytes(STRANGER[0])
-    ghost = ip_to_bytes("127.9.9.8")
+    stranger = wire.ip_to_bytes(STRANGER[0])
+    ghost = wire.ip_to_bytes("127.9.9.8")
     state = encode_state(StateMessage("b", PeerState.PARTICIPANT, 7))
-    messages: list[Message] = [
-        Ping(1, target, source_addr=stranger, source_port=7946, source_node="x"),
-        Ping(2, ""),
-        IndirectPingReq(
+    messages: list[wire.Message] = [
+        wire.Ping(1, target, source_addr=stranger, source_port=7946, source_node="x"),
+        wire.Ping(2, ""),
+        wire.IndirectPingReq(
             3, ghost, 7946, "ghost", True, source_addr=stranger, source_port=7946
         ),
-        Ack(4),
-        Ack(5, b"payload"),
-        Nack(6),
-        Suspect(1, "ghost", "x"),
-        Alive(1, "ghost", ghost, 7946, b"meta", VSN),
-        Dead(1, "ghost", "x"),
-        User(state),
+        wire.Ack(4),
+        wire.Ack(5, b"payload"),
+        wire.Nack(6),
+        wire.Suspect(1, "ghost", "x"),
+        wire.Alive(1, "ghost", ghost, 7946, b"meta", VSN),
+        wire.Dead(1, "ghost", "x"),
+        wire.User(state),
     ]
-    return [encode_message(m) for m in messages]
+    return [wire.encode_message(m) for m in messages]
 
 
 def stream_seeds(target: str, peer: Node) -> list[bytes]:
@@ -200,13 +179,13 @@ def stream_seeds(target: str, peer: Node) -> list[bytes]:
     for C{target}, and for a push/pull, C{peer}'s real state.
     """
     nodes = peer.memberlist.table.push_states()
-    messages: list[Message] = [
-        Ping(9, target),
-        PushPull(False, nodes, peer.states.local_state()),
-        PushPull(True, nodes, b""),
-        User(encode_state(StateMessage(peer.name, PeerState.PARTICIPANT, 3))),
+    messages: list[wire.Message] = [
+        wire.Ping(9, target),
+        wire.PushPull(False, nodes, peer.states.local_state()),
+        wire.PushPull(True, nodes, b""),
+        wire.User(encode_state(StateMessage(peer.name, PeerState.PARTICIPANT, 3))),
     ]
-    return [encode_stream_message(m) for m in messages]
+    return [wire.encode_stream_message(m) for m in messages]
 
 
 def ckit_seeds() -> list[bytes]:
@@ -300,10 +279,10 @@ def seal_stream(codec: StreamCodec, data: bytes) -> bytes:
     if codec.compression:
         # compress_message, which refuses to compress nothing.
         body = pack({"Algo": 0, "Buf": lzw.compress(data)})
-        data = bytes([MessageType.COMPRESS]) + body
+        data = bytes([wire.MessageType.COMPRESS]) + body
     if codec.keyring is not None:
         length = len(data) + encryption_overhead(1)
-        header = struct.pack(">BI", MessageType.ENCRYPT, length)
+        header = struct.pack(">BI", wire.MessageType.ENCRYPT, length)
         data = header + codec.keyring.encrypt(data, aad=header + codec.label)
     return add_label(codec.label, data)
 
@@ -547,7 +526,9 @@ class ReceiverChecks(SynchronousTestCase):
         self.assertEqual(refused - drops, Counter(), "codec errors uncounted")
         # Any drop but the member table's refusals of a well-formed alive
         # (its own rules, counted by the table) fails the datagram.
-        nameless = sum(isinstance(m, Alive) and not m.node for m in opened.messages)
+        nameless = sum(
+            isinstance(m, wire.Alive) and not m.node for m in opened.messages
+        )
         by_table = sum(drops[r] for r in TABLE_REASONS) + min(
             drops[DropReason.DECODE] - refused[DropReason.DECODE], nameless
         )
@@ -555,12 +536,13 @@ class ReceiverChecks(SynchronousTestCase):
             self.assertEqual(failed, 1, f"dropped {dict(drops)} uncounted")
 
         about_members = any(
-            isinstance(m, (Alive, Suspect, Dead)) for m in opened.messages
+            isinstance(m, (wire.Alive, wire.Suspect, wire.Dead))
+            for m in opened.messages
         )
         if not about_members:
             self.assertEqual(memberlist.members(), members)
         users = [
-            m.payload for m in opened.messages if isinstance(m, User) and m.payload
+            m.payload for m in opened.messages if isinstance(m, wire.User) and m.payload
         ]
         self.assert_ckit_users(node, users, events)
         if not about_members and not any(map(is_ckit_state, users)):
@@ -568,7 +550,7 @@ class ReceiverChecks(SynchronousTestCase):
         self.assert_consistent(node)
         return opened
 
-    def receive_stream(self, node: Node, frame: bytes) -> Message | None:
+    def receive_stream(self, node: Node, frame: bytes) -> wire.Message | None:
         """
         Serve C{frame} as a request that C{node} accepted from a stranger.
 
@@ -577,7 +559,7 @@ class ReceiverChecks(SynchronousTestCase):
         memberlist = node.memberlist
         receiver = memberlist.receiver
         streams = receiver.streams
-        message: Message | None = None
+        message: wire.Message | None = None
         refusal: FrameError | None = None
         try:
             message = streams.decode(frame, accepted=True)
@@ -600,7 +582,7 @@ class ReceiverChecks(SynchronousTestCase):
             self.assertEqual(growth.traffic.streams_in_failed, 1)
             self.assertEqual(drops, Counter({DropReason(refusal.reason): 1}))
             if refusal.reason == "decrypt":
-                self.assertIsInstance(answer, ErrResp)
+                self.assertIsInstance(answer, wire.ErrResp)
             else:
                 self.assertIsNone(answer)
         else:
@@ -611,11 +593,11 @@ class ReceiverChecks(SynchronousTestCase):
             )
             self.assert_served(node, message, answer, drops)
 
-        if not isinstance(message, PushPull):
+        if not isinstance(message, wire.PushPull):
             self.assertEqual(memberlist.members(), members)
-        users = [message.payload] if isinstance(message, User) else []
+        users = [message.payload] if isinstance(message, wire.User) else []
         self.assert_ckit_users(node, [p for p in users if p], events)
-        if isinstance(message, PushPull):
+        if isinstance(message, wire.PushPull):
             # ckit merges the user state of every push/pull the table took.
             merged = bool(message.user_state) and not drops[DropReason.PROTOCOL]
             grown = (node.counters - events).received
@@ -628,65 +610,136 @@ class ReceiverChecks(SynchronousTestCase):
     def assert_served(
         self,
         node: Node,
-        message: Message | None,
-        answer: Message | None,
+        message: wire.Message | None,
+        answer: wire.Message | None,
         drops: Counter[DropReason],
     ) -> None:
         """
         A readable request got the answer its kind calls for.
         """
-        if isinstance(message, Ping):
+        if isinstance(message, wire.Ping):
             if message.node in ("", node.name):
-                self.assertEqual((answer, drops), (Ack(message.seq_no), Counter()))
+                self.assertEqual((answer, drops), (wire.Ack(message.seq_no), Counter()))
             else:
                 self.assertEqual(
                     (answer, drops), (None, Counter({DropReason.WRONG_NODE: 1}))
                 )
-        elif isinstance(message, PushPull):
-            self.assertIsInstance(answer, PushPull)
+        elif isinstance(message, wire.PushPull):
+            self.assertIsInstance(answer, wire.PushPull)
             self.assertLessEqual(
                 set(drops), TABLE_REASONS | {DropReason.PROTOCOL, DropReason.DECODE}
             )
-        elif isinstance(message, User):
+        elif isinstance(message, wire.User):
             self.assertEqual((answer, drops), (None, Counter()))
         else:
             self.assertEqual((answer, drops), (None, Counter({DropReason.TYPE: 1})))
 
 
-class PacketReceiverTests(ReceiverChecks):
+FuzzTest = Callable[["InputFuzzing", "Wrapping", st.DataObject], None]
+
+
+class InputFuzzing:
     """
-    Datagrams through L{Receiver.packet_received} under every wrapping.
+    What every kind of input a member receives goes through: random bytes,
+    and mutations of valid input, as Hypothesis examples and in bulk from a
+    fixed seed.  A test case mixes it into L{ReceiverChecks} and says what
+    its inputs are and how one is delivered.
+
+    @cvar inputs: what the inputs are called (it seeds the bulk runs).
+    @cvar stream: whether they are requests on streams, not datagrams.
+    @cvar seed_count: how many valid inputs L{seeds} gives.
+    @cvar most: the most inputs one example delivers.
     """
 
-    @FUZZ
-    @given(wrappings, st.lists(st.binary(max_size=600), min_size=1, max_size=8))
-    def test_random_datagrams(self, wrapping: Wrapping, packets: list[bytes]) -> None:
-        a, _ = two_nodes(wrapping)
-        for packet in packets:
-            self.receive_packet(a, packet)
+    inputs: ClassVar[str]
+    stream: ClassVar[bool]
+    seed_count: ClassVar[int]
+    most: ClassVar[int]
 
-    @FUZZ
-    @given(wrappings, st.lists(recipes(len(packet_seeds("a"))), min_size=1, max_size=8))
-    def test_mutated_datagrams(self, wrapping: Wrapping, made: list[Recipe]) -> None:
-        a, _ = two_nodes(wrapping)
-        seeds = packet_seeds(a.name)
-        for recipe in made:
-            self.receive_packet(a, recipe.packet(seeds, a.memberlist.receiver.packets))
+    def seeds(self, a: Node, b: Node) -> list[bytes]:
+        """
+        One valid input of each kind, for C{a}, with C{b} its peer.
+        """
+        raise NotImplementedError
 
-    def test_mutated_datagrams_in_bulk(self) -> None:
+    def make(self, recipe: Recipe, seeds: Sequence[bytes], node: Node) -> bytes:
+        """
+        The input C{recipe} makes from C{seeds} for C{node}.
+        """
+        raise NotImplementedError
+
+    def deliver(self, node: Node, data: bytes) -> object:
+        """
+        Hand C{node} one input, checking what must hold.
+        """
+        raise NotImplementedError
+
+    def random_inputs(self, wrapping: Wrapping, data: st.DataObject) -> None:
+        """
+        Deliver random bytes.
+        """
+        a, _ = two_nodes(wrapping)
+        inputs = st.lists(st.binary(max_size=600), min_size=1, max_size=self.most)
+        for each in data.draw(inputs):
+            self.deliver(a, each)
+
+    def mutated_inputs(self, wrapping: Wrapping, data: st.DataObject) -> None:
+        """
+        Deliver mutations of valid input.
+        """
+        a, b = two_nodes(wrapping)
+        seeds = self.seeds(a, b)
+        made = recipes(self.seed_count, self.stream)
+        for recipe in data.draw(st.lists(made, min_size=1, max_size=self.most)):
+            self.deliver(a, self.make(recipe, seeds, a))
+
+    def test_mutated_inputs_in_bulk(self) -> None:
         """
         Many more mutations than the examples above, from a fixed seed, for
         each wrapping.
         """
         for wrapping in every_wrapping():
-            a, _ = two_nodes(wrapping)
-            seeds = packet_seeds(a.name)
-            codec = a.memberlist.receiver.packets
-            rng = random.Random(f"datagrams {wrapping}")
+            a, b = two_nodes(wrapping)
+            seeds = self.seeds(a, b)
+            rng = random.Random(f"{self.inputs} {wrapping}")
             for _ in range(BULK):
-                self.receive_packet(
-                    a, random_recipe(rng, len(seeds)).packet(seeds, codec)
-                )
+                recipe = random_recipe(rng, len(seeds), self.stream)
+                self.deliver(a, self.make(recipe, seeds, a))
+
+
+def fuzzing_examples() -> tuple[FuzzTest, FuzzTest]:
+    """
+    The Hypothesis tests of L{InputFuzzing}, made anew for each test case
+    that uses them: Hypothesis keeps state per decorated test, and refuses
+    one that two test cases share.
+    """
+
+    def examples(body: FuzzTest) -> FuzzTest:
+        return FUZZ(given(wrappings, st.data())(body))
+
+    return examples(InputFuzzing.random_inputs), examples(InputFuzzing.mutated_inputs)
+
+
+class PacketReceiverTests(ReceiverChecks, InputFuzzing):
+    """
+    Datagrams through L{Receiver.packet_received} under every wrapping.
+    """
+
+    inputs = "datagrams"
+    stream = False
+    seed_count = len(packet_seeds("a"))
+    most = 8
+
+    def seeds(self, a: Node, b: Node) -> list[bytes]:
+        return packet_seeds(a.name)
+
+    def make(self, recipe: Recipe, seeds: Sequence[bytes], node: Node) -> bytes:
+        return recipe.packet(seeds, node.memberlist.receiver.packets)
+
+    def deliver(self, node: Node, data: bytes) -> Opened:
+        return self.receive_packet(node, data)
+
+    test_random_inputs, test_mutated_inputs = fuzzing_examples()
 
     @FUZZ
     @given(
@@ -716,7 +769,9 @@ class PacketReceiverTests(ReceiverChecks):
             for packet in codec.encode(chosen, crc):
                 opened = self.receive_packet(a, packet)
                 self.assertEqual(opened.errors, [])
-                self.assertEqual(opened.messages, [decode_message(p) for p in chosen])
+                self.assertEqual(
+                    opened.messages, [wire.decode_message(p) for p in chosen]
+                )
         growth = a.memberlist.counters - counted
         self.assertEqual(growth.dropped, Counter())
         self.assertEqual(growth.traffic.packets_in_failed, 0)
@@ -738,11 +793,22 @@ class PacketReceiverTests(ReceiverChecks):
                 )
 
 
-class StreamReceiverTests(ReceiverChecks):
+class StreamReceiverTests(ReceiverChecks, InputFuzzing):
     """
     Requests through L{Receiver.stream_received} under every wrapping, as
     they come and as the frame measure cuts them.
     """
+
+    inputs = "requests"
+    stream = True
+    seed_count = 4  # stream_seeds: a ping, two push/pulls, a user message
+    most = 6
+
+    def seeds(self, a: Node, b: Node) -> list[bytes]:
+        return stream_seeds(a.name, b)
+
+    def make(self, recipe: Recipe, seeds: Sequence[bytes], node: Node) -> bytes:
+        return recipe.stream(seeds, node.memberlist.receiver.streams)
 
     def deliver(self, node: Node, data: bytes) -> None:
         """
@@ -757,34 +823,7 @@ class StreamReceiverTests(ReceiverChecks):
         if length is not None:
             self.receive_stream(node, data[:length])
 
-    @FUZZ
-    @given(wrappings, st.lists(st.binary(max_size=600), min_size=1, max_size=6))
-    def test_random_requests(self, wrapping: Wrapping, requests: list[bytes]) -> None:
-        a, _ = two_nodes(wrapping)
-        for request in requests:
-            self.deliver(a, request)
-
-    @FUZZ
-    @given(wrappings, st.lists(recipes(4, stream=True), min_size=1, max_size=6))
-    def test_mutated_requests(self, wrapping: Wrapping, made: list[Recipe]) -> None:
-        a, b = two_nodes(wrapping)
-        seeds = stream_seeds(a.name, b)
-        for recipe in made:
-            self.deliver(a, recipe.stream(seeds, a.memberlist.receiver.streams))
-
-    def test_mutated_requests_in_bulk(self) -> None:
-        """
-        Many more mutations than the examples above, from a fixed seed, for
-        each wrapping.
-        """
-        for wrapping in every_wrapping():
-            a, b = two_nodes(wrapping)
-            seeds = stream_seeds(a.name, b)
-            codec = a.memberlist.receiver.streams
-            rng = random.Random(f"requests {wrapping}")
-            for _ in range(BULK):
-                recipe = random_recipe(rng, len(seeds), stream=True)
-                self.deliver(a, recipe.stream(seeds, codec))
+    test_random_inputs, test_mutated_inputs = fuzzing_examples()
 
     def test_valid_requests_are_served(self) -> None:
         """
@@ -797,7 +836,7 @@ class StreamReceiverTests(ReceiverChecks):
             counted = a.memberlist.counters.snapshot()
             for seed in stream_seeds(a.name, b):
                 frame = seal_stream(codec, seed)
-                message = decode_stream_message(seed)
+                message = wire.decode_stream_message(seed)
                 self.assertEqual(frame, codec.encode(message, dialler=True))
                 self.assertEqual(self.receive_stream(a, frame), message)
             growth = a.memberlist.counters - counted
@@ -869,7 +908,7 @@ class FrameLengthTests(SynchronousTestCase):
             a, b = two_nodes(wrapping)
             codec = a.memberlist.receiver.streams
             for seed in stream_seeds(a.name, b):
-                message = decode_stream_message(seed)
+                message = wire.decode_stream_message(seed)
                 for accepted in (True, False):
                     frame = codec.encode(message, dialler=accepted)
                     after = frame + b"\x00more"
@@ -940,8 +979,8 @@ class DecoderTests(SynchronousTestCase):
     @given(st.sampled_from(packet_seeds("a")), _edits())
     def test_packet_messages(self, seed: bytes, edits: tuple[Edit, ...]) -> None:
         try:
-            decode_message(edited(seed, edits))
-        except WireError:
+            wire.decode_message(edited(seed, edits))
+        except wire.WireError:
             pass
 
     @FUZZ
@@ -949,10 +988,10 @@ class DecoderTests(SynchronousTestCase):
     def test_stream_messages(self, index: int, edits: tuple[Edit, ...]) -> None:
         _, b = two_nodes(Wrapping())
         data = edited(stream_seeds("a", b)[index], edits)
-        for decoder in (decode_stream_message, stream_message_length):
+        for decoder in (wire.decode_stream_message, wire.stream_message_length):
             try:
                 decoder(data)
-            except WireError:
+            except wire.WireError:
                 pass
 
     @FUZZ
@@ -977,17 +1016,17 @@ class RandomBytesTests(SynchronousTestCase):
     @given(st.binary(max_size=200))
     def test_packet_decoder_random(self, data: bytes) -> None:
         try:
-            decode_message(data)
-        except WireError:
+            wire.decode_message(data)
+        except wire.WireError:
             pass
 
     @settings(max_examples=300)
     @given(st.binary(max_size=200))
     def test_stream_decoder_random(self, data: bytes) -> None:
-        for fn in (decode_stream_message, stream_message_length):
+        for fn in (wire.decode_stream_message, wire.stream_message_length):
             try:
                 fn(data)
-            except WireError:
+            except wire.WireError:
                 pass
 
     @settings(max_examples=300)
@@ -997,8 +1036,8 @@ class RandomBytesTests(SynchronousTestCase):
         try:
             for part in codec.messages(codec.open(data)):
                 try:
-                    decode_message(part)
-                except WireError:
+                    wire.decode_message(part)
+                except wire.WireError:
                     pass
         except FrameError:
             pass

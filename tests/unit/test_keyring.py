@@ -330,6 +330,18 @@ class LoadingTests(SynchronousTestCase):
             self.assertRaises(KeyringError, Keyring.from_base64, bad)
         self.assertRaises(KeyringError, Keyring.from_base64)
 
+    def test_bad_key_is_never_echoed(self) -> None:
+        """
+        The error for a mistyped key says what is wrong in words and repeats
+        no part of the text, which is a secret or nearly one.
+        """
+        typo = base64.b64encode(K32).decode().replace("A", "!", 1) + "x"
+        error = self.assertRaises(KeyringError, Keyring.from_base64, typo)
+        message = str(error)
+        self.assertIn("not a base64 key", message)
+        for start in range(len(typo) - 5):
+            self.assertNotIn(typo[start : start + 6], message)
+
     def test_from_file(self) -> None:
         """A JSON list of base64 keys, primary first."""
         path = self.mktemp()

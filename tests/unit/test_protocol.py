@@ -19,6 +19,7 @@ from cluster.gossip import (
     GossipConfig,
     IConflictDelegate,
     IDelegate,
+    JoinRefused,
     Keyring,
     Member,
     Memberlist,
@@ -326,9 +327,9 @@ class MembershipRuleTests(SynchronousTestCase):
         a.start()
         b.start()
         failure = self.failureResultOf(
-            _later(network, b.join([a.local_member().full_address()]))
+            _later(network, b.join([a.local_member().full_address()])), JoinRefused
         )
-        self.assertIn("failed to join", str(failure.value))
+        self.assertIn("closed the connection without answering", str(failure.value))
         b.send_best_effort(a.local_member(), b"x")
         network.run(1)
         self.assertGreaterEqual(a.counters.dropped[DropReason.LABEL], 2)
@@ -347,8 +348,8 @@ class MembershipRuleTests(SynchronousTestCase):
         joined = outsider.join([nodes[0].local_member().full_address()])
         outsider.send_best_effort(nodes[0].local_member(), b"hi")
         network.run(2)
-        failure = self.failureResultOf(joined)
-        self.assertIn("encryption is not configured", str(failure.value))
+        failure = self.failureResultOf(joined, JoinRefused)
+        self.assertIn("encrypted and we have no gossip key", str(failure.value))
         self.assertEqual(outsider.num_members(), 1)
         self.assertGreaterEqual(nodes[0].counters.dropped[DropReason.DECRYPT], 1)
 
@@ -364,8 +365,8 @@ class MembershipRuleTests(SynchronousTestCase):
         joiner.start()
         joined = joiner.join([seed.local_member().full_address()])
         network.run(2)
-        failure = self.failureResultOf(joined)
-        self.assertIn("could decrypt", str(failure.value))
+        failure = self.failureResultOf(joined, JoinRefused)
+        self.assertIn("encrypted with a gossip key we do not have", str(failure.value))
         self.assertEqual(seed.counters.dropped[DropReason.DECRYPT], 1)
         self.assertEqual(joiner.counters.dropped[DropReason.DECRYPT], 1)
         self.assertEqual(joiner.num_members(), 1)

@@ -11,7 +11,10 @@ import json
 from typing import Any
 
 from prometheus_client import CollectorRegistry
+from twisted.internet import error as error_types
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 from zope.interface import implementer
@@ -25,6 +28,7 @@ from cluster import (
     ICluster,
     IComponent,
     IServiceHost,
+    JoinRefused,
     Op,
     Options,
     PeerState,
@@ -33,7 +37,17 @@ from cluster import (
 )
 from cluster.alloy.discovery import DiscoveryError
 from cluster.alloy.options import OptionError
-from cluster.gossip import GossipConfig
+from cluster.alloy.service import ClusterService
+from cluster.daemon.program import describe
+from cluster.gossip import GossipConfig, Keyring
+from cluster.gossip.counters import DropReason
+from cluster.gossip.errors import NoReplyError, RemoteError
+from cluster.gossip.framing import FrameError
+from cluster.gossip.interfaces import StreamTimeout
+from cluster.gossip.join import refusal
+from cluster.gossip.state import ProtocolMismatchError
+from cluster.gossip.tls import TLSCause, TLSRefusal, TLSRefused
+from cluster.shard import NotEnoughPeersError
 from cluster.testing import SimulatedNetwork, SimulatedTransport
 from cluster.web.site import service_handler
 from tests.helpers import (
@@ -46,6 +60,9 @@ from tests.helpers import (
     started_services,
     transport_of,
 )
+
+KEY = Keyring([bytes(range(16))])
+OTHER_KEY = Keyring([bytes(range(100, 116))])
 
 
 @implementer(IComponent)
@@ -307,6 +324,347 @@ class DiscoveryAndJoinTests(SynchronousTestCase):
         self.assertEqual(node_of(svc).peers(), [])
         network.run(60)
         self.assertEqual(calls, [1])
+
+
+class LogRecorder:
+    """
+    The lines logged while a test runs, as an operator reads them.
+    """
+
+    def __init__(self, case: SynchronousTestCase) -> None:
+        self.lines: list[str] = []
+
+        @implementer(ILogObserver)
+        def observe(event: LogEvent) -> None:
+            self.lines.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        case.addCleanup(globalLogPublisher.removeObserver, observe)
+
+    def matching(self, start: str) -> list[str]:
+        return [line for line in self.lines if line.startswith(start)]
+
+
+class RefusalClassificationTests(SynchronousTestCase):
+    """
+    L{cluster.gossip.join.refusal}: how a failed join push/pull reads,
+    nobody answering (C{None}) or a refusal in words.
+    """
+
+    def test_nobody_answered(self) -> None:
+        for error in [
+            ConnectionRefusedError("127.0.0.1"),
+            error_types.ConnectionRefusedError(),
+            error_types.TCPTimedOutError(),
+            error_types.DNSLookupError("peer.invalid"),
+            error_types.NoRouteError(),
+            StreamTimeout("stream to 127.0.0.1:7946 timed out"),
+            TimeoutError(),
+            ConnectionResetError(),
+        ]:
+            self.assertIsNone(
+                refusal("127.0.0.1:7946", Failure(error), "blue", False), error
+            )
+
+    def test_refusals_in_words(self) -> None:
+        tls = TLSRefusal(
+            TLSCause.UNKNOWN_CA,
+            'certificate from an unknown CA (ours is issued by "other CA")',
+            False,
+        )
+        cases: list[tuple[Exception, str, bool, str]] = [
+            (
+                TLSRefused("a:1", tls),
+                "blue",
+                True,
+                "a:1 refused us: certificate from an unknown CA (ours is issued by "
+                '"other CA")',
+            ),
+            (
+                NoReplyError("peer closed the stream without a reply"),
+                "blue",
+                True,
+                "a:1 refused us: it closed the connection without answering our "
+                'push/pull (a different cluster name? ours is "blue")',
+            ),
+            (
+                NoReplyError("peer closed the stream without a reply"),
+                "",
+                False,
+                "a:1 refused us: it closed the connection without answering our "
+                "push/pull (a different cluster name? we have none; or TLS on its "
+                "side only?)",
+            ),
+            (
+                FrameError("decrypt", "No installed keys could decrypt the message"),
+                "",
+                False,
+                "a:1 refused us: gossip key mismatch: its reply is encrypted with a "
+                "gossip key we do not have",
+            ),
+            (
+                FrameError(
+                    "decrypt",
+                    "Remote state is encrypted and encryption is not configured",
+                ),
+                "",
+                False,
+                "a:1 refused us: gossip key mismatch: its reply is encrypted and we "
+                "have no gossip key",
+            ),
+            (
+                FrameError(
+                    "decrypt",
+                    "Encryption is configured but remote state is not encrypted",
+                ),
+                "",
+                False,
+                "a:1 refused us: gossip key mismatch: its reply is not encrypted and "
+                "we require a gossip key",
+            ),
+            (
+                RemoteError("No installed keys could decrypt the message"),
+                "",
+                False,
+                "a:1 refused us: gossip key mismatch: our push/pull is encrypted with "
+                "a gossip key it does not have",
+            ),
+            (
+                RemoteError(
+                    "Encryption is configured but remote state is not encrypted"
+                ),
+                "",
+                False,
+                "a:1 refused us: gossip key mismatch: our push/pull is not encrypted "
+                "and it requires a gossip key",
+            ),
+            (
+                ProtocolMismatchError(
+                    "Node 'b' protocol version (9) is incompatible: [1, 5]"
+                ),
+                "",
+                False,
+                "a:1 refused us: protocol version: Node 'b' protocol version (9) is "
+                "incompatible: [1, 5]",
+            ),
+            (
+                FrameError("decode", "unknown message type 72"),
+                "",
+                False,
+                "a:1 answered with no push/pull we can read: unknown message type 72",
+            ),
+        ]
+        for error, label, tls_on, words in cases:
+            self.assertEqual(refusal("a:1", Failure(error), label, tls_on), words)
+
+    def test_the_program_says_it_in_one_line(self) -> None:
+        """
+        C{clusternode} names the flag, then every refusal.
+        """
+        refused = JoinRefused(
+            {"127.0.0.1:7946": Failure(NoReplyError())},
+            {"127.0.0.1:7946": "127.0.0.1:7946 refused us: a cause"},
+        )
+        self.assertEqual(
+            describe(Failure(refused)),
+            "--join-addresses: 127.0.0.1:7946 refused us: a cause",
+        )
+
+
+def lonely(network: SimulatedNetwork, name: str, **options: Any) -> ClusterService:
+    """
+    A service discovering nobody (the first node of its cluster), started.
+    """
+    svc = network.cluster_service(
+        Options(enable_clustering=True, node_name=name, **options)
+    )
+    svc.startService()
+    return svc
+
+
+class RefusedJoinTests(SynchronousTestCase):
+    """
+    Peers that answer and refuse our join (another cluster name, another
+    gossip key) are not nobody answering: the service does not bootstrap a
+    cluster of its own, fails L{ClusterService.when_joined} with
+    L{JoinRefused}, stays not ready and a viewer, and tries again every
+    rejoin interval, joining once the cause is fixed.
+    """
+
+    def newcomer(
+        self, network: SimulatedNetwork, peers: list[str], **options: Any
+    ) -> ClusterService:
+        return network.cluster_service(
+            Options(
+                enable_clustering=True,
+                node_name="newcomer",
+                discover_peers=lambda: list(peers),
+                rejoin_interval=10.0,
+                metrics=CollectorRegistry(),
+                **options,
+            )
+        )
+
+    def assertOut(self, newcomer: ClusterService, seed: ClusterService) -> None:
+        """
+        C{newcomer} is running, not ready, a viewer owning nothing, and
+        neither side lists the other.
+        """
+        self.assertTrue(newcomer.running)
+        self.assertFalse(newcomer.data().ready())
+        registry = newcomer.options.metrics
+        assert registry is not None
+        self.assertEqual(
+            registry.get_sample_value(
+                "cluster_ready_for_traffic",
+                {"cluster_name": newcomer.options.cluster_name},
+            ),
+            0.0,
+        )
+        self.assertEqual(
+            [(p.name, p.state) for p in node_of(newcomer).peers()],
+            [("newcomer", PeerState.VIEWER)],
+        )
+        self.assertRaises(
+            NotEnoughPeersError, newcomer.data().lookup, 1, 1, Op.READ_WRITE
+        )
+        self.assertIsNone(node_of(seed).memberlist.member("newcomer"))
+
+    def refused(
+        self, seed_options: dict[str, Any], newcomer_options: dict[str, Any], seed: int
+    ) -> tuple[SimulatedNetwork, ClusterService, ClusterService, LogRecorder]:
+        logs = LogRecorder(self)
+        network = SimulatedNetwork(seed=seed)
+        first = lonely(network, "seed", **seed_options)
+        network.run(1)
+        newcomer = self.newcomer(network, [address(first)], **newcomer_options)
+        newcomer.startService()
+        # Asked at once, as a program does: it waits for the join.
+        self.participant = newcomer.change_state(PeerState.PARTICIPANT)
+        network.run(1)
+        self.assertNoResult(self.participant)
+        self.assertOut(newcomer, first)
+        return network, first, newcomer, logs
+
+    def test_another_cluster_name(self) -> None:
+        _, seed, newcomer, logs = self.refused(
+            {"cluster_name": "blue"}, {"cluster_name": "green"}, seed=60
+        )
+        failure = self.failureResultOf(newcomer.when_joined(), JoinRefused)
+        seed_address = address(seed)
+        self.assertEqual(
+            str(failure.value),
+            f"{seed_address} refused us: it closed the connection without answering "
+            'our push/pull (a different cluster name? ours is "green"; or TLS on its '
+            "side only?)",
+        )
+        self.assertEqual(
+            logs.matching("join refused"),
+            [
+                "join refused, not bootstrapping a cluster of our own: "
+                f"{failure.value}; not ready, trying again every 10 s"
+            ],
+        )
+        newcomer_host = transport_of(newcomer).host
+        self.assertEqual(
+            logs.matching("refused a stream"),
+            [
+                f"refused a stream from {newcomer_host}: cluster name mismatch: it is "
+                '"green", ours is "blue"'
+            ],
+        )
+        self.assertEqual(node_of(seed).memberlist.counters.dropped[DropReason.LABEL], 1)
+
+    def test_another_gossip_key(self) -> None:
+        _, seed, newcomer, logs = self.refused(
+            {"keyring": KEY}, {"keyring": OTHER_KEY}, seed=61
+        )
+        failure = self.failureResultOf(newcomer.when_joined(), JoinRefused)
+        self.assertEqual(
+            str(failure.value),
+            f"{address(seed)} refused us: gossip key mismatch: its reply is "
+            "encrypted with a gossip key we do not have",
+        )
+        newcomer_host = transport_of(newcomer).host
+        self.assertEqual(
+            logs.matching("refused a stream"),
+            [
+                f"refused a stream from {newcomer_host}: gossip key mismatch: the "
+                "stream is encrypted with a gossip key we do not have"
+            ],
+        )
+        dropped = node_of(newcomer).memberlist.counters.dropped
+        self.assertEqual(dropped[DropReason.DECRYPT], 1)
+        self.assertEqual(
+            node_of(seed).memberlist.counters.dropped[DropReason.DECRYPT], 1
+        )
+
+    def test_keeps_trying_and_joins_once_the_peer_is_fixed(self) -> None:
+        """
+        The refused newcomer tries again every rejoin interval, refused
+        each time, and stays out; the seed restarts with the right cluster
+        name at the same address, and at the next try the newcomer joins:
+        ready, its held change to participant done, and a call of
+        L{ClusterService.when_joined} made then fires.
+        """
+        network, seed, newcomer, logs = self.refused(
+            {"cluster_name": "blue"}, {"cluster_name": "green"}, seed=62
+        )
+        network.run(25)  # two more tries
+        self.assertEqual(len(logs.matching("join refused")), 3)
+        self.assertOut(newcomer, seed)
+        host = transport_of(seed).host
+        self.successResultOf(seed.stopService())
+        fixed = network.cluster_service(
+            Options(enable_clustering=True, node_name="seed", cluster_name="green"),
+            host=host,
+        )
+        fixed.startService()
+        took = network.run_until(lambda: newcomer.data().ready(), 10.0 + 1.0)
+        self.assertIsNotNone(took, "the newcomer joins at its next try")
+        self.successResultOf(newcomer.when_joined())
+        network.run(2)
+        self.successResultOf(self.participant)
+        self.assertEqual(
+            [(p.name, p.state) for p in node_of(fixed).peers()],
+            [("newcomer", PeerState.PARTICIPANT), ("seed", PeerState.VIEWER)],
+        )
+        self.assertEqual(
+            logs.matching("joined 1 peer(s) after being refused"),
+            ["joined 1 peer(s) after being refused"],
+        )
+        for svc in (newcomer, fixed):
+            svc.stopService()
+        network.run(10)
+
+    def test_a_refusal_among_silent_peers_is_a_refusal(self) -> None:
+        """
+        One peer refuses and the others do not answer: still refused.
+        One peer lets us in and another refuses: joined.
+        """
+        network = SimulatedNetwork(seed=63)
+        blue = lonely(network, "blue", cluster_name="blue")
+        green = lonely(network, "green", cluster_name="green")
+        network.run(1)
+        silent = f"{network.new_host()}:7946"
+        refused = self.newcomer(network, [silent, address(blue)], cluster_name="green")
+        refused.startService()
+        network.run(12)
+        failure = self.failureResultOf(refused.when_joined(), JoinRefused)
+        self.assertEqual(list(failure.value.refusals), [address(blue)])
+        self.assertEqual(set(failure.value.errors), {silent, address(blue)})
+        joined = network.cluster_service(
+            Options(
+                enable_clustering=True,
+                node_name="joined",
+                cluster_name="green",
+                discover_peers=lambda: [address(blue), address(green)],
+            )
+        )
+        joined.startService()
+        network.run(2)
+        self.successResultOf(joined.when_joined())
+        self.assertEqual({p.name for p in node_of(joined).peers()}, {"green", "joined"})
 
 
 class DisabledTests(SynchronousTestCase):

@@ -30,7 +30,7 @@ from cluster.gossip.counters import DropReason
 from cluster.testing import SimulatedNetwork
 from tests.helpers import start_and_join, wait_for
 from tests.processes import LOCAL
-from tests.unit.test_tls import CLUSTER_NAME, stream_tls, tls_node
+from tests.unit.test_tls import CLUSTER_NAME, stream_tls, tls_node, tls_refusals
 
 LAN = GossipConfig.lan()
 KEY = Keyring([bytes(range(16))])
@@ -381,7 +381,7 @@ class StrangerTLSTests(TestCase):
             await dialler.join([self.address(target)])
         member, stranger = (target, dialler) if target in members else (dialler, target)
         await wait_for(
-            lambda: member.counters.dropped[DropReason.TLS] >= 1,
+            lambda: tls_refusals(member) >= 1,
             LOCAL.tcp_timeout,
             "the member counts the refusal",
         )

@@ -5,15 +5,23 @@ on 127.0.0.1 with certificates made at test time by L{cluster.daemon.certs}.
 
 from __future__ import annotations
 
+import datetime
 import io
 import os
 import sys
+from collections import Counter
 
 import attrs
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.internet import reactor, ssl
 from twisted.internet.defer import gatherResults
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
-from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IOpenSSLServerConnectionCreator,
+)
+from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
@@ -26,9 +34,16 @@ from cluster.daemon.certs import (
     main,
     make_authority,
 )
-from cluster.gossip import GossipConfig, JoinError, Keyring, Memberlist, MemberState
-from cluster.gossip.counters import DropReason
+from cluster.gossip import (
+    GossipConfig,
+    JoinRefused,
+    Keyring,
+    Memberlist,
+    MemberState,
+)
+from cluster.gossip.counters import TLS_DROP_REASONS, DropReason
 from tests.helpers import wait_for
+from tests.processes import LOCAL
 
 KEY = Keyring([bytes(range(16))])
 CLUSTER_NAME = "cluster.test"
@@ -52,6 +67,13 @@ def stream_tls(authority: Issued, node: Issued, name: str = CLUSTER_NAME) -> Str
         ssl.PrivateCertificate.loadPEM(node.certificate + node.key),
         name,
     )
+
+
+def tls_refusals(node: Memberlist) -> int:
+    """
+    How many TLS handshakes C{node} counted as failed, whatever the cause.
+    """
+    return sum(node.counters.dropped[reason] for reason in TLS_DROP_REASONS)
 
 
 def tls_node(name: str, tls: StreamTLS) -> Memberlist:
@@ -95,7 +117,7 @@ class MutualTLSTests(TestCase):
 
     async def test_three_nodes_form_a_cluster(self) -> None:
         nodes = await self.cluster()
-        self.assertTrue(all(n.counters.dropped[DropReason.TLS] == 0 for n in nodes))
+        self.assertEqual([tls_refusals(n) for n in nodes], [0] * len(nodes))
         self.assertTrue(all(n.counters.push_pulls.served >= 1 for n in nodes[:1]))
 
     async def test_restarted_node_rejoins(self) -> None:
@@ -138,57 +160,408 @@ class MutualTLSTests(TestCase):
             config.push_pull_interval + config.tcp_timeout,
             "the restarted node is alive at its new address everywhere",
         )
-        self.assertTrue(all(n.counters.dropped[DropReason.TLS] == 0 for n in nodes))
+        self.assertEqual([tls_refusals(n) for n in nodes], [0] * len(nodes))
         # The restarted node's join was a push/pull over TLS to nodes[1].
         self.assertGreater(nodes[1].counters.push_pulls.served, accepted)
 
-    async def assertRefused(self, intruder: Memberlist) -> None:
-        logged: list[LogEvent] = []
+
+def reissued(
+    authority: Issued,
+    issued: Issued,
+    valid_from: datetime.datetime,
+    valid_until: datetime.datetime,
+) -> Issued:
+    """
+    C{issued}, signed again by C{authority} for another validity.
+    """
+    certificate = x509.load_pem_x509_certificate(issued.certificate)
+    key = serialization.load_pem_private_key(authority.key, password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(certificate.subject)
+        .issuer_name(certificate.issuer)
+        .public_key(certificate.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(valid_from)
+        .not_valid_after(valid_until)
+    )
+    for extension in certificate.extensions:
+        builder = builder.add_extension(extension.value, extension.critical)
+    signed = builder.sign(key, hashes.SHA256())
+    return Issued(signed.public_bytes(serialization.Encoding.PEM), issued.key)
+
+
+@attrs.frozen(eq=False)
+class TLS12Only(StreamTLS):
+    """
+    Dials with TLS 1.2 at most.
+    """
+
+    def client_options(self, host: str) -> IOpenSSLClientConnectionCreator:
+        return ssl.optionsForClientTLS(
+            self.server_name or host,
+            trustRoot=self.authority,
+            clientCertificate=self.identity,
+            extraCertificateOptions={"lowerMaximumSecurityTo": ssl.TLSVersion.TLSv1_2},
+        )
+
+
+@attrs.frozen(eq=False)
+class TLS13Only(StreamTLS):
+    """
+    Accepts TLS 1.3 only.
+    """
+
+    def server_options(self) -> IOpenSSLServerConnectionCreator:
+        return ssl.CertificateOptions(
+            privateKey=self.identity.privateKey.original,
+            certificate=self.identity.original,
+            trustRoot=self.authority,
+            raiseMinimumTo=ssl.TLSVersion.TLSv1_3,
+        )
+
+
+def plain_node(name: str) -> Memberlist:
+    config = GossipConfig.local(
+        name=name, bind_address="127.0.0.1", bind_port=0, keyring=KEY
+    )
+    return Memberlist(config, reactor=reactor)
+
+
+def day(moment: datetime.datetime) -> str:
+    """
+    A validity bound as the refusals say it.
+    """
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+class RefusalTests(TestCase):
+    """
+    Every way a TLS handshake is refused is said in words on both sides,
+    naming the peer (the address dialled; the dialler's IP address and the
+    name on its certificate), counted under its own reason on both sides,
+    and makes the join fail with L{JoinRefused}, saying the same.
+    """
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.authority = make_authority()
+        self.logged: list[LogEvent] = []
 
         @implementer(ILogObserver)
         def observe(event: LogEvent) -> None:
-            if event.get("log_format", "").startswith("TLS refused"):
-                logged.append(event)
+            if event.get("log_format", "").startswith("TLS: "):
+                self.logged.append(event)
 
         globalLogPublisher.addObserver(observe)
         self.addCleanup(globalLogPublisher.removeObserver, observe)
-        nodes = await self.cluster()
-        await self.started(intruder)
-        with self.assertRaises(JoinError):
-            await intruder.join([nodes[0].local_member().full_address()])
-        # The refusal is logged (and counted) on both sides.
+
+    def certificate(self, name: str, *names: str) -> Issued:
+        """
+        A certificate of the cluster's authority for C{names} (the
+        cluster's name and 127.0.0.1 by default).
+        """
+        if not names:
+            return issue_certificate(
+                self.authority, name, [CLUSTER_NAME], ["127.0.0.1"]
+            )
+        return issue_certificate(self.authority, name, list(names))
+
+    def node(self, name: str, certificate: Issued | None = None) -> Memberlist:
+        """
+        A node trusting the cluster's authority, with C{certificate} (a
+        good one by default).
+        """
+        issued = certificate or self.certificate(name)
+        return tls_node(name, stream_tls(self.authority, issued))
+
+    def said(self, node: Memberlist) -> list[str]:
+        """
+        The TLS lines C{node}'s transport logged, as an operator reads them.
+        """
+        return [
+            formatEvent(event)
+            for event in self.logged
+            if event.get("log_source") is node.transport
+        ]
+
+    async def assertRefused(
+        self,
+        dialler: Memberlist,
+        target: Memberlist,
+        reason: DropReason,
+        join: str,
+        dialler_says: str | None,
+        target_says: str | None,
+    ) -> None:
+        """
+        C{dialler}'s join of C{target} fails with L{JoinRefused} saying
+        C{join}; each side logs its line (none where C{None}, a node without
+        TLS) and counts one refusal, under C{reason} (the side that logs
+        none counts none); nobody lists the other.  C{{address}} in the
+        texts is the target's address.
+        """
+        await gatherResults([dialler.start(), target.start()])
+        self.addCleanup(dialler.shutdown)
+        self.addCleanup(target.shutdown)
+        address = target.local_member().full_address()
+        with self.assertRaises(JoinRefused) as raised:
+            await dialler.join([address])
+        self.assertEqual(str(raised.exception), join.format(address=address))
+        sides = [(dialler, dialler_says), (target, target_says)]
         await wait_for(
-            lambda: nodes[0].counters.dropped[DropReason.TLS] >= 1,
-            nodes[0].config.tcp_timeout,
-            "the accepting node counts the refusal",
+            lambda: all(len(self.said(n)) == (says is not None) for n, says in sides),
+            LOCAL.tcp_timeout,
+            "both sides log the refusal",
         )
-        self.assertGreaterEqual(intruder.counters.dropped[DropReason.TLS], 1)
-        sources = {id(event.get("log_source")) for event in logged}
-        self.assertIn(id(intruder.transport), sources)
-        self.assertIn(id(nodes[0].transport), sources)
-        for node in nodes:
-            self.assertIsNone(node.member(intruder.name))
-        self.assertEqual(intruder.num_members(), 1)
+        for node, says in sides:
+            expected = [] if says is None else ["TLS: " + says.format(address=address)]
+            self.assertEqual(self.said(node), expected, node.name)
+            tls = Counter(
+                {
+                    r: n
+                    for r, n in node.counters.dropped.items()
+                    if r in TLS_DROP_REASONS
+                }
+            )
+            self.assertEqual(
+                tls, Counter({reason: 1}) if says else Counter(), node.name
+            )
+        self.assertIsNone(target.member(dialler.name))
+        self.assertIsNone(dialler.member(target.name))
 
-    async def test_certificate_from_another_authority_is_refused(self) -> None:
+    async def test_foreign_ca_dialling_in(self) -> None:
+        """
+        A certificate from another CA, of another name: the accepting node
+        refuses it and names that CA; the dialler learns from the alert.
+        """
         other = make_authority("another CA")
-        foreign = issue_certificate(other, "intruder", [CLUSTER_NAME], ["127.0.0.1"])
-        tls = StreamTLS(
-            ssl.Certificate.loadPEM(self.authority.certificate),
-            ssl.PrivateCertificate.loadPEM(foreign.certificate + foreign.key),
-            CLUSTER_NAME,
+        intruder = self.node(
+            "intruder",
+            issue_certificate(other, "intruder", [CLUSTER_NAME], ["127.0.0.1"]),
         )
-        await self.assertRefused(tls_node("intruder", tls))
+        await self.assertRefused(
+            intruder,
+            self.node("member"),
+            DropReason.TLS_UNKNOWN_CA,
+            join="{address} refused us: certificate from an unknown CA (ours is "
+            'issued by "another CA")',
+            dialler_says='{address} (certificate "member") refused us: certificate '
+            'from an unknown CA (ours is issued by "another CA")',
+            target_says="we refused a node dialling from 127.0.0.1 (certificate "
+            '"intruder"): certificate from an unknown CA (issued by "another CA")',
+        )
 
-    async def test_no_client_certificate_is_refused(self) -> None:
-        cert = issue_certificate(self.authority, "intruder", [CLUSTER_NAME])
-        base = stream_tls(self.authority, cert)
-        tls = NoClientCertificate(base.authority, base.identity, base.server_name)
-        await self.assertRefused(tls_node("intruder", tls))
+    async def test_foreign_ca_of_the_same_name(self) -> None:
+        """
+        Two CAs made by the same tool share a name: OpenSSL finds the
+        issuer by name and its signature fails.  Still an unknown CA.
+        """
+        other = make_authority()
+        intruder = self.node(
+            "intruder",
+            issue_certificate(other, "intruder", [CLUSTER_NAME], ["127.0.0.1"]),
+        )
+        await self.assertRefused(
+            intruder,
+            self.node("member"),
+            DropReason.TLS_UNKNOWN_CA,
+            join="{address} refused us: certificate from an unknown CA (ours is "
+            'issued by "cluster CA")',
+            dialler_says='{address} (certificate "member") refused us: certificate '
+            'from an unknown CA (ours is issued by "cluster CA")',
+            target_says="we refused a node dialling from 127.0.0.1 (certificate "
+            '"intruder"): certificate from an unknown CA (issued by another CA '
+            'named "cluster CA", like ours)',
+        )
 
-    async def test_name_not_matching_the_server_name_is_refused(self) -> None:
-        cert = issue_certificate(self.authority, "intruder", ["intruder.test"])
-        await self.assertRefused(tls_node("intruder", stream_tls(self.authority, cert)))
+    async def test_node_of_another_cluster_ca(self) -> None:
+        """
+        A node of another cluster (its own CA, trusting only that) dials a
+        member: it refuses the member's certificate first.
+        """
+        other = make_authority("another CA")
+        issued = issue_certificate(other, "intruder", [CLUSTER_NAME], ["127.0.0.1"])
+        intruder = tls_node("intruder", stream_tls(other, issued))
+        await self.assertRefused(
+            intruder,
+            self.node("member"),
+            DropReason.TLS_UNKNOWN_CA,
+            join="we refused {address}: certificate from an unknown CA (issued by "
+            '"cluster CA")',
+            dialler_says='we refused {address} (certificate "member"): certificate '
+            'from an unknown CA (issued by "cluster CA")',
+            target_says="a node dialling from 127.0.0.1 refused us: certificate "
+            'from an unknown CA (ours is issued by "cluster CA")',
+        )
+
+    async def test_no_client_certificate(self) -> None:
+        base = stream_tls(self.authority, self.certificate("intruder"))
+        intruder = tls_node(
+            "intruder",
+            NoClientCertificate(base.authority, base.identity, base.server_name),
+        )
+        await self.assertRefused(
+            intruder,
+            self.node("member"),
+            DropReason.TLS_NO_CERTIFICATE,
+            join="{address} refused us: no client certificate (it got none from us)",
+            dialler_says='{address} (certificate "member") refused us: no client '
+            "certificate (it got none from us)",
+            target_says="we refused a node dialling from 127.0.0.1: no client "
+            "certificate",
+        )
+
+    async def test_name_mismatch_dialling_in(self) -> None:
+        """
+        With a server name, the accepting node checks the dialler's
+        certificate carries it; the dialler reads its own names against the
+        cluster's server name to say why it was refused.
+        """
+        intruder = self.node("intruder", self.certificate("intruder", "intruder.test"))
+        await self.assertRefused(
+            intruder,
+            self.node("member"),
+            DropReason.TLS_NAME_MISMATCH,
+            join="{address} refused us: name mismatch (expected cluster.test, "
+            "presented intruder.test)",
+            dialler_says='{address} (certificate "member") refused us: name '
+            "mismatch (expected cluster.test, presented intruder.test)",
+            target_says="we refused a node dialling from 127.0.0.1 (certificate "
+            '"intruder"): name mismatch (expected cluster.test, presented '
+            "intruder.test)",
+        )
+
+    async def test_name_mismatch_dialled(self) -> None:
+        """
+        A member dials a node whose certificate carries another name.
+        """
+        stranger = self.node("stranger", self.certificate("stranger", "stranger.test"))
+        await self.assertRefused(
+            self.node("member"),
+            stranger,
+            DropReason.TLS_NAME_MISMATCH,
+            join="we refused {address}: name mismatch (expected cluster.test, "
+            "presented stranger.test)",
+            dialler_says='we refused {address} (certificate "stranger"): name '
+            "mismatch (expected cluster.test, presented stranger.test)",
+            target_says="a node dialling from 127.0.0.1 refused us: name mismatch "
+            "(expected cluster.test, presented stranger.test)",
+        )
+
+    async def test_address_mismatch_without_a_server_name(self) -> None:
+        """
+        Without a server name, the dialler checks the address it dialled.
+        """
+        issued = self.certificate("stranger", CLUSTER_NAME)
+        stranger = tls_node("stranger", stream_tls(self.authority, issued, ""))
+        member = tls_node(
+            "member", stream_tls(self.authority, self.certificate("member"), "")
+        )
+        await self.assertRefused(
+            member,
+            stranger,
+            DropReason.TLS_NAME_MISMATCH,
+            join="we refused {address}: name mismatch (expected 127.0.0.1, "
+            "presented cluster.test)",
+            dialler_says='we refused {address} (certificate "stranger"): name '
+            "mismatch (expected 127.0.0.1, presented cluster.test)",
+            target_says="a node dialling from 127.0.0.1 refused us: name mismatch "
+            "(expected 127.0.0.1, presented cluster.test)",
+        )
+
+    async def test_expired_certificate(self) -> None:
+        now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+        until = now - datetime.timedelta(days=1)
+        issued = reissued(
+            self.authority,
+            self.certificate("intruder"),
+            now - datetime.timedelta(days=30),
+            until,
+        )
+        await self.assertRefused(
+            self.node("intruder", issued),
+            self.node("member"),
+            DropReason.TLS_EXPIRED,
+            join=f"{{address}} refused us: certificate expired (ours was valid "
+            f"until {day(until)})",
+            dialler_says=f'{{address}} (certificate "member") refused us: '
+            f"certificate expired (ours was valid until {day(until)})",
+            target_says="we refused a node dialling from 127.0.0.1 (certificate "
+            f'"intruder"): certificate expired (valid until {day(until)})',
+        )
+
+    async def test_certificate_not_yet_valid(self) -> None:
+        now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+        since = now + datetime.timedelta(days=1)
+        issued = reissued(
+            self.authority,
+            self.certificate("intruder"),
+            since,
+            now + datetime.timedelta(days=30),
+        )
+        await self.assertRefused(
+            self.node("intruder", issued),
+            self.node("member"),
+            DropReason.TLS_EXPIRED,
+            join=f"{{address}} refused us: certificate not yet valid (ours is "
+            f"valid from {day(since)})",
+            dialler_says=f'{{address}} (certificate "member") refused us: '
+            f"certificate not yet valid (ours is valid from {day(since)})",
+            target_says="we refused a node dialling from 127.0.0.1 (certificate "
+            f'"intruder"): certificate not yet valid (valid from {day(since)})',
+        )
+
+    async def test_no_common_tls_version(self) -> None:
+        base = stream_tls(self.authority, self.certificate("intruder"))
+        intruder = tls_node(
+            "intruder", TLS12Only(base.authority, base.identity, base.server_name)
+        )
+        member = stream_tls(self.authority, self.certificate("member"))
+        await self.assertRefused(
+            intruder,
+            tls_node(
+                "member", TLS13Only(member.authority, member.identity, CLUSTER_NAME)
+            ),
+            DropReason.TLS_VERSION,
+            join="{address} refused us: protocol version (no TLS version that both "
+            "sides accept)",
+            dialler_says="{address} refused us: protocol version (no TLS version "
+            "that both sides accept)",
+            target_says="we refused a node dialling from 127.0.0.1: protocol "
+            "version (no TLS version that both sides accept)",
+        )
+
+    async def test_plaintext_dialling_in(self) -> None:
+        """
+        A node without TLS dials a TLS node: the TLS node says it does not
+        speak TLS; the plain node sees its stream closed unanswered.
+        """
+        await self.assertRefused(
+            plain_node("intruder"),
+            self.node("member"),
+            DropReason.TLS_VERSION,
+            join="{address} refused us: it closed the connection without "
+            "answering our push/pull (a different cluster name? we have none; or "
+            "TLS on its side only?)",
+            dialler_says=None,
+            target_says="we refused a node dialling from 127.0.0.1: protocol "
+            "version (it does not speak TLS)",
+        )
+
+    async def test_dialling_a_plaintext_node(self) -> None:
+        await self.assertRefused(
+            self.node("member"),
+            plain_node("stranger"),
+            DropReason.TLS_VERSION,
+            join="{address} refused us: protocol version (it closed the connection "
+            "during the handshake: it does not seem to speak TLS)",
+            dialler_says="{address} refused us: protocol version (it closed the "
+            "connection during the handshake: it does not seem to speak TLS)",
+            target_says=None,
+        )
 
 
 class LoadingTests(SynchronousTestCase):

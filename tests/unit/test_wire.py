@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from cluster.gossip import wire
 from cluster.gossip.address import ip_text
 from cluster.gossip.codec import (
     DecodeError,
@@ -48,28 +49,6 @@ from cluster.gossip.serf import (
     SerfClock,
     serf_leave_intent,
 )
-from cluster.gossip.wire import (
-    Ack,
-    Alive,
-    Dead,
-    ErrResp,
-    IndirectPingReq,
-    Message,
-    Nack,
-    Ping,
-    PushNodeState,
-    PushPull,
-    Suspect,
-    User,
-    WireError,
-    decode_message,
-    decode_stream_message,
-    encode_message,
-    encode_stream_message,
-    ip_from_bytes,
-    ip_to_bytes,
-    stream_message_length,
-)
 from tests.helpers import serf_state
 
 LOCALHOST = bytes([127, 0, 0, 1])
@@ -95,16 +74,16 @@ class VectorTests(SynchronousTestCase):
             " aa 536f757263654e6f6465 a5 616c706861"
             " aa 536f75726365506f7274 cd 6d2a"
         )
-        ping = Ping(
+        ping = wire.Ping(
             2, "gamma", source_addr=LOCALHOST, source_port=27946, source_node="alpha"
         )
-        self.assertEqual(encode_message(ping), expected)
+        self.assertEqual(wire.encode_message(ping), expected)
         self.assertEqual(len(expected), 67)
-        self.assertEqual(decode_message(expected), ping)
+        self.assertEqual(wire.decode_message(expected), ping)
 
     def test_ping_omits_empty_source_fields(self) -> None:
         self.assertEqual(
-            encode_message(Ping(2, "gamma")),
+            wire.encode_message(wire.Ping(2, "gamma")),
             unhex("00 82 a4 4e6f6465 a5 67616d6d61 a5 5365714e6f 02"),
         )
 
@@ -113,16 +92,18 @@ class VectorTests(SynchronousTestCase):
             "0c 6cc5effe 03 83 a4 46726f6d a5 616c706861"
             " ab 496e6361726e6174696f6e 01 a4 4e6f6465 a5 67616d6d61"
         )
-        suspect = Suspect(1, "gamma", "alpha")
-        self.assertEqual(add_crc(encode_message(suspect)), expected)
-        self.assertEqual(decode_message(strip_crc(expected)), suspect)
+        suspect = wire.Suspect(1, "gamma", "alpha")
+        self.assertEqual(add_crc(wire.encode_message(suspect)), expected)
+        self.assertEqual(wire.decode_message(strip_crc(expected)), suspect)
 
     def test_nack(self) -> None:
-        self.assertEqual(encode_message(Nack(8)), unhex("0b 81 a5 5365714e6f 08"))
+        self.assertEqual(
+            wire.encode_message(wire.Nack(8)), unhex("0b 81 a5 5365714e6f 08")
+        )
 
     def test_ack_nil_payload(self) -> None:
         self.assertEqual(
-            encode_message(Ack(8)),
+            wire.encode_message(wire.Ack(8)),
             unhex("02 82 a7 5061796c6f6164 c0 a5 5365714e6f 08"),
         )
 
@@ -133,18 +114,18 @@ class VectorTests(SynchronousTestCase):
             " a4 4d657461 a0 a4 4e616d65 a3 707931 a4 506f7274 cd 6d2d"
             " a5 5374617465 00 a3 56736e a6 010502020505"
         )
-        message = PushPull(
+        message = wire.PushPull(
             join=True,
-            nodes=(PushNodeState("py1", LOCALHOST, 27949, b"", 1, 0, VSN),),
+            nodes=(wire.PushNodeState("py1", LOCALHOST, 27949, b"", 1, 0, VSN),),
         )
-        self.assertEqual(encode_stream_message(message), expected)
+        self.assertEqual(wire.encode_stream_message(message), expected)
         self.assertEqual(len(expected), 94)
-        self.assertEqual(decode_stream_message(expected), message)
-        self.assertEqual(stream_message_length(expected + b"junk"), 94)
-        self.assertIsNone(stream_message_length(expected[:-1]))
+        self.assertEqual(wire.decode_stream_message(expected), message)
+        self.assertEqual(wire.stream_message_length(expected + b"junk"), 94)
+        self.assertIsNone(wire.stream_message_length(expected[:-1]))
 
     def test_alive_key_order(self) -> None:
-        encoded = encode_message(Alive(1, "a", LOCALHOST, 7946, b"", VSN))
+        encoded = wire.encode_message(wire.Alive(1, "a", LOCALHOST, 7946, b"", VSN))
         # Addr, Incarnation, Meta, Node, Port, Vsn: sorted Go field names.
         order = [
             encoded.find(key)
@@ -155,7 +136,7 @@ class VectorTests(SynchronousTestCase):
 
     def test_raw_strings_use_str16_not_str8(self) -> None:
         meta = b"m" * 98
-        encoded = encode_message(Alive(1, "a", LOCALHOST, 7946, meta, VSN))
+        encoded = wire.encode_message(wire.Alive(1, "a", LOCALHOST, 7946, meta, VSN))
         self.assertIn(b"\xda\x00\x62" + meta, encoded)
         self.assertNotIn(b"\xd9", encoded)
 
@@ -171,13 +152,15 @@ class VectorTests(SynchronousTestCase):
             " c0760b83733d2536a08118fdd33590d6"
         )
         codec = PacketCodec(keyring=keyring)
-        self.assertEqual(decode_message(codec.open(packet)), Nack(8))
+        self.assertEqual(wire.decode_message(codec.open(packet)), wire.Nack(8))
 
 
-MESSAGES: list[Message] = [
-    Ping(1, "n"),
-    Ping(0xFFFFFFFF, "ü", source_addr=LOCALHOST, source_port=65535, source_node="src"),
-    IndirectPingReq(
+MESSAGES: list[wire.Message] = [
+    wire.Ping(1, "n"),
+    wire.Ping(
+        0xFFFFFFFF, "ü", source_addr=LOCALHOST, source_port=65535, source_node="src"
+    ),
+    wire.IndirectPingReq(
         5,
         LOCALHOST,
         7946,
@@ -187,56 +170,56 @@ MESSAGES: list[Message] = [
         source_port=1,
         source_node="me",
     ),
-    IndirectPingReq(5, bytes(16), 0, "target", False),
-    Ack(3),
-    Ack(3, b"payload"),
-    Nack(9),
-    ErrResp("boom"),
-    Suspect(4, "x", "y"),
-    Alive(7, "x", LOCALHOST, 1234, b"\xff\x80", VSN),
-    Dead(2, "x", "x"),
-    User(b"\x00hello"),
+    wire.IndirectPingReq(5, bytes(16), 0, "target", False),
+    wire.Ack(3),
+    wire.Ack(3, b"payload"),
+    wire.Nack(9),
+    wire.ErrResp("boom"),
+    wire.Suspect(4, "x", "y"),
+    wire.Alive(7, "x", LOCALHOST, 1234, b"\xff\x80", VSN),
+    wire.Dead(2, "x", "x"),
+    wire.User(b"\x00hello"),
 ]
 
 
 class RoundTripTests(SynchronousTestCase):
     def test_every_packet_message(self) -> None:
         for message in MESSAGES:
-            self.assertEqual(decode_message(encode_message(message)), message)
+            self.assertEqual(wire.decode_message(wire.encode_message(message)), message)
 
     def test_every_stream_message(self) -> None:
-        stream_messages: list[Message] = [
-            Ping(1, "n"),
-            Ack(2),
-            ErrResp("no"),
-            User(b"abc"),
-            PushPull(False, (), b"state"),
-            PushPull(
+        stream_messages: list[wire.Message] = [
+            wire.Ping(1, "n"),
+            wire.Ack(2),
+            wire.ErrResp("no"),
+            wire.User(b"abc"),
+            wire.PushPull(False, (), b"state"),
+            wire.PushPull(
                 True,
                 tuple(
-                    PushNodeState(f"n{i}", LOCALHOST, i, b"m", i, i % 4, VSN)
+                    wire.PushNodeState(f"n{i}", LOCALHOST, i, b"m", i, i % 4, VSN)
                     for i in range(40)
                 ),
                 b"\x02user",
             ),
         ]
         for message in stream_messages:
-            data = encode_stream_message(message)
-            self.assertEqual(stream_message_length(data), len(data))
-            self.assertEqual(decode_stream_message(data), message)
+            data = wire.encode_stream_message(message)
+            self.assertEqual(wire.stream_message_length(data), len(data))
+            self.assertEqual(wire.decode_stream_message(data), message)
 
     def test_push_pull_refused_on_packets(self) -> None:
-        self.assertRaises(ValueError, encode_message, PushPull(False, ()))
+        self.assertRaises(ValueError, wire.encode_message, wire.PushPull(False, ()))
 
     def test_ip_addresses(self) -> None:
-        self.assertEqual(ip_from_bytes(ip_to_bytes("10.1.2.3")), "10.1.2.3")
-        self.assertEqual(ip_from_bytes(ip_to_bytes("::1")), "::1")
+        self.assertEqual(wire.ip_from_bytes(wire.ip_to_bytes("10.1.2.3")), "10.1.2.3")
+        self.assertEqual(wire.ip_from_bytes(wire.ip_to_bytes("::1")), "::1")
         mapped = bytes(10) + b"\xff\xff" + LOCALHOST
-        self.assertEqual(ip_from_bytes(mapped), "127.0.0.1")
+        self.assertEqual(wire.ip_from_bytes(mapped), "127.0.0.1")
         # Only the mapped form is dotted, as Go's net.IP.String() prints it.
-        self.assertEqual(ip_from_bytes(bytes(12) + LOCALHOST), "::7f00:1")
-        self.assertRaises(WireError, ip_from_bytes, b"\x01\x02")
-        self.assertRaises(WireError, ip_to_bytes, "not-an-ip")
+        self.assertEqual(wire.ip_from_bytes(bytes(12) + LOCALHOST), "::7f00:1")
+        self.assertRaises(wire.WireError, wire.ip_from_bytes, b"\x01\x02")
+        self.assertRaises(wire.WireError, wire.ip_to_bytes, "not-an-ip")
 
     @given(
         st.one_of(
@@ -250,7 +233,7 @@ class RoundTripTests(SynchronousTestCase):
         The inet_ntop fast paths print what Go's C{net.IP.String()} does,
         as the ipaddress-based reference.
         """
-        self.assertEqual(ip_from_bytes(raw), ip_text(ipaddress.ip_address(raw)))
+        self.assertEqual(wire.ip_from_bytes(raw), ip_text(ipaddress.ip_address(raw)))
 
     def test_go_accepts_int_array_for_bytes(self) -> None:
         import msgpack
@@ -265,8 +248,8 @@ class RoundTripTests(SynchronousTestCase):
             },
             use_bin_type=True,
         )
-        alive = decode_message(b"\x04" + body)
-        assert isinstance(alive, Alive)
+        alive = wire.decode_message(b"\x04" + body)
+        assert isinstance(alive, wire.Alive)
         self.assertEqual(alive.addr, LOCALHOST)
         self.assertEqual(alive.vsn, VSN)
         self.assertEqual(alive.meta, b"")
@@ -301,9 +284,9 @@ def decoded(struct: attrs.AttrsInstance) -> object:
 # Every msgpack struct: the packet messages (a user message is raw bytes),
 # plus an empty ack payload and a push/pull node entry.
 STRUCTS: list[attrs.AttrsInstance] = [
-    *(m for m in MESSAGES if not isinstance(m, User)),
-    Ack(3, b""),
-    PushNodeState("py1", LOCALHOST, 27949, b"", 1, 3, VSN),
+    *(m for m in MESSAGES if not isinstance(m, wire.User)),
+    wire.Ack(3, b""),
+    wire.PushNodeState("py1", LOCALHOST, 27949, b"", 1, 3, VSN),
 ]
 
 
@@ -319,7 +302,7 @@ class CodecTests(SynchronousTestCase):
     @settings(max_examples=200)
     @given(
         st.builds(
-            Alive,
+            wire.Alive,
             st.integers(0, 0xFFFFFFFF),
             st.text(),
             st.binary(max_size=16),
@@ -328,7 +311,7 @@ class CodecTests(SynchronousTestCase):
             st.binary(max_size=6),
         )
         | st.builds(
-            Ping,
+            wire.Ping,
             st.integers(0, 0xFFFFFFFF),
             st.text(),
             # An empty SourceAddr is omitted, so it comes back as nil.
@@ -337,56 +320,62 @@ class CodecTests(SynchronousTestCase):
             source_node=st.text(),
         )
     )
-    def test_round_trip_property(self, message: Alive | Ping) -> None:
-        self.assertEqual(decode_message(encode_message(message)), message)
+    def test_round_trip_property(self, message: wire.Alive | wire.Ping) -> None:
+        self.assertEqual(wire.decode_message(wire.encode_message(message)), message)
 
     def test_keys_are_sorted_go_names(self) -> None:
-        fields = to_map(PushNodeState("a", LOCALHOST, 1, b"", 1, 0, VSN))
+        fields = to_map(wire.PushNodeState("a", LOCALHOST, 1, b"", 1, 0, VSN))
         self.assertEqual(
             list(fields),
             ["Addr", "Incarnation", "Meta", "Name", "Port", "State", "Vsn"],
         )
 
     def test_missing_or_nil_is_the_zero_value(self) -> None:
-        self.assertEqual(decode(Alive, {}), Alive(0, "", b"", 0, b"", b""))
-        self.assertEqual(decode_message(b"\x04\x80"), Alive(0, "", b"", 0, b"", b""))
+        self.assertEqual(decode(wire.Alive, {}), wire.Alive(0, "", b"", 0, b"", b""))
+        self.assertEqual(
+            wire.decode_message(b"\x04\x80"), wire.Alive(0, "", b"", 0, b"", b"")
+        )
         nil = {b"SeqNo": None, b"Node": None, b"SourceAddr": None}
-        self.assertEqual(decode(Ping, nil), Ping(0, ""))
+        self.assertEqual(decode(wire.Ping, nil), wire.Ping(0, ""))
         # A nil []byte stays nil where it is re-sent as nil.
-        self.assertIsNone(decode(Ack, {b"SeqNo": 1}).payload)
-        self.assertEqual(decode(Ack, {b"Payload": b""}).payload, b"")
+        self.assertIsNone(decode(wire.Ack, {b"SeqNo": 1}).payload)
+        self.assertEqual(decode(wire.Ack, {b"Payload": b""}).payload, b"")
         self.assertEqual(decode(Paint, {}), Paint(Colour.RED, 0))
 
     def test_unknown_keys_are_ignored(self) -> None:
         body = {b"SeqNo": 1, b"seqno": 2, b"Extra": b"x", 7: 8}
-        self.assertEqual(decode(Nack, body), Nack(1))
+        self.assertEqual(decode(wire.Nack, body), wire.Nack(1))
 
     def test_wrong_type_names_the_go_field(self) -> None:
         cases: list[tuple[type[attrs.AttrsInstance], bytes, object]] = [
-            (Ping, b"SeqNo", b"1"),
-            (Ping, b"SeqNo", True),
-            (Ping, b"Node", 5),
-            (Ping, b"SourceAddr", "not bytes"),
-            (Alive, b"Vsn", [1, 256]),
-            (IndirectPingReq, b"Nack", 1),
-            (Alive, b"Node", b"\xff\xfe"),  # not UTF-8
+            (wire.Ping, b"SeqNo", b"1"),
+            (wire.Ping, b"SeqNo", True),
+            (wire.Ping, b"Node", 5),
+            (wire.Ping, b"SourceAddr", "not bytes"),
+            (wire.Alive, b"Vsn", [1, 256]),
+            (wire.IndirectPingReq, b"Nack", 1),
+            (wire.Alive, b"Node", b"\xff\xfe"),  # not UTF-8
             (Paint, b"Layers", b"not a list"),
         ]
         for cls, key, value in cases:
             error = self.assertRaises(DecodeError, decode, cls, {key: value})
             self.assertIn(key.decode(), str(error))
-        error = self.assertRaises(WireError, decode_message, b"\x00\x81\xa5SeqNo\xa1x")
+        error = self.assertRaises(
+            wire.WireError, wire.decode_message, b"\x00\x81\xa5SeqNo\xa1x"
+        )
         self.assertIn("SeqNo", str(error))
-        self.assertRaises(DecodeError, decode, Nack, [1])
+        self.assertRaises(DecodeError, decode, wire.Nack, [1])
 
     def test_integers_are_range_checked(self) -> None:
-        self.assertEqual(decode(Alive, {b"Port": 0xFFFF}).port, 0xFFFF)
-        self.assertEqual(decode(Nack, {b"SeqNo": 0xFFFFFFFF}), Nack(0xFFFFFFFF))
+        self.assertEqual(decode(wire.Alive, {b"Port": 0xFFFF}).port, 0xFFFF)
+        self.assertEqual(
+            decode(wire.Nack, {b"SeqNo": 0xFFFFFFFF}), wire.Nack(0xFFFFFFFF)
+        )
         for cls, key, value in [
-            (Alive, b"Port", 0x10000),
-            (Nack, b"SeqNo", 1 << 32),
-            (Nack, b"SeqNo", -1),
-            (PushNodeState, b"State", 256),
+            (wire.Alive, b"Port", 0x10000),
+            (wire.Nack, b"SeqNo", 1 << 32),
+            (wire.Nack, b"SeqNo", -1),
+            (wire.PushNodeState, b"State", 256),
             (Paint, b"Colour", 1 << 64),
         ]:
             error = self.assertRaises(DecodeError, decode, cls, {key: value})
@@ -395,24 +384,30 @@ class CodecTests(SynchronousTestCase):
 
     def test_omitempty(self) -> None:
         self.assertEqual(
-            set(to_map(Ping(1, "n", source_addr=b"", source_port=0, source_node=""))),
+            set(
+                to_map(
+                    wire.Ping(1, "n", source_addr=b"", source_port=0, source_node="")
+                )
+            ),
             {"Node", "SeqNo"},
         )
         self.assertEqual(
-            set(to_map(IndirectPingReq(1, b"", 0, "", False))),
+            set(to_map(wire.IndirectPingReq(1, b"", 0, "", False))),
             {"Nack", "Node", "Port", "SeqNo", "Target"},
         )
         self.assertEqual(
             set(
                 to_map(
-                    Ping(1, "n", source_addr=LOCALHOST, source_port=0, source_node="me")
+                    wire.Ping(
+                        1, "n", source_addr=LOCALHOST, source_port=0, source_node="me"
+                    )
                 )
             ),
             {"Node", "SeqNo", "SourceAddr", "SourceNode"},
         )
 
     def test_enum_and_array(self) -> None:
-        paint = Paint(Colour.BLUE, 2, (Nack(1), b"raw"), note="local")
+        paint = Paint(Colour.BLUE, 2, (wire.Nack(1), b"raw"), note="local")
         self.assertEqual(
             to_map(paint),
             {"Coats": 2, "Colour": 1, "Layers": [{"SeqNo": 1}, b"raw"]},
@@ -448,12 +443,15 @@ class BadInputTests(SynchronousTestCase):
             b"\x06\x80",  # push/pull on a packet
             b"\x3f\x80",  # unknown type
         ]:
-            self.assertRaises(WireError, decode_message, data)
+            self.assertRaises(wire.WireError, wire.decode_message, data)
 
 
 class FramingTests(SynchronousTestCase):
     def test_compound(self) -> None:
-        parts = [encode_message(Ping(1, "a")), encode_message(Nack(2))]
+        parts = [
+            wire.encode_message(wire.Ping(1, "a")),
+            wire.encode_message(wire.Nack(2)),
+        ]
         compound = make_compound(parts)
         self.assertEqual(
             compound[:6], bytes([7, 2, 0, len(parts[0]), 0, len(parts[1])])
@@ -477,7 +475,7 @@ class FramingTests(SynchronousTestCase):
         self.assertRaises(ValueError, compress_message, b"")
 
     def test_crc(self) -> None:
-        message = encode_message(Nack(1))
+        message = wire.encode_message(wire.Nack(1))
         packet = add_crc(message)
         self.assertEqual(int.from_bytes(packet[1:5], "big"), zlib.crc32(message))
         self.assertEqual(strip_crc(packet), message)
@@ -496,8 +494,8 @@ class FramingTests(SynchronousTestCase):
     def test_packet_codec_round_trip(self) -> None:
         keyring = Keyring([bytes(range(16))])
         message = make_compound(
-            [encode_message(Ping(1, "a"))]
-            + [encode_message(Suspect(1, "node" * 20, "x"))] * 5
+            [wire.encode_message(wire.Ping(1, "a"))]
+            + [wire.encode_message(wire.Suspect(1, "node" * 20, "x"))] * 5
         )
         for codec in [
             PacketCodec(),
@@ -511,21 +509,25 @@ class FramingTests(SynchronousTestCase):
                 inner = codec.open(sealed)
                 leaves = list(codec.messages(inner))
                 self.assertEqual(len(leaves), 6)
-                self.assertEqual(decode_message(leaves[0]), Ping(1, "a"))
+                self.assertEqual(wire.decode_message(leaves[0]), wire.Ping(1, "a"))
 
     def test_packet_compressed_only_when_smaller(self) -> None:
         codec = PacketCodec()
-        small = encode_message(Nack(1))
+        small = wire.encode_message(wire.Nack(1))
         self.assertEqual(codec.seal(small, crc=False), small)
-        big = make_compound([encode_message(Suspect(1, "node" * 20, "x"))] * 5)
+        big = make_compound(
+            [wire.encode_message(wire.Suspect(1, "node" * 20, "x"))] * 5
+        )
         self.assertEqual(codec.seal(big, crc=False)[0], 9)
 
     def test_label_mismatch_dropped(self) -> None:
-        sealed = PacketCodec(label=b"a").seal(encode_message(Nack(1)), crc=False)
+        sealed = PacketCodec(label=b"a").seal(
+            wire.encode_message(wire.Nack(1)), crc=False
+        )
         for codec in (PacketCodec(label=b"b"), PacketCodec()):
             error = self.assertRaises(FrameError, codec.open, sealed)
             self.assertEqual(error.reason, "label")
-        unlabelled = PacketCodec().seal(encode_message(Nack(1)), crc=False)
+        unlabelled = PacketCodec().seal(wire.encode_message(wire.Nack(1)), crc=False)
         self.assertRaises(FrameError, PacketCodec(label=b"a").open, unlabelled)
 
     def test_wrong_key_dropped_unless_not_verifying(self) -> None:
@@ -536,23 +538,23 @@ class FramingTests(SynchronousTestCase):
             FrameError, PacketCodec(keyring=Keyring([b"j" * 16])).open, sealed
         )
         self.assertEqual(error.reason, "decrypt")
-        plain = PacketCodec().seal(encode_message(Nack(1)), crc=False)
+        plain = PacketCodec().seal(wire.encode_message(wire.Nack(1)), crc=False)
         strict = PacketCodec(keyring=Keyring([b"j" * 16]))
         error = self.assertRaises(FrameError, strict.open, plain)
         self.assertEqual(error.reason, "decrypt")
         lenient = PacketCodec(keyring=Keyring([b"j" * 16]), verify_incoming=False)
-        self.assertEqual(decode_message(lenient.open(plain)), Nack(1))
+        self.assertEqual(wire.decode_message(lenient.open(plain)), wire.Nack(1))
 
     def test_nesting_limit(self) -> None:
-        message = encode_message(Nack(1))
+        message = wire.encode_message(wire.Nack(1))
         for _ in range(10):
             message = make_compound([message])
         self.assertRaises(FrameError, list, PacketCodec().messages(message))
 
     def test_stream_codec(self) -> None:
         keyring = Keyring([bytes(range(32))])
-        message = PushPull(
-            True, (PushNodeState("a", LOCALHOST, 1, b"", 1, 0, VSN),), b"xyz"
+        message = wire.PushPull(
+            True, (wire.PushNodeState("a", LOCALHOST, 1, b"", 1, 0, VSN),), b"xyz"
         )
         for dialler_codec, acceptor_codec in [
             (StreamCodec(), StreamCodec()),
@@ -577,15 +579,15 @@ class FramingTests(SynchronousTestCase):
                 len(request),
             )
             self.assertEqual(acceptor_codec.decode(request, accepted=True), message)
-            reply = acceptor_codec.encode(Ack(3), dialler=False)
+            reply = acceptor_codec.encode(wire.Ack(3), dialler=False)
             self.assertEqual(
                 dialler_codec.frame_length(reply, accepted=False), len(reply)
             )
-            self.assertEqual(dialler_codec.decode(reply, accepted=False), Ack(3))
+            self.assertEqual(dialler_codec.decode(reply, accepted=False), wire.Ack(3))
 
     def test_stream_label_and_encryption_errors(self) -> None:
         keyring = Keyring([bytes(16)])
-        request = StreamCodec().encode(Ping(1, "a"), dialler=True)
+        request = StreamCodec().encode(wire.Ping(1, "a"), dialler=True)
         cases = [
             (StreamCodec(label=b"x"), "label"),
             (StreamCodec(keyring=keyring), "decrypt"),
@@ -593,7 +595,7 @@ class FramingTests(SynchronousTestCase):
         for codec, reason in cases:
             error = self.assertRaises(FrameError, codec.decode, request, accepted=True)
             self.assertEqual(error.reason, reason)
-        encrypted = StreamCodec(keyring=keyring).encode(Ping(1, "a"), dialler=True)
+        encrypted = StreamCodec(keyring=keyring).encode(wire.Ping(1, "a"), dialler=True)
         error = self.assertRaises(
             FrameError, StreamCodec().decode, encrypted, accepted=True
         )
