@@ -1,32 +1,51 @@
 """
-How C{twistd clusternode} reads the values of its flags: each function
-takes the text given on the command line and returns the value, or raises
-C{ValueError} saying what is wrong with it; a L{Parameter} names the flag
-in the usage error.
+How C{clusternode} reads the values of its flags: each function takes the
+text given on the command line and returns the value, or raises
+C{ValueError} saying what is wrong with it in words; a L{Parameter} names
+the flag in the usage error.  Files named by flags are read here too, so
+that a file that cannot serve is a usage error naming the flag and the
+file.  No message repeats a key, or any part of one.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import datetime
+import json
 import re
 from collections.abc import Callable
 
 import attrs
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import (
+    PrivateKeyTypes,
+    PublicKeyTypes,
+)
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.testing import MemoryReactor
 from twisted.python import usage
 
-from cluster.gossip import GossipConfig
+from cluster.gossip import GossipConfig, Keyring
 from cluster.gossip.address import parse_ip, split_host_port
+from cluster.gossip.keyring import KeyringError, validate_key
 
 __all__ = [
     "DEFAULT_HTTP",
     "PROFILES",
     "Parameter",
+    "check_tls_files",
     "count",
+    "gossip_key",
     "host_port",
     "interfaces",
     "join_addresses",
+    "keyring_file",
     "parse_duration",
+    "pem_certificate",
+    "pem_private_key",
     "profile",
     "server_endpoint",
     "server_name",
@@ -177,3 +196,161 @@ def server_endpoint(text: str) -> str:
     except (ValueError, TypeError, KeyError) as e:
         raise ValueError(f"not a server endpoint (like {DEFAULT_HTTP}): {e}") from None
     return text
+
+
+def gossip_key(text: str) -> bytes:
+    """
+    A gossip key in serf's C{-encrypt} form: 16, 24 or 32 bytes in standard
+    base64 with padding.  The message of a bad key never repeats it.
+    """
+    try:
+        key = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(
+            "not a base64 key (16, 24 or 32 bytes in standard base64, as "
+            "serf keygen prints)"
+        ) from None
+    try:
+        validate_key(key)
+    except KeyringError:
+        raise ValueError(
+            f"the key is {len(key)} bytes long; it must be 16, 24 or 32"
+        ) from None
+    return key
+
+
+def keyring_file(path: str) -> Keyring:
+    """
+    A serf keyring file: a JSON list of base64 keys, the primary first.
+    Like L{gossip_key}, no message repeats a key.
+    """
+    text = _read(path).decode("utf-8", "replace")
+    try:
+        loaded = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"{path} is not JSON ({e})") from None
+    if not (isinstance(loaded, list) and all(isinstance(k, str) for k in loaded)):
+        raise ValueError(f"{path} must hold a JSON list of base64 keys")
+    if not loaded:
+        raise ValueError(f"{path} holds no key")
+    keys = []
+    for number, key in enumerate(loaded, 1):
+        try:
+            keys.append(gossip_key(key))
+        except ValueError as e:
+            raise ValueError(f"{path}, key {number}: {e}") from None
+    return Keyring(keys)
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise ValueError(f"{path} does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a directory, not a file") from None
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {_words(e)}") from None
+
+
+def _words(error: OSError) -> str:
+    return (error.strerror or str(error)).lower()
+
+
+def _certificate(path: str) -> x509.Certificate:
+    data = _read(path)
+    try:
+        return x509.load_pem_x509_certificate(data)
+    except ValueError:
+        if b"PRIVATE KEY-----" in data:
+            raise ValueError(f"{path} holds a private key, not a certificate") from None
+        raise ValueError(f"{path} is not a PEM certificate") from None
+
+
+def _private_key(path: str) -> PrivateKeyTypes:
+    data = _read(path)
+    try:
+        return serialization.load_pem_private_key(data, password=None)
+    except TypeError:  # cryptography's word for "it needs a password"
+        raise ValueError(
+            f"{path} is encrypted; the node needs its key unencrypted"
+        ) from None
+    except (ValueError, UnsupportedAlgorithm):
+        if b"PRIVATE KEY-----" not in data and b"CERTIFICATE-----" in data:
+            raise ValueError(f"{path} holds a certificate, not a private key") from None
+        raise ValueError(f"{path} is not a PEM private key") from None
+
+
+def pem_certificate(text: str) -> str:
+    """
+    The path of a PEM certificate (the first in the file is the one used),
+    returned as given once it reads; empty for none.
+    """
+    if text:
+        _certificate(text)
+    return text
+
+
+def pem_private_key(text: str) -> str:
+    """
+    The path of an unencrypted PEM private key, returned as given once it
+    reads; empty for none.
+    """
+    if text:
+        _private_key(text)
+    return text
+
+
+def _der(key: PublicKeyTypes) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def check_tls_files(
+    ca_path: str,
+    cert_path: str,
+    key_path: str,
+    now: datetime.datetime | None = None,
+) -> None:
+    """
+    Whether the authority, our certificate and our key (each already read
+    by L{pem_certificate} or L{pem_private_key}) can serve together at
+    C{now} (by default, now): the key is the certificate's, the authority
+    signed the certificate, and both certificates are valid.  Peers would
+    refuse any other combination at every handshake.
+
+    @raise usage.UsageError: naming the flag and the file at fault.
+    """
+    if now is None:
+        now = datetime.datetime.now(datetime.timezone.utc)
+    authority = _certificate(ca_path)
+    certificate = _certificate(cert_path)
+    if _der(_private_key(key_path).public_key()) != _der(certificate.public_key()):
+        raise usage.UsageError(
+            f"--tls-key-path: {key_path} is not the key of {cert_path}"
+        )
+    try:
+        certificate.verify_directly_issued_by(authority)
+    except (ValueError, TypeError, InvalidSignature):
+        raise usage.UsageError(
+            f"--tls-cert-path: {cert_path} is not signed by the authority in {ca_path}"
+        ) from None
+    for flag, path, checked in (
+        ("--tls-ca-path", ca_path, authority),
+        ("--tls-cert-path", cert_path, certificate),
+    ):
+        if now > checked.not_valid_after_utc:
+            raise usage.UsageError(
+                f"{flag}: {path} expired on {_when(checked.not_valid_after_utc)}"
+            )
+        if now < checked.not_valid_before_utc:
+            raise usage.UsageError(
+                f"{flag}: {path} is not valid before "
+                f"{_when(checked.not_valid_before_utc)}"
+            )
+
+
+def _when(moment: datetime.datetime) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC"

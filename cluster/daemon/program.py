@@ -1,16 +1,14 @@
 """
-L{ClusterNode}: the node program that C{twistd clusternode} runs (see
-L{cluster.daemon.tap}): the cluster service and its status site, taking
-work once joined, and ending the process with status 1 and one line naming
-the cause when the node cannot start.
+L{ClusterNode}: the node program that C{clusternode} and C{twistd
+clusternode} run (see L{cluster.daemon.tap}): the cluster service and its
+status site, taking work once joined, and, when the node cannot start, one
+line naming the flag and the cause (L{describe}) and a stopped reactor.
 """
 
 from __future__ import annotations
 
-import atexit
-import os
 import sys
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import TextIO
 
 import attrs
@@ -25,42 +23,45 @@ from twisted.web.server import Site
 
 from cluster.alloy.discovery import DiscoveryError
 from cluster.alloy.service import ClusterService
+from cluster.daemon.logs import log_through
+from cluster.gossip.address import join_host_port
+from cluster.gossip.advertise import AdvertiseError
+from cluster.gossip.errors import BindError, JoinRefused, cannot_listen
 from cluster.peer import PeerState
 
-__all__ = ["PROG", "ClusterNode", "QuietSite", "describe", "exit_when_done"]
+__all__ = ["ClusterNode", "QuietSite", "describe"]
 
-PROG = "twistd clusternode"
-
-
-def exit_when_done(status: int) -> None:
-    """
-    End the process with C{status} once twistd (or C{twist}) is done.
-
-    Neither has an exit status of its own: once the reactor stops they stop
-    the services, remove the pid file and close the log, then return, and
-    the interpreter exits with 0.  An exception in an C{atexit} hook cannot
-    change that status; ending the process from the hook can, after all of
-    that clean-up.
-    """
-
-    def end() -> None:
-        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-            if stream is not None:
-                stream.flush()
-        os._exit(status)
-
-    atexit.register(end)
+# The flag behind each way a node fails to start.
+_FLAG_OF_ERROR = (
+    (DiscoveryError, "--join-addresses"),
+    # Peers answered and refused us: "address refused us: cause".
+    (JoinRefused, "--join-addresses"),
+    (BindError, "--bind"),
+    (AdvertiseError, "--advertise-address"),
+)
 
 
 def describe(failure: Failure) -> str:
     """
-    Why the node could not start, in one line naming the flag at fault.
+    Why the node could not start, in one line naming the flag at fault
+    (and the address or file), the cause in words.
     """
-    if failure.check(DiscoveryError):
-        return f"--join-addresses: {failure.getErrorMessage()}"
-    if failure.check(CannotListenError):
-        return f"--http: {failure.getErrorMessage()}"
+    if isinstance(failure.value, CannotListenError):  # only the site listens
+        return f"--http: {_cannot_listen(failure.value)}"
+    for error, flag in _FLAG_OF_ERROR:
+        if failure.check(error):
+            return f"{flag}: {failure.getErrorMessage()}"
     return failure.getErrorMessage()
+
+
+def _cannot_listen(error: CannotListenError) -> str:
+    if error.interface is None:  # a UNIX socket: the port is its path
+        where = str(error.port)
+    elif error.interface in ("", "0.0.0.0", "::"):
+        where = f"port {error.port}"
+    else:
+        where = join_host_port(error.interface, error.port)
+    return cannot_listen(where, error.socketError)
 
 
 @attrs.define(eq=False, slots=False)
@@ -70,29 +71,38 @@ class ClusterNode(service.MultiService):
     once joined.
 
     When it cannot start (the site cannot listen, the cluster service fails
-    to start or L{ClusterService.when_joined} fails), it writes one line
-    naming the cause (L{describe}) on C{stderr}, gives C{end_process} the
-    status 1 and stops the reactor, so that twistd shuts everything down as
-    usual.
+    to start or L{ClusterService.when_joined} fails), it writes one line,
+    C{program}, then the flag and the cause (L{describe}), on C{stderr}, and
+    stops the reactor, so that whatever runs it shuts everything down as
+    usual; L{exit_status} is then 1.  C{clusternode} exits with that status
+    (L{cluster.daemon.main}).  twistd has no exit status: once its reactor
+    has run it exits 0, and C{twistd clusternode} with it.
 
     @ivar cluster: the cluster service.
     @ivar site: the service that serves the status site.
     @ivar reactor: the reactor to stop.
     @ivar participate: become a participant once joined, else stay a viewer.
+    @ivar program: the command that runs the node, to start the line with.
     @ivar stderr: where the line goes (the process's own standard error).
-    @ivar end_process: given the exit status when the node cannot start
-        (L{exit_when_done}; tests record it instead).
     @ivar failure: why the node could not start, once it could not.
+    @ivar twistd_options: twistd's own options, when twistd runs the node: it
+        then logs as L{cluster.daemon.logs} says (see
+        L{cluster.daemon.logs.log_through}).
     """
 
     cluster: ClusterService
     site: service.IService
     reactor: IReactorCore
     participate: bool = True
+    program: str = "clusternode"
     stderr: TextIO = attrs.field(factory=lambda: sys.__stderr__ or sys.stderr)
-    end_process: Callable[[int], object] = exit_when_done
+    twistd_options: Mapping[str, object] | None = None
     failure: Failure | None = attrs.field(default=None, init=False)
     _log = Logger()
+
+    def setServiceParent(self, parent: service.IServiceCollection) -> None:
+        log_through(parent, self.cluster.options.node_name, self.twistd_options)
+        super().setServiceParent(parent)
 
     def __attrs_post_init__(self) -> None:
         service.MultiService.__init__(self)
@@ -118,6 +128,14 @@ class ClusterNode(service.MultiService):
         if self.failure is None:
             self.cluster.when_joined().addCallbacks(self._joined, self._fail)
 
+    @property
+    def exit_status(self) -> int:
+        """
+        The status for the process to exit with: 1 once the node could not
+        start, else 0.
+        """
+        return 0 if self.failure is None else 1
+
     def stopService(self) -> Deferred[None]:
         service.Service.stopService(self)
         # A child that failed to start has stopped already.
@@ -136,10 +154,9 @@ class ClusterNode(service.MultiService):
         line = describe(failure)
         if log:
             self._log.error("{line}", line=line)
-        # twistd sends sys.stderr to the log: the line goes to the stderr
-        # of the process, where whoever started it looks.
-        print(f"{PROG}: {line}", file=self.stderr, flush=True)
-        self.end_process(1)
+        # The log takes over sys.stderr: the line goes to the stderr of the
+        # process, where whoever started it looks.
+        print(f"{self.program}: {line}", file=self.stderr, flush=True)
         if self.reactor.running:
             self.reactor.stop()
         else:  # twistd has yet to run it

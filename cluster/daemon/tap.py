@@ -1,13 +1,13 @@
 """
-C{twistd clusternode} (and C{twist clusternode}): one cluster node as a
-program, with Alloy's C{--cluster.*} settings as flags, a status site and
-Prometheus metrics on C{--http}.
+One cluster node as a program, with Alloy's C{--cluster.*} settings as
+flags, a status site and Prometheus metrics on C{--http}: the flags
+(L{ClusterNodeOptions}) and the assembly (L{makeService}, a
+L{cluster.daemon.program.ClusterNode}) that C{clusternode}
+(L{cluster.daemon.main}) and the C{twistd clusternode} plugin share.
 
-Every flag is checked while the command line is parsed: a bad value or an
-unreadable file is a one-line usage error naming the flag, before anything
-binds (L{ClusterNodeOptions}; L{cluster.daemon.flags} reads the values).
-L{makeService} puts the program together, a
-L{cluster.daemon.program.ClusterNode}.
+Every flag, and every file a flag names, is checked while the command line
+is parsed (L{cluster.daemon.flags} reads them): a bad one is a one-line
+usage error naming the flag, before anything binds.
 """
 
 from __future__ import annotations
@@ -63,11 +63,11 @@ _PARAMETERS = [
         "keyring-file",
         None,
         "A serf keyring file (JSON list of keys).",
-        Keyring.from_file,
+        flags.keyring_file,
     ),
-    Parameter("tls-ca-path", "", "The cluster's certificate authority (PEM)."),
-    Parameter("tls-cert-path", "", "This node's certificate (PEM)."),
-    Parameter("tls-key-path", "", "This node's private key (PEM)."),
+    Parameter("tls-ca-path", "", "The cluster's CA (PEM).", flags.pem_certificate),
+    Parameter("tls-cert-path", "", "This node's certificate.", flags.pem_certificate),
+    Parameter("tls-key-path", "", "This node's private key.", flags.pem_private_key),
     Parameter(
         "tls-server-name",
         "",
@@ -119,7 +119,8 @@ _FLAG_OF_FIELD = _FIELDS | {
 
 class ClusterNodeOptions(usage.Options):
     """
-    The flags of C{twistd clusternode}, mirroring Alloy's C{--cluster.*}.
+    The node's flags (C{clusternode}, C{twistd clusternode}), mirroring
+    Alloy's C{--cluster.*}.
 
     @ivar cluster_options: the cluster service's options, once parsed.
     """
@@ -150,7 +151,12 @@ class ClusterNodeOptions(usage.Options):
         """
         Base64 gossip key (serf's -encrypt); repeat to rotate: first encrypts.
         """
-        self["encrypt-key"].append(key)
+        try:
+            self["encrypt-key"].append(flags.gossip_key(key))
+        except ValueError as e:
+            number = len(self["encrypt-key"]) + 1
+            which = f" (key {number})" if number > 1 else ""
+            raise usage.UsageError(f"--encrypt-key{which}: {e}") from None
 
     def postOptions(self) -> None:
         self._check_combinations()
@@ -199,15 +205,15 @@ class ClusterNodeOptions(usage.Options):
                 "UDP would stay in plaintext; give --encrypt-key or "
                 "--keyring-file, or --allow-plaintext-udp"
             )
+        flags.check_tls_files(
+            self["tls-ca-path"], self["tls-cert-path"], self["tls-key-path"]
+        )
 
     def _keyring(self) -> Keyring | None:
         if not self["encrypt-key"]:
             keyring: Keyring | None = self["keyring-file"]
             return keyring
-        try:
-            return Keyring.from_base64(*self["encrypt-key"])
-        except ValueError as e:
-            raise usage.UsageError(f"--encrypt-key: {e}") from None
+        return Keyring(self["encrypt-key"])  # each key checked as given
 
 
 # twistd's ServiceMaker takes the plugin module's Options.
@@ -215,12 +221,14 @@ Options = ClusterNodeOptions
 
 
 def makeService(
-    options: ClusterNodeOptions, reactor: IReactorTime | None = None
+    options: ClusterNodeOptions,
+    reactor: IReactorTime | None = None,
+    program: str = "twistd clusternode",
 ) -> ClusterNode:
     """
-    The C{twistd clusternode} program on C{reactor} (twistd's, the global
-    one, by default): the cluster service, its status site on C{--http},
-    and discovery of the C{--join-addresses}.
+    The node program on C{reactor} (the global one by default, as twistd
+    calls it): the cluster service, its status site on C{--http}, and
+    discovery of the C{--join-addresses}; C{program} starts its error line.
     """
     clock = reactor_or_global(reactor)
     registry = CollectorRegistry(auto_describe=True)
@@ -238,4 +246,6 @@ def makeService(
         strports.service(options["http"], site, reactor=core),
         core,
         participate=not options["viewer"],
+        program=program,
+        twistd_options=options.parent,  # twistd's, when twistd runs us
     )

@@ -1,8 +1,9 @@
 """
-C{twistd clusternode} in-process: its command line
+C{clusternode} and C{twistd clusternode} in-process: the command line
 (L{cluster.daemon.tap.ClusterNodeOptions}; every flag with a good and a bad
 value, a bad one being a one-line usage error naming the flag, raised
-before anything binds), the plugin and L{cluster.daemon.tap.makeService},
+before anything binds; L{cluster.daemon.main.main} printing that line
+alone with status 2), the plugin and L{cluster.daemon.tap.makeService},
 and the program (L{cluster.daemon.program.ClusterNode}) starting, joining
 and failing on the simulated network and a memory reactor.
 """
@@ -10,11 +11,15 @@ and failing on the simulated network and a memory reactor.
 from __future__ import annotations
 
 import base64
+import datetime
+import errno
 import io
 import json
 import os
+import sys
 from typing import Any, cast
 
+from cryptography import x509
 from twisted.application import strports
 from twisted.application.service import IServiceMaker
 from twisted.internet.defer import Deferred, fail
@@ -23,18 +28,21 @@ from twisted.internet.interfaces import IReactorCore, IReactorTCP
 from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.plugin import getPlugins
+from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
-from cluster.alloy.discovery import join_addresses, static
+from cluster.alloy.discovery import DiscoveryError, join_addresses, static
 from cluster.alloy.options import Options
 from cluster.alloy.service import ClusterService
 from cluster.daemon.certs import issue_certificate, make_authority
-from cluster.daemon.flags import parse_duration
-from cluster.daemon.program import ClusterNode, QuietSite
+from cluster.daemon.flags import check_tls_files, parse_duration
+from cluster.daemon.main import ProgramOptions, main
+from cluster.daemon.program import ClusterNode, QuietSite, describe
 from cluster.daemon.tap import ClusterNodeOptions, makeService
-from cluster.gossip import Keyring
+from cluster.gossip import BindError, Keyring
+from cluster.gossip.advertise import AdvertiseError
 from cluster.gossip.interfaces import IPacketHandler
 from cluster.peer import PeerState
 from cluster.testing import SimulatedNetwork, SimulatedTransport
@@ -42,6 +50,8 @@ from tests.helpers import FakeResolver, address, known, node_of, transport_of
 
 KEY16 = base64.b64encode(bytes(range(16))).decode()
 KEY32 = base64.b64encode(bytes(range(32))).decode()
+# A 32-byte key with one character lost: no longer base64.
+MISTYPED_KEY = "z8jpRNqKf0SDuWKyOmBvT7g+Wc9hZlnR5YQ3mXLe2Lg"
 
 
 def parse(*argv: str) -> ClusterNodeOptions:
@@ -205,7 +215,34 @@ class FlagTests(SynchronousTestCase):
         keyring = options.gossip_config().keyring
         assert keyring is not None
         self.assertEqual(len(keyring.keys()), 2)
-        self.assertBad("--encrypt-key", "--encrypt-key", "abc")
+        self.assertEqual(
+            self.assertBad("--encrypt-key", "--encrypt-key", "abc"),
+            "--encrypt-key: not a base64 key (16, 24 or 32 bytes in standard "
+            "base64, as serf keygen prints)",
+        )
+        # The second of two keys is named by its place.
+        self.assertEqual(
+            self.assertBad(
+                "--encrypt-key", "--encrypt-key", KEY16, "--encrypt-key", "YWJj"
+            ),
+            "--encrypt-key (key 2): the key is 3 bytes long; it must be 16, 24 or 32",
+        )
+
+    def test_bad_key_is_never_echoed(self) -> None:
+        """
+        A mistyped key is refused without a word of it: not the key, nor
+        any run of it.
+        """
+        for typo in (MISTYPED_KEY, KEY16[:-2], KEY32 + "A"):
+            message = self.assertBad("--encrypt-key", "--encrypt-key", typo)
+            self.assertNoPartOf(typo, message)
+
+    def assertNoPartOf(self, secret: str, message: str) -> None:
+        """
+        No run of 6 characters of C{secret} is in C{message}.
+        """
+        for start in range(len(secret) - 5):
+            self.assertNotIn(secret[start : start + 6], message)
 
     def test_keyring_file(self) -> None:
         path = os.path.join(self.directory, "keyring.json")
@@ -213,8 +250,26 @@ class FlagTests(SynchronousTestCase):
             json.dump([KEY16], f)
         keyring = settings("--keyring-file", path).keyring
         self.assertIsInstance(keyring, Keyring)
-        self.assertBad("--keyring-file", "--keyring-file", path + ".missing")
+        self.assertEqual(
+            self.assertBad("--keyring-file", "--keyring-file", path + ".missing"),
+            f"--keyring-file: {path}.missing does not exist",
+        )
         self.assertBad("--keyring-file", "--keyring-file", path, "--encrypt-key", KEY16)
+        bad = os.path.join(self.directory, "bad.json")
+        with open(bad, "w") as f:
+            json.dump([KEY16, MISTYPED_KEY], f)
+        message = self.assertBad("--keyring-file", "--keyring-file", bad)
+        self.assertEqual(
+            message,
+            f"--keyring-file: {bad}, key 2: not a base64 key (16, 24 or 32 bytes "
+            "in standard base64, as serf keygen prints)",
+        )
+        self.assertNoPartOf(MISTYPED_KEY, message)
+        with open(bad, "w") as f:
+            f.write(KEY16)  # a bare key, not a JSON list of keys
+        message = self.assertBad("--keyring-file", "--keyring-file", bad)
+        self.assertTrue(message.startswith(f"--keyring-file: {bad} is not JSON ("))
+        self.assertNoPartOf(KEY16, message)
 
     def tls_files(self) -> list[str]:
         authority = make_authority()
@@ -250,9 +305,121 @@ class FlagTests(SynchronousTestCase):
         message = self.assertBad(
             "--tls-key-path", "--enable-tls", "--encrypt-key", KEY16, *unreadable
         )
-        self.assertTrue(
-            message.startswith("--tls-key-path: not a PEM private key"), message
+        self.assertEqual(
+            message,
+            f"--tls-key-path: {files[3]} holds a certificate, not a private key",
         )
+        unreadable = list(files)
+        unreadable[3] = files[5]  # the key where the certificate goes
+        self.assertEqual(
+            self.assertBad("--tls-cert-path", "--tls-cert-path", files[5]),
+            f"--tls-cert-path: {files[5]} holds a private key, not a certificate",
+        )
+        self.assertEqual(
+            self.assertBad("--tls-ca-path", "--tls-ca-path", self.directory),
+            f"--tls-ca-path: {self.directory} is a directory, not a file",
+        )
+        empty = os.path.join(self.directory, "empty.pem")
+        open(empty, "w").close()
+        self.assertEqual(
+            self.assertBad("--tls-ca-path", "--tls-ca-path", empty),
+            f"--tls-ca-path: {empty} is not a PEM certificate",
+        )
+        self.assertEqual(
+            self.assertBad("--tls-key-path", "--tls-key-path", empty),
+            f"--tls-key-path: {empty} is not a PEM private key",
+        )
+
+    def test_tls_files_that_do_not_go_together(self) -> None:
+        """
+        Files that read but would fail every handshake: a key that is not
+        the certificate's, a certificate that another authority signed.
+        """
+        files = self.tls_files()
+        ca, cert, key = files[1], files[3], files[5]
+        other_ca, _ = make_authority("other CA").write(self.directory, "other-ca")
+        other_cert, other_key = issue_certificate(
+            make_authority("other CA"), "m", ["n.test"]
+        ).write(self.directory, "m")
+        tls = ["--enable-tls", "--encrypt-key", KEY16]
+
+        def given(ca: str, cert: str, key: str) -> list[str]:
+            return [
+                *tls,
+                "--tls-ca-path",
+                ca,
+                "--tls-cert-path",
+                cert,
+                "--tls-key-path",
+                key,
+            ]
+
+        self.assertEqual(
+            self.assertBad("--tls-key-path", *given(ca, cert, other_key)),
+            f"--tls-key-path: {other_key} is not the key of {cert}",
+        )
+        self.assertEqual(
+            self.assertBad("--tls-cert-path", *given(ca, other_cert, other_key)),
+            f"--tls-cert-path: {other_cert} is not signed by the authority in {ca}",
+        )
+        self.assertEqual(
+            self.assertBad("--tls-cert-path", *given(other_ca, cert, key)),
+            f"--tls-cert-path: {cert} is not signed by the authority in {other_ca}",
+        )
+
+    def test_tls_files_out_of_date(self) -> None:
+        """
+        A certificate (ours or the authority's) outside its validity, at a
+        given time.
+        """
+        files = self.tls_files()
+        ca, cert, key = files[1], files[3], files[5]
+        check_tls_files(ca, cert, key)  # now: valid
+        ours, authority = (self.certificate(path) for path in (cert, ca))
+        second = datetime.timedelta(seconds=1)
+        # Ours (825 days) expires first.
+        self.assertCheckFails(
+            ca,
+            cert,
+            key,
+            ours.not_valid_after_utc + second,
+            f"--tls-cert-path: {cert} expired on "
+            f"{ours.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC",
+        )
+        # Before either: the authority is named first.
+        first = min(ours.not_valid_before_utc, authority.not_valid_before_utc)
+        self.assertCheckFails(
+            ca,
+            cert,
+            key,
+            first - second,
+            f"--tls-ca-path: {ca} is not valid before "
+            f"{authority.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC",
+        )
+        short = make_authority(days=1)
+        short_ca, _ = short.write(self.directory, "short-ca")
+        cert, key = issue_certificate(short, "n", ["n.test"], days=30).write(
+            self.directory, "long"
+        )
+        expiry = self.certificate(short_ca).not_valid_after_utc
+        self.assertCheckFails(
+            short_ca,
+            cert,
+            key,
+            expiry + second,
+            f"--tls-ca-path: {short_ca} expired on {expiry:%Y-%m-%d %H:%M:%S} UTC",
+        )
+
+    def certificate(self, path: str) -> x509.Certificate:
+        with open(path, "rb") as f:
+            return x509.load_pem_x509_certificate(f.read())
+
+    def assertCheckFails(
+        self, ca: str, cert: str, key: str, now: datetime.datetime, line: str
+    ) -> None:
+        with self.assertRaises(UsageError) as raised:
+            check_tls_files(ca, cert, key, now=now)
+        self.assertEqual(str(raised.exception), line)
 
     def test_tls_server_name(self) -> None:
         files = self.tls_files()
@@ -306,6 +473,145 @@ class FlagTests(SynchronousTestCase):
         self.assertBad("--frobnicate", "--frobnicate")
 
 
+class MainTests(SynchronousTestCase):
+    """
+    C{clusternode}'s command line in-process (L{main}): a mistake is one
+    line on stderr and status 2, before any reactor runs; the usage text
+    only with C{--help}.
+    """
+
+    def run_main(self, *argv: str) -> tuple[int, str, str]:
+        """
+        L{main} with C{argv}: its status, its stdout and its stderr.
+        """
+        stderr = io.StringIO()
+        stdout = self.patch_stdout()
+        status = main(list(argv), stderr=stderr)
+        return status, stdout.getvalue(), stderr.getvalue()
+
+    def patch_stdout(self) -> io.StringIO:
+        stdout = io.StringIO()
+        self.patch(sys, "stdout", stdout)
+        return stdout
+
+    def test_usage_errors(self) -> None:
+        cases = {
+            ("--bind", "nope"): "--bind: not HOST:PORT (port 0-65535): 'nope'",
+            ("--frobnicate",): "option --frobnicate not recognized",
+            ("--http",): "option --http requires argument",
+            ("--viewer", "--no-clustering"): (
+                "--viewer makes no sense with --no-clustering (a one-node "
+                "cluster that owns every key)"
+            ),
+            ("--log-file", os.path.join(self.mktemp(), "node.log")): None,
+        }
+        for argv, line in cases.items():
+            status, stdout, stderr = self.run_main(*argv)
+            if line is None:  # a directory that does not exist
+                line = f"--log-file: cannot open {argv[1]}: no such file or directory"
+            self.assertEqual(
+                (status, stdout, stderr), (2, "", f"clusternode: {line}\n")
+            )
+
+    def test_key_is_never_echoed(self) -> None:
+        status, stdout, stderr = self.run_main("--encrypt-key", MISTYPED_KEY)
+        self.assertEqual(
+            (status, stdout, stderr),
+            (
+                2,
+                "",
+                "clusternode: --encrypt-key: not a base64 key (16, 24 or 32 bytes "
+                "in standard base64, as serf keygen prints)\n",
+            ),
+        )
+
+    def test_help(self) -> None:
+        """
+        C{--help} prints the usage text, the program's flags among the
+        node's, on stdout and exits 0.
+        """
+        stdout = self.patch_stdout()
+        with self.assertRaises(SystemExit) as raised:
+            main(["--help"], stderr=io.StringIO())
+        self.assertEqual(raised.exception.code, 0)
+        usage_text = stdout.getvalue()
+        self.assertTrue(usage_text.startswith("Usage: clusternode [options]\n"))
+        for flag in ("--bind=", "--join-addresses=", "--log-file=", "--pid-file="):
+            self.assertIn(flag, usage_text)
+
+    def test_version(self) -> None:
+        stdout = self.patch_stdout()
+        with self.assertRaises(SystemExit) as raised:
+            main(["--version"], stderr=io.StringIO())
+        self.assertEqual(raised.exception.code, 0)
+        self.assertRegex(stdout.getvalue(), r"^clusternode \S+ \(Twisted \S+\)\n$")
+
+    def test_program_flags(self) -> None:
+        options = ProgramOptions()
+        options.parseOptions([])
+        self.assertIs(options.log_file, sys.stdout)
+        self.assertEqual(options["pid-file"], "")
+        path = os.path.abspath(self.mktemp())
+        options = ProgramOptions()
+        options.parseOptions(["--log-file", path, "--pid-file", path + ".pid"])
+        self.addCleanup(options.log_file.close)
+        self.assertEqual(options.log_file.name, path)
+        self.assertEqual(options["pid-file"], path + ".pid")
+        # The node's flags, read as for twistd.
+        self.assertEqual(options.cluster_options.bind_port, 7946)
+
+
+class DescribeTests(SynchronousTestCase):
+    """
+    The line for each way the status site cannot listen on C{--http}.
+    """
+
+    def line(self, interface: str | None, port: object, error: OSError) -> str:
+        return describe(Failure(CannotListenError(interface, port, error)))
+
+    def test_causes_in_words(self) -> None:
+        cases = [
+            (
+                "127.0.0.1",
+                80,
+                errno.EACCES,
+                "--http: no permission to listen on 127.0.0.1:80",
+            ),
+            ("::1", 8080, errno.EADDRINUSE, "--http: [::1]:8080 is in use"),
+            ("", 8080, errno.EADDRINUSE, "--http: port 8080 is in use"),
+            (
+                "10.9.9.9",
+                8080,
+                errno.EADDRNOTAVAIL,
+                "--http: 10.9.9.9:8080 is not an address of this host",
+            ),
+            (
+                None,
+                "/run/node/http.sock",
+                errno.ENOENT,
+                "--http: cannot listen on /run/node/http.sock: no such file or "
+                "directory",
+            ),
+        ]
+        for interface, port, number, line in cases:
+            error = OSError(number, os.strerror(number))
+            self.assertEqual(self.line(interface, port, error), line)
+
+    def test_flag_of_each_start_failure(self) -> None:
+        """
+        A failure of the cluster service names the flag to change.
+        """
+        cases = [
+            (BindError("10.0.0.1:7946 is in use (UDP or TCP)"), "--bind"),
+            (AdvertiseError("no private IP address found"), "--advertise-address"),
+            (DiscoveryError({"x.invalid": ["no such name"]}), "--join-addresses"),
+        ]
+        for error, flag in cases:
+            self.assertEqual(describe(Failure(error)), f"{flag}: {error}")
+        # A cause of no flag of its own is said as it is.
+        self.assertEqual(describe(Failure(ValueError("odd"))), "odd")
+
+
 def bound(service: ClusterService) -> bool:
     """
     Whether C{service}'s simulated host is on the network.
@@ -321,7 +627,8 @@ class _PortInUse(SimulatedTransport):
     """
 
     def start(self, handler: IPacketHandler) -> Deferred[None]:
-        return fail(CannotListenError(self.host, self.port, OSError("in use")))
+        in_use = OSError(errno.EADDRINUSE, "Address already in use")
+        return fail(CannotListenError(self.host, self.port, in_use))
 
 
 class ClusterNodeTests(SynchronousTestCase):
@@ -336,7 +643,6 @@ class ClusterNodeTests(SynchronousTestCase):
         self.reactor = MemoryReactorClock()
         self.reactor.running = True
         self.stderr = io.StringIO()
-        self.statuses: list[int] = []
         self.logged: list[str] = []
 
         def observe(event: LogEvent) -> None:
@@ -369,7 +675,6 @@ class ClusterNodeTests(SynchronousTestCase):
             self.reactor,
             participate,
             stderr=self.stderr,
-            end_process=self.statuses.append,
         )
 
     def assertFailed(self, node: ClusterNode, line: str) -> None:
@@ -377,8 +682,8 @@ class ClusterNodeTests(SynchronousTestCase):
         C{node} wrote C{line}, alone, to stderr, ends with status 1, and
         stopped the reactor.
         """
-        self.assertEqual(self.stderr.getvalue(), f"twistd clusternode: {line}\n")
-        self.assertEqual(self.statuses, [1])
+        self.assertEqual(self.stderr.getvalue(), f"clusternode: {line}\n")
+        self.assertEqual(node.exit_status, 1)
         self.assertTrue(self.reactor.hasStopped)
         self.assertFalse(node.cluster.running)
 
@@ -391,7 +696,7 @@ class ClusterNodeTests(SynchronousTestCase):
         self.assertEqual(node_of(node.cluster).current_state(), PeerState.PARTICIPANT)
         self.assertEqual(len(self.reactor.tcpServers), 1)
         self.assertIsNone(node.failure)
-        self.assertEqual((self.stderr.getvalue(), self.statuses), ("", []))
+        self.assertEqual((self.stderr.getvalue(), node.exit_status), ("", 0))
         self.assertFalse(self.reactor.hasStopped)
         stopped = node.stopService()
         self.network.run(5)
@@ -464,9 +769,9 @@ class ClusterNodeTests(SynchronousTestCase):
         node.startService()
         self.assertEqual(
             self.stderr.getvalue(),
-            "twistd clusternode: cannot bind 127.1.0.9:7946 (UDP and TCP): in use\n",
+            "clusternode: --bind: 127.1.0.9:7946 is in use (UDP or TCP)\n",
         )
-        self.assertEqual(self.statuses, [1])
+        self.assertEqual(node.exit_status, 1)
         self.assertEqual(self.reactor.whenRunningHooks, [(self.reactor.stop, (), {})])
         self.assertFalse(cluster.running)
         # twistd stops what runs: the site, not the failed cluster service.
@@ -480,16 +785,17 @@ class ClusterNodeTests(SynchronousTestCase):
         the flag, and the cluster service never starts.
         """
         self.reactor.running = False
-        error = CannotListenError("127.0.0.1", 8123, OSError("in use"))
+        in_use = OSError(errno.EADDRINUSE, "Address already in use")
+        error = CannotListenError("127.0.0.1", 8123, in_use)
         node = self.program(
             self.service("h"), site_reactor=RaisingMemoryReactor(listenException=error)
         )
         node.privilegedStartService()
         node.startService()
-        line = "--http: Couldn't listen on 127.0.0.1:8123: in use."
-        self.assertEqual(self.stderr.getvalue(), f"twistd clusternode: {line}\n")
+        line = "--http: 127.0.0.1:8123 is in use"
+        self.assertEqual(self.stderr.getvalue(), f"clusternode: {line}\n")
         self.assertEqual(self.logged, [line])
-        self.assertEqual(self.statuses, [1])
+        self.assertEqual(node.exit_status, 1)
         self.assertEqual(self.reactor.whenRunningHooks, [(self.reactor.stop, (), {})])
         self.assertFalse(node.cluster.running)
         self.assertFalse(bound(node.cluster))
