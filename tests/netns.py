@@ -26,8 +26,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,13 +34,13 @@ import treq
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import UNIXClientEndpoint
-from twisted.internet.interfaces import IReactorProcess, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
-from cluster.daemon.demo import ProcessExit, WatchedProcess
+from cluster.daemon.demo import ProcessExit, SpawnedProcess, clusternode_command
 
 __all__ = [
     "CommandError",
@@ -54,7 +52,6 @@ __all__ = [
 ]
 
 SUBNET = "10.213.0"
-_PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Inside a host's namespace, its end of the veth pair.
 _DEVICE = "eth0"
 
@@ -276,13 +273,14 @@ class _UNIXEndpoints:
 
 
 @attrs.define(eq=False)
-class NodeProcess(WatchedProcess):
+class NodeProcess(SpawnedProcess):
     """
     One C{twistd -n clusternode} inside C{host}'s namespace, gossiping on
     the host's address, its status site on the UNIX socket C{socket}.
 
     C{ip netns exec} execs the interpreter, so the PID spawned is the
-    node's own: L{signal} reaches the node and nothing else.
+    node's own: L{signal<SpawnedProcess.signal>} reaches the node and
+    nothing else.
 
     @ivar args: extra flags.
     """
@@ -316,34 +314,10 @@ class NodeProcess(WatchedProcess):
             "netns",
             "exec",
             self.host.namespace,
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "-n",
-            "--pidfile=",
-            "clusternode",
-            "--node-name",
-            self.name,
-            "--bind",
-            self.gossip_address,
-            "--http",
-            f"unix:{self.socket}",
-            *self.args,
+            *clusternode_command(
+                self.name, self.gossip_address, f"unix:{self.socket}", self.args
+            ),
         ]
-
-    def start(self) -> None:
-        """
-        Spawn the process, this checkout first on its path.
-        """
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [_PROJECT_ROOT, *filter(None, [env.get("PYTHONPATH")])]
-        )
-        argv = self.command()
-        process = IReactorProcess(self.reactor).spawnProcess(
-            self._protocol, argv[0], argv, env=env
-        )
-        self._pid = process.pid
 
     async def kill(self) -> None:
         """
@@ -353,16 +327,6 @@ class NodeProcess(WatchedProcess):
             self.signal("KILL")
             await self.ended
         await self._pool.closeCachedConnections()
-
-    def signal(self, name: str) -> None:
-        """
-        Send C{SIGSTOP}, C{SIGCONT}, C{SIGKILL}... to this process only.
-        """
-        if self._pid is not None and not self.ended.called:
-            try:
-                os.kill(self._pid, getattr(signal, f"SIG{name}"))
-            except ProcessLookupError:
-                pass
 
     async def fetch(self, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
         """

@@ -62,6 +62,7 @@ from cluster.gossip.interfaces import (
     ITransport,
     reactor_or_global,
 )
+from cluster.gossip.nodelog import node_logger
 from cluster.peer import Peer, PeerState, StateTransitionError
 from cluster.shard import ISharder, ISteppedSharder
 
@@ -237,7 +238,16 @@ class Node:
     _last_applied: list[Peer] | None = attrs.field(default=None, init=False)
     _last_notified: list[Peer] | None = attrs.field(default=None, init=False)
     _stopped: bool = attrs.field(default=False, init=False)
-    _log = Logger()
+    # Tells the waiter of our last state change that it has spread, and
+    # fires when our leave has: both end early once nobody else is left.
+    _announcing: Callable[[], None] | None = attrs.field(default=None, init=False)
+    _leaving: Deferred[None] | None = attrs.field(default=None, init=False)
+    _log: Logger = attrs.field(
+        init=False,
+        default=attrs.Factory(
+            lambda node: node_logger(node, node.name), takes_self=True
+        ),
+    )
 
     def __attrs_post_init__(self) -> None:
         self.states = PeerStates(
@@ -291,14 +301,37 @@ class Node:
 
     def stop(self) -> Deferred[None]:
         """
-        Leave the cluster (bounded by 5 s) and shut down.  Idempotent.
+        Leave the cluster (bounded by 5 s, and no longer than until every
+        other peer is gone) and shut down.  Idempotent.
         """
         if self._stopped:
             return succeed(None)
         self._halt_updates()
-        d = self.memberlist.leave(LEAVE_TIMEOUT)
-        d.addErrback(lambda f: self._log.failure("leave failed", f))
-        return d.addBoth(lambda _: self.memberlist.shutdown())
+        leave = self.memberlist.leave(LEAVE_TIMEOUT)
+        self.memberlist.broadcasts.expedite(self.name)
+        leave.addErrback(lambda f: self._log.failure("leave failed", f))
+        leaving = self._leaving = Deferred()
+        leave.addBoth(lambda _: self._nobody_to_tell())
+        return leaving.addCallback(lambda _: self.memberlist.shutdown())
+
+    def _nobody_to_tell(self) -> None:
+        """
+        Our state change and our leave have spread, or nobody but us is
+        left to hear them (the peers stopping with us left first: they
+        would wait out their timeouts for nobody).
+        """
+        announced, self._announcing = self._announcing, None
+        if announced is not None:
+            announced()
+        if self._leaving is not None and not self._leaving.called:
+            self._leaving.callback(None)
+
+    def _alone(self) -> bool:
+        """
+        Whether no peer but ourselves is alive (we are not one of our peers
+        any more once our leave went out).
+        """
+        return len(self.states) <= 1 and all(p.is_self for p in self.states.peers())
 
     def _halt_updates(self) -> None:
         self._stopped = True
@@ -431,6 +464,8 @@ class Node:
         waiter: Deferred[None] = Deferred(lambda d: None)
 
         def finished() -> None:
+            if self._announcing is finished:
+                self._announcing = None
             if not waiter.called:
                 waiter.callback(None)
 
@@ -438,8 +473,13 @@ class Node:
             self.states.change(target, finished)
         except StateTransitionError:
             return fail()
+        if target == PeerState.TERMINATING:
+            # We are about to leave: the peers must hear it first, not after
+            # the states of everyone stopping with us.
+            self.states.broadcasts.expedite(self.name)
         # As in ckit, our own lookups see our new state at once.
         self._update_now()
+        self._announcing = finished
         if len(self.states) <= 1:
             finished()
         return waiter
@@ -470,6 +510,9 @@ class Node:
     def _peers_changed(self) -> None:
         self._peers_stale = True
         self._changes += 1
+        if (self._announcing or self._leaving) and self._alone():
+            # At the next turn: memberlist is in the middle of a change.
+            self.reactor.callLater(0, self._nobody_to_tell)
         # One update per reactor turn, and none while one is in steps (it
         # looks again when it ends).
         if self._update_call is None and self._steps is None and not self._stopped:
@@ -582,7 +625,13 @@ class _NodeDelegate:
     # While set, our peer states are not gossiped (see Node._conflict).
     muted: bool = False
     _wake: Callable[[], object] | None = None
-    _log = Logger()
+    _log: Logger = attrs.field(
+        init=False,
+        default=attrs.Factory(
+            lambda delegate: node_logger(delegate, delegate.states.name),
+            takes_self=True,
+        ),
+    )
 
     def unmute(self) -> None:
         """

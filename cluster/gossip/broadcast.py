@@ -35,6 +35,8 @@ class _Broadcast:
     on_finished: Callable[[], object] | None
     serial: int
     transmits: int = 0
+    # Handed out before every other broadcast (see BroadcastQueue.expedite).
+    first: bool = False
 
     def finish(self) -> None:
         if self.on_finished is not None:
@@ -66,6 +68,10 @@ class BroadcastQueue:
     in C{dropped}.  Named broadcasts replace each other, so only unnamed
     ones (user broadcasts) can pile up that far.
 
+    A broadcast can be put at the front (L{expedite}): it is then handed
+    out before any other, at every turn, until sent its full number of
+    times.
+
     @ivar num_nodes: estimate of the cluster size, for the retransmit limit.
     @ivar dropped: broadcasts dropped because the queue was full.
     """
@@ -80,6 +86,8 @@ class BroadcastQueue:
     # first, then newest, and bisect finds the longest that fits.
     _tiers: dict[int, list[_Entry]] = attrs.field(factory=dict, init=False)
     _by_name: dict[str, _Broadcast] = attrs.field(factory=dict, init=False)
+    # Expedited broadcasts, oldest first.
+    _front: list[_Broadcast] = attrs.field(factory=list, init=False)
     _count: int = attrs.field(default=0, init=False)
     _serials: itertools.count[int] = attrs.field(factory=itertools.count, init=False)
 
@@ -119,6 +127,25 @@ class BroadcastQueue:
         if self.on_queued is not None:
             self.on_queued()
 
+    def expedite(self, name: str) -> None:
+        """
+        Put the broadcast named C{name}, if queued, at the front: from now
+        on it is handed out before any other (before those expedited
+        after it too), whatever its transmissions, length or age, until
+        sent its full number of times or superseded.  A node's own
+        I{terminating} state must not wait behind the states of a hundred
+        peers stopping with it.
+        """
+        item = self._by_name.get(name)
+        if item is None or item.first:
+            return
+        self._remove(item)
+        item.first = True
+        self._insert(item)
+        self._by_name[name] = item
+        if self.on_queued is not None:
+            self.on_queued()
+
     def get(self, overhead: int, limit: int) -> list[bytes]:
         """
         Take broadcasts that fit in C{limit} bytes, each costing
@@ -131,6 +158,13 @@ class BroadcastQueue:
         chosen: list[bytes] = []
         sent: list[_Broadcast] = []
         used = 0
+        for item in list(self._front):
+            if limit - used - overhead < len(item.message):
+                continue
+            self._front.remove(item)
+            used += overhead + len(item.message)
+            chosen.append(item.message)
+            sent.append(item)
         for transmits in sorted(self._tiers):
             tier = self._tiers[transmits]
             while tier and limit - used > overhead:
@@ -163,7 +197,8 @@ class BroadcastQueue:
         return chosen
 
     def _prune(self, depth: int) -> None:
-        while self._count > depth:
+        # Expedited broadcasts are few (a node's own states) and never pruned.
+        while self._count > depth and self._tiers:
             tier = self._tiers[max(self._tiers)]
             item = tier[-1][2]
             self._remove(item)
@@ -171,15 +206,22 @@ class BroadcastQueue:
             item.finish()
 
     def _insert(self, item: _Broadcast) -> None:
+        if item.first:
+            self._front.append(item)
+            self._count += 1
+            return
         tier = self._tiers.setdefault(item.transmits, [])
         bisect.insort(tier, (-len(item.message), -item.serial, item))
         self._count += 1
 
     def _remove(self, item: _Broadcast) -> None:
-        tier = self._tiers[item.transmits]
-        del tier[bisect.bisect_left(tier, (-len(item.message), -item.serial))]
-        if not tier:
-            del self._tiers[item.transmits]
+        if item.first:
+            self._front.remove(item)
+        else:
+            tier = self._tiers[item.transmits]
+            del tier[bisect.bisect_left(tier, (-len(item.message), -item.serial))]
+            if not tier:
+                del self._tiers[item.transmits]
         self._count -= 1
         if item.name is not None and self._by_name.get(item.name) is item:
             del self._by_name[item.name]
@@ -189,6 +231,8 @@ class BroadcastQueue:
         Drop everything, telling each waiter it is finished.
         """
         items = [entry[2] for tier in self._tiers.values() for entry in tier]
+        items += self._front
+        self._front = []
         self._tiers.clear()
         self._by_name.clear()
         self._count = 0
