@@ -395,3 +395,10 @@ class FakeResolver(ResolverBase):
         held, self.held = self.held, []
         for waiting, name, kind in reversed(held) if reverse else held:
             self._answer(name, kind).chainDeferred(waiting)
+
+
+def tls_flags(ca: str, cert: str, key: str) -> list[str]:
+    """
+    The command line's TLS files: the CA, the node's certificate and its key.
+    """
+    return ["--tls-ca-path", ca, "--tls-cert-path", cert, "--tls-key-path", key]

@@ -308,7 +308,6 @@ class Node:
             return succeed(None)
         self._halt_updates()
         leave = self.memberlist.leave(LEAVE_TIMEOUT)
-        self.memberlist.broadcasts.expedite(self.name)
         leave.addErrback(lambda f: self._log.failure("leave failed", f))
         leaving = self._leaving = Deferred()
         leave.addBoth(lambda _: self._nobody_to_tell())

@@ -58,7 +58,9 @@ _PARAMETERS = [
         "max-join-peers", "5", "Join at most this many of the peers found.", flags.count
     ),
     Parameter("cluster-name", "", "Only nodes with the same name can join."),
-    Parameter("profile", "lan", "Gossip timings: lan, wan or local.", flags.profile),
+    Parameter(
+        "profile", "lan", f"Gossip timings: {', '.join(PROFILES)}.", flags.profile
+    ),
     Parameter(
         "keyring-file",
         None,

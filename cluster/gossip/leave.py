@@ -48,7 +48,9 @@ class Departure:
 
     def leave(self, timeout: float) -> Deferred[bool]:
         """
-        Announce our leave, once, and wait for it to spread.
+        Announce our leave, once, and wait for it to spread.  The
+        announcement goes to the front of the broadcast queue
+        (L{BroadcastQueue.expedite}).
 
         @param timeout: seconds to wait at most; 0 (or less) waits without a
             bound, as memberlist's C{Leave(0)}.
@@ -62,6 +64,9 @@ class Departure:
             if self.serf_clock is not None:
                 self._announce_serf_leave(self.serf_clock)
             self.effects.apply(self.table.leave(self._finished))
+            # Our dead message goes before every other broadcast until sent
+            # in full: the others must hear it before we stop waiting.
+            self.broadcasts.expedite(self.table.name)
         me = self.table.name
         if self._spread or not any(node.name != me for node in self.table.live()):
             return succeed(True)

@@ -23,7 +23,7 @@ from twisted.internet import reactor
 from cluster.daemon.certs import issue_certificate, make_authority
 from cluster.daemon.demo import LocalNode
 from cluster.gossip.address import DNS_TIMEOUT
-from tests.helpers import wait_for
+from tests.helpers import tls_flags, wait_for
 from tests.processes import STARTUP, ProcessTestCase
 
 KEY16 = "AAECAwQFBgcICQoLDA0ODw=="
@@ -219,17 +219,7 @@ class MistakeTests(ProcessTestCase):
         cert, key = issue_certificate(
             authority, name, ip_addresses=["127.0.0.1"]
         ).write(self.directory, name)
-        return [
-            "--enable-tls",
-            "--encrypt-key",
-            KEY16,
-            "--tls-ca-path",
-            ca,
-            "--tls-cert-path",
-            cert,
-            "--tls-key-path",
-            key,
-        ]
+        return ["--enable-tls", "--encrypt-key", KEY16, *tls_flags(ca, cert, key)]
 
     async def test_tls_file_missing(self) -> None:
         flags = self.tls("n")

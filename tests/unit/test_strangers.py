@@ -11,9 +11,6 @@ import datetime
 from collections import Counter
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -30,7 +27,13 @@ from cluster.gossip.counters import DropReason
 from cluster.testing import SimulatedNetwork
 from tests.helpers import start_and_join, wait_for
 from tests.processes import LOCAL
-from tests.unit.test_tls import CLUSTER_NAME, stream_tls, tls_node, tls_refusals
+from tests.unit.test_tls import (
+    CLUSTER_NAME,
+    reissued,
+    stream_tls,
+    tls_node,
+    tls_refusals,
+)
 
 LAN = GossipConfig.lan()
 KEY = Keyring([bytes(range(16))])
@@ -298,23 +301,13 @@ def expired(authority: Issued, issued: Issued) -> Issued:
     C{issued}, signed again by C{authority} with a validity that ended
     yesterday.
     """
-    certificate = x509.load_pem_x509_certificate(issued.certificate)
-    key = serialization.load_pem_private_key(authority.key, password=None)
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
     today = datetime.datetime.now(datetime.timezone.utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(certificate.subject)
-        .issuer_name(certificate.issuer)
-        .public_key(certificate.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(today - datetime.timedelta(days=30))
-        .not_valid_after(today - datetime.timedelta(days=1))
+    return reissued(
+        authority,
+        issued,
+        today - datetime.timedelta(days=30),
+        today - datetime.timedelta(days=1),
     )
-    for extension in certificate.extensions:
-        builder = builder.add_extension(extension.value, extension.critical)
-    signed = builder.sign(key, hashes.SHA256())
-    return Issued(signed.public_bytes(serialization.Encoding.PEM), issued.key)
 
 
 class StrangerTLSTests(TestCase):

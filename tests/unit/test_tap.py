@@ -46,7 +46,14 @@ from cluster.gossip.advertise import AdvertiseError
 from cluster.gossip.interfaces import IPacketHandler
 from cluster.peer import PeerState
 from cluster.testing import SimulatedNetwork, SimulatedTransport
-from tests.helpers import FakeResolver, address, known, node_of, transport_of
+from tests.helpers import (
+    FakeResolver,
+    address,
+    known,
+    node_of,
+    tls_flags,
+    transport_of,
+)
 
 KEY16 = base64.b64encode(bytes(range(16))).decode()
 KEY32 = base64.b64encode(bytes(range(32))).decode()
@@ -344,15 +351,7 @@ class FlagTests(SynchronousTestCase):
         tls = ["--enable-tls", "--encrypt-key", KEY16]
 
         def given(ca: str, cert: str, key: str) -> list[str]:
-            return [
-                *tls,
-                "--tls-ca-path",
-                ca,
-                "--tls-cert-path",
-                cert,
-                "--tls-key-path",
-                key,
-            ]
+            return [*tls, *tls_flags(ca, cert, key)]
 
         self.assertEqual(
             self.assertBad("--tls-key-path", *given(ca, cert, other_key)),

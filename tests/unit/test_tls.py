@@ -332,49 +332,42 @@ class RefusalTests(TestCase):
         self.assertIsNone(target.member(dialler.name))
         self.assertIsNone(dialler.member(target.name))
 
+    async def assertForeignCARefused(self, name: str, issuer: str) -> None:
+        """
+        The intruder's certificate is from another CA named C{name}: the
+        member refuses it, saying C{issuer} of it; the intruder learns from
+        the alert and names its own CA.
+        """
+        other = make_authority(name)
+        intruder = self.node(
+            "intruder",
+            issue_certificate(other, "intruder", [CLUSTER_NAME], ["127.0.0.1"]),
+        )
+        ours = f'certificate from an unknown CA (ours is issued by "{name}")'
+        await self.assertRefused(
+            intruder,
+            self.node("member"),
+            DropReason.TLS_UNKNOWN_CA,
+            join=f"{{address}} refused us: {ours}",
+            dialler_says=f'{{address}} (certificate "member") refused us: {ours}',
+            target_says="we refused a node dialling from 127.0.0.1 (certificate "
+            f'"intruder"): certificate from an unknown CA (issued by {issuer})',
+        )
+
     async def test_foreign_ca_dialling_in(self) -> None:
         """
         A certificate from another CA, of another name: the accepting node
         refuses it and names that CA; the dialler learns from the alert.
         """
-        other = make_authority("another CA")
-        intruder = self.node(
-            "intruder",
-            issue_certificate(other, "intruder", [CLUSTER_NAME], ["127.0.0.1"]),
-        )
-        await self.assertRefused(
-            intruder,
-            self.node("member"),
-            DropReason.TLS_UNKNOWN_CA,
-            join="{address} refused us: certificate from an unknown CA (ours is "
-            'issued by "another CA")',
-            dialler_says='{address} (certificate "member") refused us: certificate '
-            'from an unknown CA (ours is issued by "another CA")',
-            target_says="we refused a node dialling from 127.0.0.1 (certificate "
-            '"intruder"): certificate from an unknown CA (issued by "another CA")',
-        )
+        await self.assertForeignCARefused("another CA", issuer='"another CA"')
 
     async def test_foreign_ca_of_the_same_name(self) -> None:
         """
         Two CAs made by the same tool share a name: OpenSSL finds the
         issuer by name and its signature fails.  Still an unknown CA.
         """
-        other = make_authority()
-        intruder = self.node(
-            "intruder",
-            issue_certificate(other, "intruder", [CLUSTER_NAME], ["127.0.0.1"]),
-        )
-        await self.assertRefused(
-            intruder,
-            self.node("member"),
-            DropReason.TLS_UNKNOWN_CA,
-            join="{address} refused us: certificate from an unknown CA (ours is "
-            'issued by "cluster CA")',
-            dialler_says='{address} (certificate "member") refused us: certificate '
-            'from an unknown CA (ours is issued by "cluster CA")',
-            target_says="we refused a node dialling from 127.0.0.1 (certificate "
-            '"intruder"): certificate from an unknown CA (issued by another CA '
-            'named "cluster CA", like ours)',
+        await self.assertForeignCARefused(
+            "cluster CA", issuer='another CA named "cluster CA", like ours'
         )
 
     async def test_node_of_another_cluster_ca(self) -> None:
@@ -472,46 +465,49 @@ class RefusalTests(TestCase):
             "(expected 127.0.0.1, presented cluster.test)",
         )
 
-    async def test_expired_certificate(self) -> None:
-        now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-        until = now - datetime.timedelta(days=1)
+    async def assertOutOfDate(
+        self,
+        valid_from: datetime.datetime,
+        valid_until: datetime.datetime,
+        ours: str,
+        theirs: str,
+    ) -> None:
+        """
+        The intruder's certificate, valid from C{valid_from} until
+        C{valid_until}, is refused by the member, which says C{theirs}; the
+        intruder says C{ours} of its own certificate.
+        """
         issued = reissued(
-            self.authority,
-            self.certificate("intruder"),
-            now - datetime.timedelta(days=30),
-            until,
+            self.authority, self.certificate("intruder"), valid_from, valid_until
         )
         await self.assertRefused(
             self.node("intruder", issued),
             self.node("member"),
             DropReason.TLS_EXPIRED,
-            join=f"{{address}} refused us: certificate expired (ours was valid "
-            f"until {day(until)})",
-            dialler_says=f'{{address}} (certificate "member") refused us: '
-            f"certificate expired (ours was valid until {day(until)})",
+            join=f"{{address}} refused us: {ours}",
+            dialler_says=f'{{address}} (certificate "member") refused us: {ours}',
             target_says="we refused a node dialling from 127.0.0.1 (certificate "
-            f'"intruder"): certificate expired (valid until {day(until)})',
+            f'"intruder"): {theirs}',
+        )
+
+    async def test_expired_certificate(self) -> None:
+        now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+        until = now - datetime.timedelta(days=1)
+        await self.assertOutOfDate(
+            now - datetime.timedelta(days=30),
+            until,
+            ours=f"certificate expired (ours was valid until {day(until)})",
+            theirs=f"certificate expired (valid until {day(until)})",
         )
 
     async def test_certificate_not_yet_valid(self) -> None:
         now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
         since = now + datetime.timedelta(days=1)
-        issued = reissued(
-            self.authority,
-            self.certificate("intruder"),
+        await self.assertOutOfDate(
             since,
             now + datetime.timedelta(days=30),
-        )
-        await self.assertRefused(
-            self.node("intruder", issued),
-            self.node("member"),
-            DropReason.TLS_EXPIRED,
-            join=f"{{address}} refused us: certificate not yet valid (ours is "
-            f"valid from {day(since)})",
-            dialler_says=f'{{address}} (certificate "member") refused us: '
-            f"certificate not yet valid (ours is valid from {day(since)})",
-            target_says="we refused a node dialling from 127.0.0.1 (certificate "
-            f'"intruder"): certificate not yet valid (valid from {day(since)})',
+            ours=f"certificate not yet valid (ours is valid from {day(since)})",
+            theirs=f"certificate not yet valid (valid from {day(since)})",
         )
 
     async def test_no_common_tls_version(self) -> None:
