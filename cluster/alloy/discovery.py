@@ -112,10 +112,21 @@ class DiscoveryError(Exception):
     def __init__(self, reasons: dict[str, list[str]]) -> None:
         self.reasons = reasons
         detail = "; ".join(
-            f"{address!r}: {', '.join(why) or 'nothing found'}"
-            for address, why in reasons.items()
+            f"{address}: {_summary(why)}" for address, why in reasons.items()
         )
         super().__init__(f"failed to find any valid join addresses: {detail}")
+
+
+def _summary(why: list[str]) -> str:
+    """
+    The reasons of one address (C{"QUERY NAME: ANSWER"} each), the answer
+    alone when every query got the same one (a name that does not exist
+    has no A, AAAA or SRV record alike).
+    """
+    answers = {reason.partition(": ")[2] or reason for reason in why}
+    if len(answers) == 1:
+        return answers.pop()
+    return ", ".join(why) or "nothing found"
 
 
 def static(addresses: Sequence[str]) -> DiscoverFn:
@@ -153,7 +164,7 @@ class _Lookups:
         try:
             found = await resolve_host(self.resolver, name, self.timeout)
         except ResolveError as e:
-            why.append(f"A/AAAA {e}")
+            why.append(f"A/AAAA {name}: {e.answer}")
             return []
         return [(address, None) for address in found]
 
@@ -211,7 +222,6 @@ class _Lookups:
         ip = parse_ip(bare)
         if ip is not None:
             return [(ip, None)]
-        why.append("not an IP address")
         return await self.addresses(host, why) or await self.srv(host, why)
 
 

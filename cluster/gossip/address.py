@@ -57,7 +57,13 @@ for the minute of C{twisted.names}' default schedule.
 class ResolveError(Exception):
     """
     A host name has no A or AAAA record (or its lookups failed).
+
+    @ivar answer: why, in words: each distinct answer of the queries.
     """
+
+    def __init__(self, name: str, answer: str) -> None:
+        super().__init__(f"no address for {name!r}: {answer}")
+        self.answer = answer
 
 
 def split_host_port(address: str) -> tuple[str, str] | None:
@@ -249,7 +255,6 @@ async def resolve_host(
             if address not in found:
                 found.append(address)
     if not found:
-        raise ResolveError(
-            f"no address for {name!r}: " + (" / ".join(reasons) or "no records")
-        )
+        # A and AAAA usually fail alike ("no such name"): say it once.
+        raise ResolveError(name, " / ".join(dict.fromkeys(reasons)) or "no records")
     return found
