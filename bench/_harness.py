@@ -35,11 +35,16 @@ from twisted.internet.defer import (
 from twisted.internet.interfaces import IReactorCore, IReactorProcess, IReactorTime
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from cluster.daemon.demo import LocalNode, ProcessExit, WatchedProcess, read_body
+from cluster.daemon.demo import (
+    LocalNode,
+    ProcessExit,
+    WatchedProcess,
+    read_body,
+    source_environment,
+)
 
 T = TypeVar("T")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIB = 1024 * 1024
 STARTUP = 30.0  # a cold interpreter importing Twisted, on a loaded machine
 
@@ -81,7 +86,7 @@ class Child(WatchedProcess):
     One process a run started, its output collected in memory.
 
     @ivar node: for one of our cluster nodes (or a program taking the flags
-        of C{twistd clusternode}), its name, ports and command line.
+        of C{clusternode}), its name, ports and command line.
     @ivar pid: its process id once started; it is signalled by this only.
     """
 
@@ -111,13 +116,14 @@ class Child(WatchedProcess):
 
     def start(self, reactor: IReactorTime) -> None:
         """
-        Spawn it, with the checkout first on its path (so that a node runs
-        this tree's code, as L{LocalNode} does).
+        Spawn it in L{source_environment} (so that a node runs this tree's
+        code, as L{LocalNode} does).
         """
-        path = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
-        env = {**os.environ, "PYTHONPATH": path}
         process = IReactorProcess(reactor).spawnProcess(
-            self._protocol, self.command[0], list(self.command), env=env
+            self._protocol,
+            self.command[0],
+            list(self.command),
+            env=source_environment(),
         )
         self.pid = process.pid
 

@@ -3,7 +3,7 @@ A soak test of real node processes on this machine:
 
     python bench/soak.py --nodes 100 --minutes 5 [--kills 3] [--json PATH]
 
-It starts C{--nodes} C{twistd -n clusternode} processes
+It starts C{--nodes} C{clusternode} processes
 (L{cluster.daemon.demo.LocalNode}) on 127.0.0.1 only, with the LAN timing profile
 (memberlist's C{DefaultLANConfig}: 1 s probes, suspicion multiplier 4,
 suspicion maximum 6 times the minimum).  The first C{--seeds} nodes are the

@@ -6,7 +6,7 @@ cluster node runs on before the cluster declares it dead?
         [--nodes 6] [--profile lan] [--json PATH]
 
 For each block length B, a fresh cluster of C{--nodes} real processes on
-127.0.0.1: C{--nodes - 1} C{twistd clusternode} nodes and one application
+127.0.0.1: C{--nodes - 1} C{clusternode} nodes and one application
 (C{bench/starved_node.py}) that runs the same node and blocks its reactor
 with C{time.sleep(B)} every C{max(5, 2 B)} seconds.  Once every node
 lists every node alive, C{--cycles} blocks are watched: after each one

@@ -4,17 +4,18 @@ the starvation tests:
 
     python bench/starved_node.py --block 1 --every 5 [clusternode flags]
 
-It runs the node C{twistd clusternode} runs (L{cluster.daemon.tap.makeService}:
+It runs the node C{clusternode} runs (L{cluster.daemon.tap.makeService}:
 the cluster service, its status site and C{/metrics} on C{--http}) inside
 an application of its own, whose other service blocks the reactor with
 C{time.sleep(block)} every C{every} seconds, as an application doing
 blocking or CPU-bound work on the reactor thread would.  Every other flag
-is C{twistd clusternode}'s.  Each block is logged when it ends (C{blocked
-the reactor for 1.001 s}), on standard output with the node's own log.
-SIGTERM or Ctrl-C stop it gracefully, as C{twistd}: the node leaves.
+is one of the node's flags of C{clusternode} (the log and the pid file
+flags are not: the log goes to standard output).  Each block is logged
+when it ends (C{blocked the reactor for 1.001 s}), with the node's own log.
+SIGTERM or Ctrl-C stop it gracefully, as C{clusternode}: the node leaves.
 
 L{StarvedNode} runs the program as a L{cluster.daemon.demo.LocalNode} does a
-C{twistd clusternode} process; L{blocked_times} reads its blocks from its
+C{clusternode} process; L{blocked_times} reads its blocks from its
 output.
 """
 
@@ -71,8 +72,9 @@ def _seconds(text: str) -> float:
 
 class StarvedOptions(tap.Options):
     """
-    C{twistd clusternode}'s flags, and how the application starves the
-    reactor.
+    The node's flags (L{tap.ClusterNodeOptions}, those of C{clusternode}
+    but C{--log-file} and C{--pid-file}), and how the application starves
+    the reactor.
     """
 
     synopsis = "--block SECONDS --every SECONDS [clusternode options]"
@@ -135,7 +137,7 @@ class Starver(service.Service):
 
 def application(options: StarvedOptions) -> service.MultiService:
     """
-    The application's services: the C{twistd clusternode} node and the
+    The application's services: the C{clusternode} node and the
     L{Starver}, on the global reactor.
     """
     top = service.MultiService()
@@ -165,7 +167,7 @@ def main(argv: Sequence[str]) -> None:
     from twisted.internet import reactor
 
     top = application(options)
-    # As twistd does: start now (a port in use ends the program here), and
+    # As clusternode does: start now (a port in use ends the program here), and
     # stop gracefully, the node leaving, before the reactor stops.
     top.startService()
     core = cast(IReactorCore, reactor)

@@ -5,7 +5,7 @@ in the same run on this machine.
     python bench/vs_serf.py [--nodes 20] [--kills 5] [--idle-seconds 30]
         [--observers 5] [--load] [--json out.json] [--plot out.png]
 
-It starts N C{twistd clusternode --profile lan} processes (ours) and N
+It starts N C{clusternode --profile lan} processes (ours) and N
 C{serf agent} processes (serf, whose default profile is LAN: the same
 memberlist timings) as two separate clusters on 127.0.0.1, each joined
 through its first node, and measures them in turns, so that both see the
@@ -18,7 +18,7 @@ same machine:
   - failure detection: SIGKILL a node, then the time until every sampled
     observer lists it dead (ours) or failed (serf); C{--kills} times;
   - graceful leave: the time until every sampled observer lists the node
-    I{left}.  Ours gets SIGTERM (twistd stops the service: the node
+    I{left}.  Ours gets SIGTERM (clusternode stops the service: the node
     announces I{terminating}, leaves, exits); serf gets SIGINT, the
     agent's graceful path (it leaves, then exits; on SIGTERM it would
     just exit, as C{leave_on_terminate} is off by default);
@@ -184,7 +184,7 @@ class Member(abc.ABC):
 
 class OurNode(Member):
     """
-    A C{twistd clusternode --profile lan} process (the command line of
+    A C{clusternode --profile lan} process (the command line of
     L{cluster.daemon.demo.LocalNode}), read over its HTTP status API.
     """
 

@@ -13,9 +13,9 @@ L{VirtualLan.cut} drops what crosses between two groups of hosts until
 L{VirtualLan.heal}.  Nothing in the root namespace (its interfaces, its
 nftables) is touched.
 
-L{NodeProcess} runs one C{twistd clusternode} inside a host's namespace,
-its status site on a UNIX socket, so that the test, in the root
-namespace, can query it with no IP route at all.
+L{NodeProcess} runs one C{clusternode} inside a host's namespace, its
+status site on a UNIX socket, so that the test, in the root namespace,
+can query it with no IP route at all.
 
 Everything runs C{ip} and C{nft} as child processes of the reactor; it
 needs root.  L{missing} says why it cannot run here.
@@ -275,8 +275,8 @@ class _UNIXEndpoints:
 @attrs.define(eq=False)
 class NodeProcess(SpawnedProcess):
     """
-    One C{twistd -n clusternode} inside C{host}'s namespace, gossiping on
-    the host's address, its status site on the UNIX socket C{socket}.
+    One C{clusternode} inside C{host}'s namespace, gossiping on the
+    host's address, its status site on the UNIX socket C{socket}.
 
     C{ip netns exec} execs the interpreter, so the PID spawned is the
     node's own: L{signal<SpawnedProcess.signal>} reaches the node and

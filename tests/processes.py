@@ -1,7 +1,7 @@
 """
-The one fixture for tests of real C{twistd clusternode} processes on
-127.0.0.1 (L{cluster.daemon.demo.LocalNode}): start, kill at clean-up, poll
-the status site, read C{/metrics}.
+The one fixture for tests of real C{clusternode} processes on 127.0.0.1
+(L{cluster.daemon.demo.LocalNode}): start, kill at clean-up, poll the
+status site, read C{/metrics}.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ View = tuple[dict[str, str], dict[str, str]]
 
 class ProcessTestCase(TestCase):
     """
-    Helpers for clusters of real C{twistd clusternode} processes.
+    Helpers for clusters of real C{clusternode} processes.
     """
 
     timeout: float = 300

@@ -1,7 +1,7 @@
 """
 A local demo cluster: C{python -m cluster.daemon.demo [--nodes 3]}.
 
-It starts that many C{twistd clusternode} processes on 127.0.0.1 with free
+It starts that many C{clusternode} processes on 127.0.0.1 with free
 ports, joins them through the first, and prints the peer table and the
 owners of a dozen sample keys.  Then it watches the cluster: kill a node
 (C{kill -9 PID}) or freeze one (C{kill -STOP PID}) and it prints, as they
@@ -208,27 +208,24 @@ def clusternode_command(
     log_path: str | None = None,
 ) -> list[str]:
     """
-    The command line of one C{twistd -n clusternode} run by this
-    interpreter, with no pid file: named C{name}, gossiping on C{bind}
+    The command line of one C{clusternode} (C{python -m cluster.daemon})
+    run by this interpreter: named C{name}, gossiping on C{bind}
     (C{host:port}), its status site on the endpoint C{http}, then C{args}.
 
-    @param log_path: twistd's C{--logfile}; by default the log goes to
-        standard output.
+    @param log_path: its C{--log-file}; by default the log goes to standard
+        output.
     """
     return [
         sys.executable,
-        "-c",
-        "from twisted.scripts.twistd import run; run()",
-        "-n",
-        "--pidfile=",
-        *(["--logfile", log_path] if log_path else []),
-        "clusternode",
+        "-m",
+        "cluster.daemon",
         "--node-name",
         name,
         "--bind",
         bind,
         "--http",
         http,
+        *(["--log-file", log_path] if log_path else []),
         *args,
     ]
 
@@ -293,10 +290,12 @@ class SpawnedProcess(WatchedProcess):
 @attrs.define(eq=False)
 class LocalNode(SpawnedProcess):
     """
-    One C{twistd -n clusternode} process on 127.0.0.1, on free ports.
+    One C{clusternode} process (L{clusternode_command}) on 127.0.0.1, on
+    free ports.
 
     @ivar name: its node name.
     @ivar args: extra flags.
+    @ivar log_path: its C{--log-file}, if not standard output.
     """
 
     reactor: IReactorTime
@@ -749,7 +748,7 @@ class _Demo:
         self.started = reactor.seconds()
         first = LocalNode(reactor, "node-1", self.flags([]))
         print(
-            f"starting {self.size} twistd clusternode processes on 127.0.0.1 "
+            f"starting {self.size} clusternode processes on 127.0.0.1 "
             f"(profile {self.profile})...",
             flush=True,
         )
@@ -824,7 +823,7 @@ def main(reactor: IReactorTime, *argv: str) -> Deferred[None]:
     """
     parser = argparse.ArgumentParser(
         prog="python -m cluster.daemon.demo",
-        description="A local cluster of twistd clusternode processes to watch.",
+        description="A local cluster of clusternode processes to watch.",
     )
     parser.add_argument("--nodes", type=int, default=3, help="how many (default 3)")
     parser.add_argument(

@@ -57,6 +57,8 @@ _ROW = re.compile(
 )
 _OWNER = re.compile(r"^  (tenant-\d+)\s+(node-\d+)$", re.M)
 _MOVE = re.compile(r"^\s+(tenant-\d+)\s+(node-\d+) -> (node-\d+)$", re.M)
+# A node's command line (NUL-separated) holds this; the demo's own does not.
+_NODE_COMMAND = b"\0-m\0cluster.daemon\0"
 
 
 @attrs.define(eq=False)
@@ -108,11 +110,12 @@ def _children(pid: int) -> list[int]:
 
 def _running_node(pid: int) -> bool:
     """
-    Whether C{pid} is still a clusternode process (not reaped, not reused).
+    Whether C{pid} is still a clusternode process (C{python -m
+    cluster.daemon}: not reaped, not reused).
     """
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"clusternode" in f.read()
+            return _NODE_COMMAND in f.read()
     except OSError:
         return False
 

@@ -1,7 +1,10 @@
 """
-Real C{twistd clusternode} processes on 127.0.0.1 (L{cluster.daemon.demo.LocalNode}):
-a three-node cluster, a crash, a graceful stop, start-up failures, and a
-second process under a live node's name.
+Real C{clusternode} processes on 127.0.0.1 (L{cluster.daemon.demo.LocalNode}):
+a three-node cluster, a crash, a graceful stop, a failed start that leaves
+no pid file behind, and a second process under a live node's name; and
+one node run through the Twisted plugin (C{twistd -n clusternode}), which
+joins and leaves as well, and whose failed start says the same line but
+exits 0 (twistd has no exit status, as C{docs/running.md} says).
 
 Outcomes are asserted within the worst case of the profile they run
 (C{--profile local}: push/pull every 15 s, suspicion at most 18 s with
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from typing import cast
 
 import attrs
@@ -28,6 +32,10 @@ from tests.processes import LOCAL, SPREAD, STARTUP, ProcessTestCase
 DETECTION = worst_case_detection(LOCAL, 3)
 # A join (a push/pull per seed, at once) and the name check's pings.
 NAME_CHECK = LOCAL.tcp_timeout + NAME_CHECK_PINGS * LOCAL.probe_timeout
+# The last lines of a node's log once its reactor has stopped: the
+# clusternode command's (Twisted's application runner) and twistd's.
+RUNNER_STOPPED = "Main loop terminated."
+TWISTD_STOPPED = "Server Shut Down."
 
 clock = cast(IReactorTime, reactor)
 _log = Logger()
@@ -73,8 +81,10 @@ class ThreeNodeTests(ProcessTestCase):
         asked = clock.seconds()
         status = await leaver.stop()
         _log.info("SIGTERM to exit: {took:.2f} s", took=clock.seconds() - asked)
-        self.assertEqual(status, -15, leaver.output[-2000:])  # twistd re-raises it
-        self.assertIn("Server Shut Down", leaver.output)
+        # Ended by the signal, once shut down, as twist and twistd end.
+        self.assertEqual(status, -15, leaver.output[-2000:])
+        self.assertEqual(leaver.errors, "")
+        self.assertIn(RUNNER_STOPPED, leaver.output)
         # Polled over HTTP throughout, and it pushed/pulled over TCP: neither
         # an access log line nor a factory's start/stop in its log.
         self.assertNotIn('"GET /', leaver.output)
@@ -86,80 +96,131 @@ class ThreeNodeTests(ProcessTestCase):
         await wait_for(left, SPREAD, "the SIGTERMed node is left, not failed")
 
 
-@attrs.define(eq=False)
-class PidFileNode(LocalNode):
-    """
-    A node whose twistd keeps a pid file at C{pid_file}.
-    """
-
-    pid_file: str = ""
-
-    def command(self) -> list[str]:
-        return [
-            f"--pidfile={self.pid_file}" if arg == "--pidfile=" else arg
-            for arg in super().command()
-        ]
-
-
 class StartupFailureTests(ProcessTestCase):
     """
-    The wiring of a failed start through twistd, before and after the
-    reactor runs: exit status 1, one line on stderr, twistd's clean-up
-    done.  What the line says for each cause is tested in-process
-    (C{tests/unit/test_tap.py}).
+    A start that fails once the reactor runs: status 1, one line on
+    stderr, the runner's clean-up done.  What the line says for each cause
+    is tested in-process (C{tests/unit/test_tap.py}) and, each with a real
+    process, in C{tests/integration/test_errors.py}.
     """
-
-    def assertOneLine(self, node: LocalNode, line: str) -> None:
-        self.assertEqual(node.errors.count("\n"), 1, node.output[-3000:])
-        self.assertTrue(node.errors.startswith(line), node.errors)
-        self.assertNotIn("Traceback", node.output)
-
-    async def test_port_in_use(self) -> None:
-        """
-        Before twistd runs the reactor: it runs it only to stop.
-        """
-        taken = LocalNode(reactor, "taken")
-        tcp = socket.socket()
-        tcp.bind(("127.0.0.1", taken.gossip_port))
-        tcp.listen()
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        udp.bind(("127.0.0.1", taken.gossip_port))
-        self.addCleanup(tcp.close)
-        self.addCleanup(udp.close)
-        node = self.node("taken", "--bind", taken.gossip_address)
-        status = await node.ended
-        self.assertEqual(status, 1)
-        self.assertOneLine(
-            node,
-            f"twistd clusternode: cannot bind {taken.gossip_address} (UDP and TCP)",
-        )
-        self.assertIn("Server Shut Down", node.output)
 
     async def test_unresolvable_join_address(self) -> None:
         """
-        Once the reactor runs: the node stops, twistd shuts down and
-        removes its pid file, and the process ends with status 1.
+        The node stops, the runner shuts down and removes the pid file (it
+        took over one a killed node left), and the process ends with
+        status 1.
         """
         pid_file = os.path.abspath(self.mktemp())
+        # Left by a killed node: no process can have this id.
+        with open("/proc/sys/kernel/pid_max") as f:
+            stale = int(f.read()) + 1
+        with open(pid_file, "w") as f:
+            f.write(f"{stale}\n")
         # .invalid never resolves (RFC 6761); the hosts file answers first.
-        node = PidFileNode(
-            reactor,
+        node = self.node(
             "lost",
-            ["--profile", "local", "--join-addresses", "nowhere.invalid"],
-            pid_file=pid_file,
+            "--join-addresses",
+            "nowhere.invalid",
+            "--pid-file",
+            pid_file,
         )
-        self.spawn(node)
-        self.assertEqual(await node.ended, 1)
-        self.assertOneLine(
-            node,
-            "twistd clusternode: --join-addresses: failed to find any valid join "
-            "addresses: 'nowhere.invalid': ",
+        self.assertEqual(await node.ended, 1, node.output[-3000:])
+        self.assertEqual(node.errors.count("\n"), 1, node.output[-3000:])
+        self.assertTrue(
+            node.errors.startswith(
+                "clusternode: --join-addresses: failed to find any valid join "
+                "addresses: "
+            ),
+            node.errors,
         )
-        self.assertIn("Server Shut Down", node.output)
+        self.assertNotIn("Traceback", node.output)
+        self.assertIn("Replacing stale PID file", node.output)
+        self.assertIn(RUNNER_STOPPED, node.output)
         self.assertFalse(os.path.exists(pid_file))
         # It never made a cluster of its own.
         self.assertNotIn("will create a new cluster", node.output)
         self.assertNotIn("starting cluster node", node.output)
+
+
+@attrs.define(eq=False)
+class TwistdNode(LocalNode):
+    """
+    A node run through the Twisted plugin, C{twistd -n --pidfile=
+    clusternode}, by this interpreter, with the name, ports and C{args}
+    L{LocalNode} gives it.
+    """
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
+            "-n",
+            "--pidfile=",
+            "clusternode",
+            "--node-name",
+            self.name,
+            "--bind",
+            self.gossip_address,
+            "--http",
+            f"tcp:{self.http_port}:interface=127.0.0.1",
+            *self.args,
+        ]
+
+
+class TwistdPluginTests(ProcessTestCase):
+    """
+    C{twistd clusternode} runs the same node as C{clusternode}, without
+    an exit status of its own.
+    """
+
+    async def test_joins_and_leaves(self) -> None:
+        """
+        A twistd node joins a C{clusternode} seed; on SIGTERM it leaves, is
+        recorded as left, and twistd ends by the signal.
+        """
+        seed = self.node("t-1")
+        await wait_for(lambda: self.peers(seed), STARTUP, "the seed answers")
+        plugin = self.spawn(
+            TwistdNode(
+                reactor,
+                "t-2",
+                ["--profile", "local", "--join-addresses", seed.gossip_address],
+            )
+        )
+        await self.converged([seed, plugin], STARTUP + SPREAD, "the twistd node joined")
+        status = await plugin.stop()
+        self.assertEqual(status, -15, plugin.output[-2000:])  # twistd re-raises it
+        self.assertEqual(plugin.errors, "")
+        self.assertIn(TWISTD_STOPPED, plugin.output)
+
+        async def left() -> bool:
+            return (await self.states(seed)).get(plugin.name) == "left"
+
+        await wait_for(left, SPREAD, "the twistd node is left, not failed")
+
+    async def test_failed_start_exits_0(self) -> None:
+        """
+        The gossip port in use: twistd prints the node's one line, shuts
+        down, and exits 0, as C{docs/running.md} says it does.
+        """
+        node = TwistdNode(reactor, "taken", ["--profile", "local"])
+        tcp = socket.socket()
+        tcp.bind(("127.0.0.1", node.gossip_port))
+        tcp.listen()
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", node.gossip_port))
+        self.addCleanup(tcp.close)
+        self.addCleanup(udp.close)
+        self.spawn(node)
+        self.assertEqual(await node.ended, 0, node.output[-3000:])
+        self.assertEqual(
+            node.errors,
+            f"twistd clusternode: --bind: {node.gossip_address} is in use "
+            "(UDP or TCP)\n",
+        )
+        self.assertNotIn("Traceback", node.output)
+        self.assertIn(TWISTD_STOPPED, node.output)
 
 
 class NameConflictTests(ProcessTestCase):
@@ -192,7 +253,7 @@ class NameConflictTests(ProcessTestCase):
             f"node name k-2 is already used by {holder.gossip_address}; "
             f"this node ({newcomer.gossip_address}) will not become ready"
         )
-        self.assertEqual(newcomer.errors, f"twistd clusternode: {in_use}\n")
+        self.assertEqual(newcomer.errors, f"clusternode: {in_use}\n")
         # Its log says it once too (stdout), and nothing else went wrong.
         self.assertEqual(newcomer.output.count(in_use), 2, newcomer.output[-3000:])
         self.assertNotIn("Traceback", newcomer.output)
