@@ -1,5 +1,5 @@
 """
-C{--profile alloy} in real C{twistd clusternode} processes on 127.0.0.1:
+C{--profile alloy} in real C{clusternode} processes on 127.0.0.1:
 three nodes form a cluster, one is SIGKILLed, and every survivor declares
 it dead within the profile's worst case.
 """

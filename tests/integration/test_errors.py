@@ -15,9 +15,7 @@ from __future__ import annotations
 import os
 import re
 import socket
-import sys
 
-import attrs
 from twisted.internet import reactor
 
 from cluster.daemon.certs import issue_certificate, make_authority
@@ -44,35 +42,13 @@ DNS_WORDS = (
 RESOLVING = 2 * sum(DNS_TIMEOUT)
 
 
-@attrs.define(eq=False)
-class Clusternode(LocalNode):
-    """
-    A C{clusternode} process (C{python -m cluster.daemon}) on 127.0.0.1,
-    on the ports and under the name L{LocalNode} gives it, with C{args}.
-    """
-
-    def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "cluster.daemon",
-            "--node-name",
-            self.name,
-            "--bind",
-            self.gossip_address,
-            "--http",
-            f"tcp:{self.http_port}:interface=127.0.0.1",
-            *self.args,
-        ]
-
-
 class MistakeTests(ProcessTestCase):
     def setUp(self) -> None:
         self.directory = os.path.abspath(self.mktemp())
         os.makedirs(self.directory)
 
     async def ended(
-        self, node: Clusternode, bound: float = STARTUP
+        self, node: LocalNode, bound: float = STARTUP
     ) -> tuple[int, str, str]:
         """
         Start C{node}, wait (up to C{bound}) until it ends.
@@ -95,7 +71,7 @@ class MistakeTests(ProcessTestCase):
 
         @return: its log.
         """
-        node = Clusternode(reactor, "n", args)
+        node = LocalNode(reactor, "n", args)
         ended, log, errors = await self.ended(node, bound)
         self.assertEqual((ended, errors), (status, f"clusternode: {line}\n"), log)
         for start in range(len(MISTYPED_KEY) - 5):
@@ -118,7 +94,7 @@ class MistakeTests(ProcessTestCase):
     # --- the node could not start: status 1 ---
 
     async def test_http_port_in_use(self) -> None:
-        node = Clusternode(reactor, "h")
+        node = LocalNode(reactor, "h")
         self.held(node.http_port)
         status, log, errors = await self.ended(node)
         line = f"--http: 127.0.0.1:{node.http_port} is in use"
@@ -128,7 +104,7 @@ class MistakeTests(ProcessTestCase):
         self.assertNotIn("starting cluster node", log)
 
     async def test_gossip_port_in_use(self) -> None:
-        node = Clusternode(reactor, "g")
+        node = LocalNode(reactor, "g")
         self.held(node.gossip_port, udp=True)
         status, log, errors = await self.ended(node)
         cause = f"{node.gossip_address} is in use (UDP or TCP)"
@@ -140,7 +116,7 @@ class MistakeTests(ProcessTestCase):
         No join address resolves: the node says why (whatever the DNS
         server answers) and never starts a cluster of its own.
         """
-        node = Clusternode(
+        node = LocalNode(
             reactor, "lost", ["--join-addresses", "nowhere.invalid"]
         )  # .invalid never resolves (RFC 6761)
         status, log, errors = await self.ended(node, STARTUP + RESOLVING)
@@ -165,7 +141,7 @@ class MistakeTests(ProcessTestCase):
         first, stopped by SIGTERM, ends by that signal and removes the file.
         """
         pid_file = os.path.join(self.directory, "node.pid")
-        first = self.spawn(Clusternode(reactor, "a", ["--pid-file", pid_file]))
+        first = self.spawn(LocalNode(reactor, "a", ["--pid-file", pid_file]))
         await self.started([first], "the first node")
         with open(pid_file) as f:
             pid = int(f.read())
@@ -190,7 +166,7 @@ class MistakeTests(ProcessTestCase):
 
     async def test_help(self) -> None:
         status, usage_text, errors = await self.ended(
-            Clusternode(reactor, "n", ["--help"])
+            LocalNode(reactor, "n", ["--help"])
         )
         self.assertEqual((status, errors), (0, ""))
         self.assertTrue(usage_text.startswith("Usage: clusternode [options]\n"))

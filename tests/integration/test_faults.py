@@ -1,5 +1,5 @@
 """
-Faults under real processes: ten C{twistd clusternode} processes, each in
+Faults under real processes: ten C{clusternode} processes, each in
 a network namespace of its own on a private bridge (L{tests.netns}), with
 packets lost and links cut by nftables inside those namespaces, and nodes
 frozen with C{SIGSTOP}.

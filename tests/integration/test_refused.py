@@ -8,9 +8,6 @@ L{ClusterService} reports L{JoinRefused} and is not ready.  The node it
 dialled logs the cause in words too and counts it under its own reason in
 C{/metrics}, and lists nobody new.  A node that finds nobody still
 bootstraps a cluster of its own.
-
-The newcomers run C{clusternode} (C{python -m cluster.daemon}), which has
-an exit status; C{twistd clusternode} exits 0 whatever happened.
 """
 
 from __future__ import annotations
@@ -35,27 +32,6 @@ REFUSED = STARTUP + 3 * LOCAL.tcp_timeout
 ENCRYPT_KEY = base64.b64encode(KEY.primary_key()).decode("ascii")
 OTHER_KEY = base64.b64encode(bytes(range(100, 116))).decode("ascii")
 PREFIX = "clusternode: --join-addresses: "
-
-
-@attrs.define(eq=False)
-class Clusternode(LocalNode):
-    """
-    A node run as C{clusternode} (C{python -m cluster.daemon}).
-    """
-
-    def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "cluster.daemon",
-            "--node-name",
-            self.name,
-            "--bind",
-            self.gossip_address,
-            "--http",
-            f"tcp:{self.http_port}:interface=127.0.0.1",
-            *self.args,
-        ]
 
 
 @attrs.define(eq=False)
@@ -119,7 +95,7 @@ class RefusedJoinTests(ProcessTestCase):
         ]
 
     async def seed(self, *args: str) -> LocalNode:
-        seed = self.spawn(Clusternode(reactor, "seed", ["--profile", "local", *args]))
+        seed = self.spawn(LocalNode(reactor, "seed", ["--profile", "local", *args]))
         await self.started([seed], "the seed answers")
         return seed
 
@@ -134,7 +110,7 @@ class RefusedJoinTests(ProcessTestCase):
         C{{address}} in the texts is the seed's gossip address.
         """
         newcomer = self.spawn(
-            Clusternode(
+            LocalNode(
                 reactor,
                 "newcomer",
                 [
@@ -278,7 +254,7 @@ class RefusedJoinTests(ProcessTestCase):
         """
         nobody = f"127.0.0.1:{free_loopback_port()}"
         node = self.spawn(
-            Clusternode(
+            LocalNode(
                 reactor, "first", ["--profile", "local", "--join-addresses", nobody]
             )
         )

@@ -2,7 +2,7 @@
 Restarts (the [hardening] issue, item 5): nodes that come back under the
 same name, at the same address or at another one.
 
-Real C{twistd clusternode} processes on 127.0.0.1 (L{cluster.daemon.demo.LocalNode},
+Real C{clusternode} processes on 127.0.0.1 (L{cluster.daemon.demo.LocalNode},
 C{--profile local}):
 
   - ten of twelve nodes killed (or stopped) together and started again
@@ -35,7 +35,7 @@ node as a viewer until a push/pull brings the news, as in ckit.  So
 participants are held to a push/pull interval, and the time is logged
 against the 10 s.
 
-C{twistd clusternode} has no flag for memberlist's C{DeadNodeReclaimTime}
+C{clusternode} has no flag for memberlist's C{DeadNodeReclaimTime}
 (Alloy sets none: 0, never reclaim), so the reclaim path runs on the
 simulated network, with the conflict-until-reaped path beside it for
 contrast, to the tenth of a second.

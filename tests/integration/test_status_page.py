@@ -2,7 +2,7 @@
 The status page in a real browser: headless Chromium loads it from a
 real C{twisted.web} server on 127.0.0.1 and we read the DOM it built:
 from services on the simulated network (every state the page shows), and
-from a live cluster of three C{twistd clusternode} processes.
+from a live cluster of three C{clusternode} processes.
 
 Skipped when no Chromium binary is installed (Debian: C{apt-get install
 chromium}; C{CHROMIUM} names another binary).  Only 127.0.0.1 is ever

@@ -1,5 +1,5 @@
 """
-Strangers across real processes: two C{twistd clusternode} clusters with
+Strangers across real processes: two C{clusternode} clusters with
 different C{--cluster-name}s, each given the other's address to join,
 never admit each other.  The simulated-network and TLS cases (labels,
 keys, restarts into another cluster, certificates) run in-process in

@@ -46,7 +46,7 @@ _log = Logger()
 class TogetherSimulationTests(SynchronousTestCase):
     """
     The restart of L{TogetherTests} over many seeds on the simulated
-    network, as C{twistd clusternode} does it (participant once joined,
+    network, as C{clusternode} does it (participant once joined,
     joining every address given): alive everywhere within the issue's
     10 s in every seed (within a gossip round, in fact), participant
     typically within a second and always within a push/pull interval
@@ -88,7 +88,7 @@ class TogetherSimulationTests(SynchronousTestCase):
                 host=hosts[i],
             )
             service.startService()
-            # As twistd clusternode: a participant once joined.
+            # As clusternode: a participant once joined.
             service.when_joined().addCallback(
                 lambda _: service.change_state(PeerState.PARTICIPANT)
             )
