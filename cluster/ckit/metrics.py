@@ -51,7 +51,12 @@ from prometheus_client.utils import floatToGoString
 from cluster.ckit.counters import NodeCounters
 from cluster.ckit.node import Node
 from cluster.gossip.broadcast import BroadcastQueue
-from cluster.gossip.counters import CounterRecord, DurationHistogram, GossipCounters
+from cluster.gossip.counters import (
+    CounterRecord,
+    DropReason,
+    DurationHistogram,
+    GossipCounters,
+)
 from cluster.gossip.members import MemberState
 from cluster.gossip.wire import MessageType
 from cluster.peer import PeerState
@@ -204,7 +209,10 @@ def _messages(
 
 
 def _dropped(node: Node) -> list[tuple[str, float]]:
-    return _by_key(Counter({r.value: n for r, n in _gossip(node).dropped.items()}))
+    # Every reason from the start, 0s included: an alert on increase() sees
+    # the first drop of a reason too.
+    dropped = _gossip(node).dropped
+    return [(reason.value, dropped[reason]) for reason in DropReason]
 
 
 def _by_state(

@@ -214,11 +214,20 @@ class ExportTests(SynchronousTestCase):
             "cluster_node_gossip_messages_sent_total",
         }
         labelled: dict[tuple[str, str, str], float] = {}
+        unseen: set[str] = set()
         for (_, name, labels), value in samples(node).items():
             if name in keyed:
                 cluster, (label, label_value) = labels
                 self.assertEqual(cluster, ("cluster_name", CLUSTER))
-                labelled[name, label, label_value] = value
+                if value or name != "cluster_node_gossip_dropped_total":
+                    labelled[name, label, label_value] = value
+                else:
+                    unseen.add(label_value)
+        # Every reason is exported, 0s included.
+        self.assertEqual(
+            unseen | {DropReason.TOO_MANY_STREAMS.value},
+            {reason.value for reason in DropReason},
+        )
         self.assertEqual(
             labelled,
             {
