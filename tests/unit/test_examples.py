@@ -3,7 +3,9 @@ The examples in C{examples/}, in-process on the simulated network: the
 worked example's shares are disjoint and always cover all 1,000 work
 items; the asyncio example's readiness component waits for every
 participant.  (The asyncio example itself installs Twisted's asyncio
-reactor, so it runs in its own process: C{tests/integration}.)
+reactor, so it runs in its own process: C{tests/integration}.)  The
+metrics example serves its own metrics and the node's on one C{/metrics},
+and the status site under its own tree.
 """
 
 from __future__ import annotations
@@ -13,7 +15,11 @@ import os
 from types import ModuleType
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+from treq.testing import RequestTraversalAgent
+from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
 
 from cluster import ClusterService, Op, Options
 from cluster.alloy.discovery import static
@@ -23,9 +29,12 @@ from tests.helpers import (
     address,
     host_of,
     make_participants,
+    sample_value,
+    samples,
     start_all,
     transport_of,
 )
+from tests.unit.test_web import fetch, parse
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
 
@@ -124,3 +133,116 @@ class AsyncioReadinessTests(SynchronousTestCase):
         for svc in services:
             svc.stopService()
         network.run(10)
+
+
+class AppMetricsTests(SynchronousTestCase):
+    """
+    C{examples/app_metrics.py}: the application's tree over two nodes, each
+    with the application's one registry.
+    """
+
+    def setUp(self) -> None:
+        self.example = load_example("app_metrics")
+        self.network = SimulatedNetwork(seed=62)
+        self.services: list[ClusterService] = []
+        self.sites: list[Resource] = []
+        for name in ("app-a", "app-b"):
+            registry = CollectorRegistry(auto_describe=True)
+            svc = self.network.cluster_service(
+                Options(
+                    enable_clustering=True,
+                    node_name=name,
+                    discover_peers=static([address(s) for s in self.services]),
+                    metrics=registry,
+                )
+            )
+            self.services.append(svc)
+            self.sites.append(self.example.application_resource(svc, registry))
+        start_all(self.network, self.services, 5)
+
+    def tearDown(self) -> None:
+        for svc in self.services:
+            svc.stopService()
+        self.network.run(10)
+
+    def test_one_metrics_page_for_the_application_and_the_node(self) -> None:
+        """
+        The application's counter and the node's metrics are on the one
+        C{/metrics}: the owner lookup it answered is counted beside the
+        node's own state and its two participant peers.
+        """
+        make_participants(self.network, self.services, 5)
+        site = self.sites[0]
+        answer = fetch(self, site, "/owner?key=job-42")
+        owner = self.services[0].data().lookup(string_key("job-42"), 1, Op.READ_WRITE)
+        self.assertEqual((answer.code, answer.text), (200, f"{owner[0].name}\n"))
+        text = fetch(self, site, "/metrics").text
+        self.assertEqual(sample_value(text, "app_owner_lookups_total"), 1.0)
+        self.assertEqual(
+            sample_value(text, "cluster_node_info", state="participant"), 1.0
+        )
+        self.assertEqual(
+            sample_value(text, "cluster_node_peers", state="participant"), 2.0
+        )
+        # The node's other node has its own registry: none of ours there.
+        other = fetch(self, self.sites[1], "/metrics").text
+        self.assertEqual(sample_value(other, "app_owner_lookups_total"), 0.0)
+        self.assertIn("cluster_node_info", {name for name, _, _ in samples(other)})
+
+    def test_status_site_under_the_mount(self) -> None:
+        """
+        C{/cluster/} is the node's status page, C{/cluster} redirects
+        there (its links are relative), and the JSON API and probes answer
+        under the mount.
+        """
+        make_participants(self.network, self.services, 5)
+        site = self.sites[0]
+        page = fetch(self, site, "/cluster/")
+        self.assertEqual(page.code, 200)
+        self.assertTrue(page.headers["content-type"].startswith("text/html"))
+        self.assertEqual(
+            sorted(row["name"] for row in parse(page.text).rows), ["app-a", "app-b"]
+        )
+        # treq follows redirects: the agent under it does not.
+        agent = RequestTraversalAgent(site)
+        asked = agent.request(b"GET", b"http://127.0.0.1/cluster")
+        agent.flush()
+        bare = self.successResultOf(asked)
+        self.assertEqual(
+            (bare.code, bare.headers.getRawHeaders(b"location")), (302, [b"cluster/"])
+        )
+        peers = fetch(self, site, "/cluster/api/v0/web/peers").json()
+        self.assertEqual(
+            [(p["name"], p["state"]) for p in peers],
+            [("app-a", "participant"), ("app-b", "participant")],
+        )
+        self.assertEqual(fetch(self, site, "/cluster/-/ready").code, 200)
+        # The status site's own /metrics is the same one registry.
+        mounted = fetch(self, site, "/cluster/metrics").text
+        self.assertIn("app_owner_lookups_total", mounted)
+
+    def test_owner_before_any_participant_and_without_a_key(self) -> None:
+        """
+        With no participant yet no node owns a key (503), a request without
+        a key is a 400, and neither is counted.
+        """
+        site = self.sites[0]
+        self.assertEqual(fetch(self, site, "/owner?key=job-42").code, 503)
+        self.assertEqual(fetch(self, site, "/owner").code, 400)
+        text = fetch(self, site, "/metrics").text
+        self.assertEqual(sample_value(text, "app_owner_lookups_total"), 0.0)
+        self.assertEqual(sample_value(text, "cluster_node_info", state="viewer"), 1.0)
+
+    def test_flags(self) -> None:
+        """
+        The command line is read as C{clusternode} reads its flags: the
+        defaults are values, and a bad one is a usage error naming it.
+        """
+        options = self.example.AppOptions()
+        options.parseOptions(["--join", "127.0.0.1:7001,127.0.0.1:7002"])
+        self.assertEqual(options["bind"], ("127.0.0.1", 7946))
+        self.assertEqual(options["join"], ("127.0.0.1:7001", "127.0.0.1:7002"))
+        error = self.assertRaises(
+            usage.UsageError, self.example.AppOptions().parseOptions, ["--bind", "x"]
+        )
+        self.assertIn("--bind", str(error))
