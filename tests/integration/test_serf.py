@@ -23,7 +23,13 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
 
-from cluster.gossip import GossipConfig, Keyring, Memberlist, MemberState
+from cluster.gossip import (
+    GossipConfig,
+    JoinRefused,
+    Keyring,
+    Memberlist,
+    MemberState,
+)
 from cluster.gossip.counters import DropReason
 from cluster.gossip.suspicion import worst_case_detection
 from cluster.gossip.transport import NetTransport
@@ -380,12 +386,13 @@ class EncryptionTests(SerfTestCase):
             lambda: _alive_in(agents, "py-same"), SPREAD, "serf lists the keyed node"
         )
 
-        # Wrong key: the join fails, nobody lists the other, drops counted.
+        # Wrong key: the agent answers and we cannot read it, a refusal in
+        # words; nobody lists the other, drops counted.
         wrong = await self.start(python_node("py-wrong", keyring=Keyring([KEY_NEW])))
         try:
             await wrong.join([agents[0].address])
-        except Exception as e:
-            self.assertIn("failed to join", str(e))
+        except JoinRefused as e:
+            self.assertIn("refused us: gossip key mismatch", str(e))
         else:
             self.fail("joined with the wrong key")
         # Our own node with the right key gets undecryptable packets too.
