@@ -23,6 +23,7 @@ from twisted.web.server import Site
 
 from cluster.alloy.discovery import DiscoveryError
 from cluster.alloy.service import ClusterService
+from cluster.ckit.node import NameConflictError
 from cluster.daemon.logs import log_through
 from cluster.gossip.address import join_host_port
 from cluster.gossip.advertise import AdvertiseError
@@ -38,6 +39,7 @@ _FLAG_OF_ERROR = (
     (JoinRefused, "--join-addresses"),
     (BindError, "--bind"),
     (AdvertiseError, "--advertise-address"),
+    (NameConflictError, "--node-name"),
 )
 
 

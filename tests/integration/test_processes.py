@@ -253,7 +253,7 @@ class NameConflictTests(ProcessTestCase):
             f"node name k-2 is already used by {holder.gossip_address}; "
             f"this node ({newcomer.gossip_address}) will not become ready"
         )
-        self.assertEqual(newcomer.errors, f"clusternode: {in_use}\n")
+        self.assertEqual(newcomer.errors, f"clusternode: --node-name: {in_use}\n")
         # Its log says it once too (stdout), and nothing else went wrong.
         self.assertEqual(newcomer.output.count(in_use), 2, newcomer.output[-3000:])
         self.assertNotIn("Traceback", newcomer.output)

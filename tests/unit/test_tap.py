@@ -741,7 +741,7 @@ class ClusterNodeTests(SynchronousTestCase):
         self.network.run(5)
         self.assertFailed(
             node,
-            f"node name b is already used by {address(holder)}; this node "
+            f"--node-name: node name b is already used by {address(holder)}; this node "
             f"({address(newcomer)}) will not become ready",
         )
         self.assertFalse(newcomer.data().ready())
