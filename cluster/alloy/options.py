@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 import attrs
@@ -24,6 +24,7 @@ from cluster.gossip import GossipConfig, Keyring
 from cluster.gossip.advertise import DEFAULT_INTERFACES
 from cluster.gossip.config import NAME_MAX_SIZE, GossipSettings
 from cluster.gossip.tls import StreamTLS, load_stream_tls
+from cluster.serf.tags import tags_meta
 
 __all__ = ["DiscoverPeers", "OptionError", "Options"]
 
@@ -124,6 +125,19 @@ def _callable(instance: object, attribute: _Named, value: DiscoverPeers | None) 
         raise OptionError(attribute.name, "must be callable")
 
 
+def _tags(instance: object, attribute: _Named, value: Mapping[str, str]) -> None:
+    try:
+        tags_meta(value)
+    except ValueError as e:
+        raise OptionError(attribute.name, str(e)) from None
+
+
+def _tag_map(tags: Mapping[str, str]) -> dict[str, str]:
+    if not isinstance(tags, Mapping):
+        raise OptionError("tags", f"must map tag names to values, got {tags!r}")
+    return dict(tags)
+
+
 def _interface_names(names: Iterable[str]) -> tuple[str, ...]:
     return tuple(names)
 
@@ -152,7 +166,9 @@ class Options:
 
     Ours: C{bind_address} / C{bind_port} (0 picks a free port), C{gossip}
     (a L{GossipConfig} preset, LAN by default), C{keyring} for gossip
-    encryption, and C{fail_on_discovery_error}: Alloy bootstraps a new
+    encryption, C{tags} (Serf's tags at start, advertised in the node
+    meta, see L{cluster.serf.tags}; the service's C{set_tags} changes them),
+    and C{fail_on_discovery_error}: Alloy bootstraps a new
     cluster when discovery fails at start-up; with this set, start-up
     fails instead (L{ClusterService.when_joined} fails with the
     discovery's error), for a program told where its cluster is.
@@ -194,6 +210,9 @@ class Options:
     bind_port: int = attrs.field(default=7946, validator=_port)
     gossip: GossipConfig | None = None
     keyring: Keyring | None = attrs.field(default=None, eq=False)
+    tags: Mapping[str, str] = attrs.field(
+        factory=dict, converter=_tag_map, validator=_tags, hash=False
+    )
     _tls: StreamTLS | None = attrs.field(default=None, init=False, eq=False)
 
     def __attrs_post_init__(self) -> None:

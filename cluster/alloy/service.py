@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import attrs
 from prometheus_client import Gauge
@@ -61,6 +61,7 @@ from cluster.gossip.errors import BindError, JoinRefused
 from cluster.gossip.interfaces import ITransport, reactor_or_global
 from cluster.gossip.nodelog import node_logger, tagged
 from cluster.peer import Peer, PeerState
+from cluster.serf.tags import tags_meta
 from cluster.shard import Op, Sharder, ring
 
 __all__ = [
@@ -311,6 +312,11 @@ class ClusterService(service.Service):
     _held_states: list[tuple[PeerState, Deferred[None]]] = attrs.field(
         factory=list, init=False
     )
+    # Our tags while clustering is disabled (the node holds them otherwise).
+    _lone_tags: dict[str, str] = attrs.field(
+        init=False,
+        default=attrs.Factory(lambda svc: dict(svc.options.tags), takes_self=True),
+    )
     _log: Logger = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -333,6 +339,7 @@ class ClusterService(service.Service):
                 reactor=self.reactor,
                 transport=self.transport,
                 rng=self.rng,
+                tags=self.options.tags,
             )
             if self.options.metrics is not None:
                 # As Alloy: the node's metrics live on the service's registry.
@@ -405,6 +412,28 @@ class ClusterService(service.Service):
                 )
             return waiter
         return self.node.change_state(target)
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """
+        Our Serf tags as advertised now: C{Options.tags} until L{set_tags}.
+        """
+        return dict(self._lone_tags if self.node is None else self.node.tags)
+
+    def set_tags(self, tags: Mapping[str, str]) -> Deferred[bool]:
+        """
+        Advertise C{tags} in place of ours, by an alive message with our
+        next incarnation (see L{Node.set_tags}); with clustering disabled
+        they are only kept.
+
+        @raise ValueError: naming the tag, when they do not fit in a node
+            meta; ours stay as they were.
+        """
+        if self.node is not None:
+            return self.node.set_tags(tags)
+        tags_meta(tags)
+        self._lone_tags = dict(tags)
+        return succeed(True)
 
     @property
     def port(self) -> int:

@@ -40,7 +40,7 @@ C{docs/differences.md} (ckit) and C{docs/reliability.md} (restarts).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
@@ -64,6 +64,7 @@ from cluster.gossip.interfaces import (
 )
 from cluster.gossip.nodelog import node_logger
 from cluster.peer import Peer, PeerState, StateTransitionError
+from cluster.serf.tags import TAG_BROADCAST_TIMEOUT, tags_meta
 from cluster.shard import ISharder, ISteppedSharder
 
 __all__ = [
@@ -176,6 +177,10 @@ def _stepping(clock: IReactorTime) -> Cooperator:
     )
 
 
+def _copy(tags: Mapping[str, str]) -> dict[str, str]:
+    return dict(tags)
+
+
 @attrs.define(eq=False)
 class Node:
     """
@@ -195,6 +200,8 @@ class Node:
     @ivar name_conflict: set when our name turned out to be used by another
         live process (see the module's docstring); the node is then
         stopped for good.
+    @ivar tags: our Serf tags, advertised in our node meta (none: an empty
+        meta); L{set_tags} changes them.
     """
 
     config: GossipConfig
@@ -202,6 +209,7 @@ class Node:
     reactor: IReactorTime = attrs.field(default=None, converter=reactor_or_global)
     transport: ITransport | None = None
     rng: random.Random | None = None
+    tags: dict[str, str] = attrs.field(factory=dict, kw_only=True, converter=_copy)
 
     memberlist: Memberlist = attrs.field(init=False)
     counters: NodeCounters = attrs.field(factory=NodeCounters, init=False)
@@ -257,7 +265,7 @@ class Node:
             self._peers_changed,
         )
         delegate = self._delegate = _NodeDelegate(
-            self.states, self.counters, self._conflict
+            self.states, self.counters, self._conflict, meta=tags_meta(self.tags)
         )
         config = attrs.evolve(
             self.config, delegate=delegate, events=delegate, conflict=delegate
@@ -275,6 +283,26 @@ class Node:
         Our node name.
         """
         return self.config.name
+
+    def set_tags(self, tags: Mapping[str, str]) -> Deferred[bool]:
+        """
+        Advertise C{tags} in place of ours (Serf's C{SetTags}): an alive
+        message with our next incarnation spreads them
+        (L{Memberlist.update_node}).
+
+        @return: a Deferred firing with C{True} once the change was gossiped
+            (at once before the node starts, which advertises them), or
+            C{False} after Serf's C{BroadcastTimeout}.
+        @raise ValueError: naming the tag, when they do not fit in a node
+            meta (see L{tags_meta}); ours stay as they were.
+        """
+        if self._stopped:
+            return fail(self.name_conflict or NodeStoppedError("node stopped"))
+        self._delegate.meta = tags_meta(tags)
+        self.tags = dict(tags)
+        if not self.memberlist.lifecycle.running:
+            return succeed(True)
+        return self.memberlist.update_node(TAG_BROADCAST_TIMEOUT)
 
     # --- lifecycle ---
 
@@ -623,6 +651,8 @@ class _NodeDelegate:
     on_conflict: Callable[[Member, Member], object]
     # While set, our peer states are not gossiped (see Node._conflict).
     muted: bool = False
+    # Our node meta: our Serf tags (see Node.set_tags).
+    meta: bytes = b""
     _wake: Callable[[], object] | None = None
     _log: Logger = attrs.field(
         init=False,
@@ -641,7 +671,7 @@ class _NodeDelegate:
             self._wake()
 
     def node_meta(self, limit: int) -> bytes:
-        return b""
+        return self.meta
 
     def notify_msg(self, message: bytes) -> None:
         try:

@@ -14,7 +14,7 @@ import binascii
 import datetime
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import attrs
 from cryptography import x509
@@ -25,12 +25,15 @@ from cryptography.hazmat.primitives.asymmetric.types import (
     PublicKeyTypes,
 )
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactor
 from twisted.python import usage
 
 from cluster.gossip import GossipConfig, Keyring
-from cluster.gossip.address import parse_ip, split_host_port
+from cluster.gossip.address import join_host_port, parse_ip, split_host_port
 from cluster.gossip.keyring import KeyringError, validate_key
+from cluster.gossip.origin import WILDCARD_HOSTS
+from cluster.serf.tags import STATUS_SITE_TAG
 
 __all__ = [
     "DEFAULT_HTTP",
@@ -43,12 +46,16 @@ __all__ = [
     "interfaces",
     "join_addresses",
     "keyring_file",
+    "node_tags",
     "parse_duration",
     "pem_certificate",
     "pem_private_key",
     "profile",
+    "repeatable",
     "server_endpoint",
     "server_name",
+    "status_site_tag",
+    "tag",
 ]
 
 DEFAULT_HTTP = "tcp:12345:interface=127.0.0.1"
@@ -101,6 +108,27 @@ class Parameter:
         The flag as a row of C{optParameters}.
         """
         return [self.name, None, self.default, self.doc, self.coerce]
+
+
+def repeatable(
+    name: str, parse: Callable[[str], object], doc: str
+) -> Callable[[usage.Options, str], None]:
+    """
+    An C{opt_*} method for C{usage.Options}: C{--name VALUE}, given any
+    number of times, appends each value C{parse} reads (a bad one is a
+    usage error naming the flag) to the list C{options[name]}; C{doc} is
+    its help.
+    """
+
+    def collect(options: usage.Options, text: str) -> None:
+        try:
+            value = parse(text)
+        except ValueError as e:
+            raise usage.UsageError(f"--{name}: {e}") from None
+        options.setdefault(name, []).append(value)
+
+    collect.__doc__ = doc
+    return collect
 
 
 def parse_duration(text: str) -> float:
@@ -196,6 +224,44 @@ def server_endpoint(text: str) -> str:
     except (ValueError, TypeError, KeyError) as e:
         raise ValueError(f"not a server endpoint (like {DEFAULT_HTTP}): {e}") from None
     return text
+
+
+def tag(text: str) -> tuple[str, str]:
+    """
+    A Serf tag, C{KEY=VALUE}, as C{serf agent -tag} takes it (the value
+    may be empty).
+    """
+    key, equals, value = text.partition("=")
+    if not (key and equals):
+        raise ValueError(f"not KEY=VALUE: {text!r}")
+    return key, value
+
+
+def status_site_tag(endpoint: str) -> str | None:
+    """
+    Where peers find a status site served on C{endpoint} (a server
+    endpoint that L{server_endpoint} accepted), as the value of
+    L{STATUS_SITE_TAG}: C{"HOST:PORT"}, or C{":PORT"} for every interface
+    (then at the member's own address).  C{None} when it is not plain HTTP
+    on a known port: TLS, a UNIX socket, port 0.
+    """
+    memory = MemoryReactor()
+    # Listening on a reactor that never runs reads the endpoint's address.
+    serverFromString(memory, endpoint).listen(Factory())
+    for port, _, _, interface in memory.tcpServers:
+        host = "" if interface in WILDCARD_HOSTS else interface
+        return join_host_port(host, port) if port else None
+    return None
+
+
+def node_tags(given: Iterable[tuple[str, str]], http: str) -> dict[str, str]:
+    """
+    A node's tags: where its status site is (L{status_site_tag} of
+    C{http}), then the C{--tag}s C{given}, in order, a later value of a
+    key replacing the earlier.
+    """
+    site = status_site_tag(http)
+    return {**({STATUS_SITE_TAG: site} if site else {}), **dict(given)}
 
 
 def gossip_key(text: str) -> bytes:

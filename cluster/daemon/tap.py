@@ -116,6 +116,7 @@ _FLAG_OF_FIELD = _FIELDS | {
     "enable_tls": "enable-tls",
     "allow_plaintext_udp": "allow-plaintext-udp",
     "keyring": "encrypt-key",
+    "tags": "tag",
 }
 
 
@@ -141,10 +142,11 @@ class ClusterNodeOptions(usage.Options):
     ]
     optParameters = [parameter.option() for parameter in _PARAMETERS]
     cluster_options: ServiceOptions
+    opt_tag = flags.repeatable("tag", flags.tag, "K=V: a Serf tag; repeat for more.")
 
     def __init__(self) -> None:
         super().__init__()
-        self["encrypt-key"] = []
+        self["encrypt-key"], self["tag"] = [], []
         for parameter in _PARAMETERS:
             if parameter.default is not None:  # usage coerces given values only
                 self[parameter.name] = parameter.coerce(parameter.default)
@@ -172,6 +174,7 @@ class ClusterNodeOptions(usage.Options):
                 bind_address=host,
                 bind_port=port,
                 keyring=self._keyring(),
+                tags=flags.node_tags(self["tag"], self["http"]),
                 # Told where its cluster is, a node that finds none of it
                 # stops: alone, it would be a split brain waiting.
                 fail_on_discovery_error=True,

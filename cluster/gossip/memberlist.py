@@ -7,7 +7,8 @@ rules (L{cluster.gossip.state}) and what their changes do
 (L{cluster.gossip.effects}), failure detection (L{cluster.gossip.probe}),
 the gossip and push/pull loops and push/pull itself
 (L{cluster.gossip.loops}), joining (L{cluster.gossip.join}), leaving
-(L{cluster.gossip.leave}), what we advertise (L{cluster.gossip.origin}),
+(L{cluster.gossip.leave}), what we advertise (L{cluster.gossip.origin}) and
+advertising it anew (L{cluster.gossip.update}),
 sending (L{cluster.gossip.messenger}) and receiving (L{cluster.gossip.net}).
 Timers come from the injected reactor and traffic goes through an
 L{ITransport}, so the whole thing runs on a L{twisted.internet.task.Clock}
@@ -56,6 +57,7 @@ from cluster.gossip.probe import Prober
 from cluster.gossip.serf import SerfClock
 from cluster.gossip.state import MemberTable, initial_incarnation
 from cluster.gossip.timers import Lifecycle, Phase, Timers
+from cluster.gossip.update import NodeUpdate
 from cluster.gossip.wire import User, encode_message, ip_to_bytes
 
 __all__ = ["BindError", "JoinError", "JoinRefused", "Memberlist", "RemoteError"]
@@ -135,6 +137,7 @@ class Memberlist:
     _acks: AckTable = attrs.field(init=False)
     _origin: Origin = attrs.field(init=False)
     _departure: Departure = attrs.field(init=False)
+    _update: NodeUpdate = attrs.field(init=False)
 
     _log: Logger = attrs.field(
         init=False,
@@ -209,6 +212,7 @@ class Memberlist:
             config.delegate.watch_broadcasts(self.loops.wake_gossip)
         self._departure = part("departure", Departure)
         self._origin = part("origin", Origin, name=self.name)
+        self._update = part("update", NodeUpdate)
         self.prober = part("prober", Prober, counters=self.counters.probes)
         self.receiver = part(
             "receiver",
@@ -358,6 +362,13 @@ class Memberlist:
             return fail(RuntimeError("memberlist is shut down"))
         return self._departure.leave(timeout)
 
+    def update_node(self, timeout: float) -> Deferred[bool]:
+        """
+        Advertise the delegate's node meta anew (memberlist's C{UpdateNode}):
+        see L{NodeUpdate.update}.
+        """
+        return self._update.update(timeout)
+
     def shutdown(self) -> Deferred[None]:
         """
         Stop every loop and timer and close the transport, without telling
@@ -369,6 +380,7 @@ class Memberlist:
         self._acks.clear()
         self.table.shutdown()
         self._departure.abandon()
+        self._update.abandon()
         return self.transport.stop()
 
     def _bound(self, address: str, meta: bytes) -> None:

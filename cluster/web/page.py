@@ -7,6 +7,8 @@ The page reloads itself with C{<meta http-equiv="refresh">}, which works
 with JavaScript off.  Each member's share of the keys is a bar whose
 width is set in CSS; its lookup form asks the page itself, which shows
 the owners of the key in place (the JSON API answers the same query).
+Each member's Serf tags are listed, and its name links to its own status
+page when a tag says where that is (L{cluster.web.status.status_site_url}).
 
 Every value that comes from the cluster (node names above all: any peer
 picks its own) enters the document as a slot, a tag's child or an
@@ -131,6 +133,7 @@ input, select, button {
 input[type=number] { width: 80px; }
 button { cursor: pointer; }
 .since { white-space: nowrap; }
+td.tags code { display: inline-block; margin-bottom: 2px; overflow-wrap: anywhere; }
 .dim { color: var(--dim); }
 .share { white-space: nowrap; }
 .bar {
@@ -158,8 +161,9 @@ a { color: var(--accent); }
 <h2>Members</h2>
 <p class="sub" id="summary"><t:slot name="summary" /></p>
 <table id="members">
-<thead><tr><th>Name</th><th>Address</th><th>Gossip</th><th>Since (UTC)</th>
-<th>Peer state</th><th>Share of keys</th><th>Incarnation</th></tr></thead>
+<thead><tr><th>Name</th><th>Address</th><th>Tags</th><th>Gossip</th>
+<th>Since (UTC)</th><th>Peer state</th><th>Share of keys</th>
+<th>Incarnation</th></tr></thead>
 <tbody><t:slot name="members" /></tbody>
 </table>
 <p class="note" id="share-note"><t:slot name="share_note" /></p>
@@ -275,15 +279,31 @@ def _share(share: float | None) -> Flattenable:
     ]
 
 
+def _tag_list(values: dict[str, str]) -> Flattenable:
+    """
+    Each tag as C{key=value}, in key order.
+    """
+    if not values:
+        return tags.span("-", class_="dim")
+    shown: list[Flattenable] = []
+    for key, value in sorted(values.items()):
+        if shown:
+            shown.append(" ")
+        shown.append(tags.code(f"{key}={value}"))
+    return shown
+
+
 def _row(entry: MemberStatus, now: float) -> Tag:
     member = entry.member
+    site = entry.site
     row = tags.tr(
         tags.td(
-            member.name,
+            tags.a(member.name, href=site) if site else member.name,
             tags.span("this node", class_="you") if entry.is_self else "",
             class_="name",
         ),
         tags.td(tags.code(member.full_address()), class_="addr"),
+        tags.td(_tag_list(entry.tags), class_="tags"),
         tags.td(_badge(str(member.state), _GOSSIP_TONE[member.state]), class_="gossip"),
         tags.td(_since(entry.since, now), class_="since"),
         tags.td(_peer_badge(entry.peer_state, entry.peer_time), class_="peer-state"),
@@ -455,7 +475,7 @@ class StatusPage(Element):
             where=_where(self.status),
             cards=_cards(local),
             summary=_summary(self.status),
-            members=rows or tags.tr(tags.td("no members yet", colspan="7")),
+            members=rows or tags.tr(tags.td("no members yet", colspan="8")),
             share_note=_share_note(self.status),
             lookup_form=_lookup_form(self.lookup),
             lookup_answer=_lookup_answer(self.lookup),

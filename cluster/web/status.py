@@ -11,6 +11,7 @@ changes) and L{LookupAnswer} (a key lookup asked from the page).
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 
@@ -18,8 +19,10 @@ import attrs
 
 from cluster.alloy.service import ClusterService
 from cluster.ckit.node import Node
+from cluster.gossip.address import join_host_port, parse_ip, split_host_port
 from cluster.gossip.members import Member, MemberState, NodeState
 from cluster.peer import Peer, PeerState
+from cluster.serf.tags import STATUS_SITE_TAG, tags_meta, tags_of
 from cluster.shard import MAX_KEY, ISharder, NotEnoughPeersError, Op
 
 __all__ = [
@@ -34,6 +37,7 @@ __all__ = [
     "cluster_status",
     "key_shares",
     "package_version",
+    "status_site_url",
 ]
 
 DISTRIBUTION = "twisted-cluster"
@@ -52,6 +56,28 @@ How many keys L{key_shares} looks up: each share is then within about a
 percentage point of the exact fraction (string keys hash uniformly over
 the key space, and the sample covers it evenly).
 """
+
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
+
+
+def status_site_url(member: Member, tags: dict[str, str]) -> str | None:
+    """
+    Where C{member}'s status site is, from its L{STATUS_SITE_TAG} (its
+    C{tags}): C{http://HOST:PORT/}, at the member's own address when the
+    tag names no host.  C{None} without the tag, or when it is not
+    C{HOST:PORT} with an IP address or host name and a port: any member
+    picks its tags, and a link must go nowhere else.
+    """
+    split = split_host_port(tags.get(STATUS_SITE_TAG, ""))
+    if split is None:
+        return None
+    host, port = split[0] or member.address, split[1]
+    if not (port.isdigit() and 0 < int(port) <= 65535):
+        return None
+    if parse_ip(host) is None and not _HOST_NAME.fullmatch(host):
+        return None
+    return f"http://{join_host_port(host, int(port))}/"
 
 
 @cache
@@ -213,6 +239,20 @@ class MemberStatus:
         """
         return self.member.name
 
+    @property
+    def tags(self) -> dict[str, str]:
+        """
+        The member's Serf tags, read from its node meta (L{tags_of}).
+        """
+        return tags_of(self.member)
+
+    @property
+    def site(self) -> str | None:
+        """
+        Where the member's status site is (L{status_site_url}), or C{None}.
+        """
+        return status_site_url(self.member, self.tags)
+
     def to_json(self) -> dict[str, object]:
         """
         One element of C{"members"} in C{/api/v0/web/cluster}.
@@ -226,6 +266,7 @@ class MemberStatus:
             "incarnation": member.incarnation,
             "peerState": None if self.peer_state is None else str(self.peer_state),
             "isSelf": self.is_self,
+            "tags": self.tags,
         }
 
 
@@ -284,10 +325,13 @@ def _member(
     )
 
 
-def _lone(peer: Peer, shares: dict[str, float] | None) -> MemberStatus:
+def _lone(
+    peer: Peer, shares: dict[str, float] | None, tags: dict[str, str]
+) -> MemberStatus:
     host, port = _split(peer.addr)
+    meta = tags_meta(tags)
     return MemberStatus(
-        member=Member(peer.name, host, port, b"", MemberState.ALIVE, 0),
+        member=Member(peer.name, host, port, meta, MemberState.ALIVE, 0),
         peer_state=peer.state,
         is_self=True,
         share=None if shares is None else shares.get(peer.name, 0.0),
@@ -314,7 +358,9 @@ def cluster_status(
     taken_at = service.reactor.seconds()
     owned = None if shares is None else shares.of(service.sharder)
     if node is None:
-        members = tuple(_lone(peer, owned) for peer in cluster.peers() if peer.is_self)
+        members = tuple(
+            _lone(peer, owned, service.tags) for peer in cluster.peers() if peer.is_self
+        )
         addr = members[0].member.full_address() if members else ""
         local = LocalStatus(
             name=options.node_name,

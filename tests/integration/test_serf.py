@@ -23,6 +23,8 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
 
+from cluster import ClusterService, Options
+from cluster.alloy.discovery import static
 from cluster.gossip import (
     GossipConfig,
     JoinRefused,
@@ -475,3 +477,90 @@ class MixedClusterTests(SerfTestCase):
             "ours mark both killed nodes dead",
         )
         self.assertNoSerfErrors(agents[:2])
+
+
+async def serf_tags(agent: SerfAgent, *filters: str) -> dict[str, dict[str, str]]:
+    """
+    Each member's tags as C{agent} lists them (C{serf members -format=json}
+    with C{filters}, such as C{-tag role=x}).
+    """
+    code, text = await agent.command("members", "-format=json", *filters)
+    if code != 0:
+        return {}
+    # No member matched: "members": null.
+    return {m["name"]: m["tags"] for m in json.loads(text)["members"] or []}
+
+
+class TagTests(SerfTestCase):
+    """
+    Our tags as Serf agents see them: listed by every agent, changed at run
+    time, and filtered by C{serf members -tag}.
+    """
+
+    async def tagged_service(
+        self, agents: list[SerfAgent], tags: dict[str, str]
+    ) -> ClusterService:
+        """
+        A cluster service with C{tags}, speaking Serf's delegate versions,
+        joined through the first agent and listed alive by every agent.
+        """
+        service = ClusterService(
+            Options(
+                enable_clustering=True,
+                node_name="py-tagged",
+                bind_address="127.0.0.1",
+                bind_port=0,
+                gossip=GossipConfig.lan(
+                    delegate_protocol_min=2,
+                    delegate_protocol_max=5,
+                    delegate_protocol_version=5,
+                ),
+                discover_peers=static([agents[0].address]),
+                tags=tags,
+            ),
+            reactor=reactor,
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        await service.when_joined()
+        await wait_for(
+            lambda: serf_sees(agents, "py-tagged", "alive"), SPREAD, "serf lists us"
+        )
+        return service
+
+    async def assertListed(
+        self, agents: list[SerfAgent], filters: tuple[str, ...], names: set[str]
+    ) -> None:
+        for agent in agents:
+            listed = set(await serf_tags(agent, *filters))
+            self.assertEqual(listed, names, f"{agent.name}: serf members {filters}")
+
+    async def test_tags_at_start_at_run_time_and_filtered(self) -> None:
+        agents = await self.serf_cluster(3, "-tag", "role=serf")
+        everyone = {agent.name for agent in agents}
+        tags = {"role": "x", "zone": "eu-1"}
+        service = await self.tagged_service(agents, tags)
+        for agent in agents:
+            self.assertEqual((await serf_tags(agent))["py-tagged"], tags, agent.name)
+        await self.assertListed(agents, ("-tag", "role=x"), {"py-tagged"})
+        await self.assertListed(agents, ("-tag", "role=serf"), everyone)
+        await self.assertListed(agents, ("-tag", "zone=eu-.*"), {"py-tagged"})
+
+        # A change at run time: an alive message with our next incarnation,
+        # gossiped, and carried by every push/pull after it.
+        changed = {"role": "y", "zone": "eu-1", "version": "42"}
+        spread = service.set_tags(changed)
+
+        async def everyone_sees_it() -> bool:
+            return all(
+                [(await serf_tags(a)).get("py-tagged") == changed for a in agents]
+            )
+
+        await wait_for(everyone_sees_it, SPREAD, "every agent lists the new tags")
+        self.assertTrue(await spread)
+        await self.assertListed(agents, ("-tag", "role=x"), set())
+        await self.assertListed(agents, ("-tag", "role=y"), {"py-tagged"})
+        await self.assertListed(
+            agents, ("-tag", "role=y", "-tag", "version=42"), {"py-tagged"}
+        )
+        self.assertNoSerfErrors(agents)

@@ -32,6 +32,7 @@ README = ROOT / "README.md"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("cluster.gossip", "cluster.peer"),
     ("cluster.shard",),
+    ("cluster.serf",),
     ("cluster.ckit",),
     ("cluster.alloy",),
     ("cluster.web",),

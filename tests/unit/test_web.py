@@ -113,7 +113,7 @@ class Rows(HTMLParser):
     of the badges in each), each row's cells by class, the width of each
     share bar and the C{datetime} of each state change, the text of every
     element with an C{id}, the labels, the form controls and the owners a
-    lookup answered.
+    lookup answered, and the link in each row.
     """
 
     def __init__(self) -> None:
@@ -123,6 +123,7 @@ class Rows(HTMLParser):
         self.tags: set[str] = set()
         self.cells: dict[str, dict[str, str]] = {}
         self.bars: dict[str, str | None] = {}
+        self.links: dict[str, str | None] = {}
         self.times: dict[str, str | None] = {}
         self.by_id: dict[str, str] = {}
         self.labels: dict[str, str] = {}
@@ -158,6 +159,8 @@ class Rows(HTMLParser):
             self.bars[row] = found.get("style")
         if tag == "time" and row is not None:
             self.times[row] = found.get("datetime")
+        if tag == "a" and row is not None:
+            self.links[row] = found.get("href")
         if tag in ("form", "input", "select") and found.get("id"):
             self.controls[str(found["id"])] = found
         if tag == "option" and "selected" in found:
@@ -326,7 +329,16 @@ class ClusterTests(SynchronousTestCase):
             self.assertIsInstance(member["incarnation"], int)
         self.assertEqual(
             sorted(members[0]),
-            ["addr", "incarnation", "isSelf", "name", "peerState", "port", "state"],
+            [
+                "addr",
+                "incarnation",
+                "isSelf",
+                "name",
+                "peerState",
+                "port",
+                "state",
+                "tags",
+            ],
         )
 
     def test_departed_members(self) -> None:
@@ -659,6 +671,7 @@ class DisabledTests(SynchronousTestCase):
                         "incarnation": 0,
                         "peerState": "participant",
                         "isSelf": True,
+                        "tags": {},
                     }
                 ],
             },
@@ -1119,3 +1132,105 @@ def time_of_day(at: float) -> str:
     """
     whole = int(at)
     return f"{whole // 3600 % 24:02}:{whole // 60 % 60:02}:{whole % 60:02}"
+
+
+class TagTests(SynchronousTestCase):
+    """
+    Every member's Serf tags, in C{/api/v0/web/cluster} and on the page,
+    whose member names link to the status sites the tags name.
+    """
+
+    def build(self, *tagged: dict[str, str]) -> list[ClusterService]:
+        network = self.network = SimulatedNetwork(seed=720)
+        services: list[ClusterService] = []
+        for i, tags in enumerate(tagged):
+            services.append(
+                network.cluster_service(
+                    Options(
+                        enable_clustering=True,
+                        node_name=f"svc-{i}",
+                        discover_peers=static([address(s) for s in services[:1]]),
+                        tags=tags,
+                    )
+                )
+            )
+        start_all(network, services, 3)
+
+        def stop() -> None:
+            for svc in services:
+                svc.stopService()
+            network.run(10)
+
+        self.addCleanup(stop)
+        return services
+
+    def test_tags_and_links(self) -> None:
+        services = self.build(
+            {"http": "127.0.0.1:12345", "role": "web"},
+            {"http": ":8081", "zone": "eu"},
+            {"http": "javascript:alert(1)", "note": HOSTILE},
+            {},
+        )
+        site = status_site(services[3], CollectorRegistry())
+        members = fetch(self, site, "/api/v0/web/cluster").json()["members"]
+        self.assertEqual(
+            {m["name"]: m["tags"] for m in members},
+            {
+                "svc-0": {"http": "127.0.0.1:12345", "role": "web"},
+                "svc-1": {"http": ":8081", "zone": "eu"},
+                "svc-2": {"http": "javascript:alert(1)", "note": HOSTILE},
+                # No tags: an empty meta, shown as none (serf says role=).
+                "svc-3": {},
+            },
+        )
+        text = fetch(self, site, "/").text
+        page = parse(text)
+        self.assertEqual(
+            {name: cells["tags"] for name, cells in page.cells.items()},
+            {
+                "svc-0": "http=127.0.0.1:12345 role=web",
+                "svc-1": "http=:8081 zone=eu",
+                "svc-2": f"http=javascript:alert(1) note={HOSTILE}",
+                "svc-3": "-",
+            },
+        )
+        # A tag with no host: the status site is at the member's address.
+        host = address(services[1]).rpartition(":")[0]
+        self.assertEqual(
+            page.links,
+            {"svc-0": "http://127.0.0.1:12345/", "svc-1": f"http://{host}:8081/"},
+        )
+        self.assertNotIn("<script", text)
+        self.assertNotIn("javascript:alert(1)/", text)
+
+    def test_a_change_shows_everywhere(self) -> None:
+        """
+        Tags set at run time reach the other members' pages and JSON once
+        the alive message that carries them spread.
+        """
+        services = self.build({"role": "a"}, {}, {})
+        changed = services[0].set_tags({"role": "b", "http": "127.0.0.1:9000"})
+        self.network.run(2)
+        self.assertTrue(self.successResultOf(changed))
+        for svc in services:
+            site = status_site(svc, CollectorRegistry())
+            members = fetch(self, site, "/api/v0/web/cluster").json()["members"]
+            self.assertEqual(
+                members[0]["tags"], {"role": "b", "http": "127.0.0.1:9000"}
+            )
+            page = parse(fetch(self, site, "/").text)
+            self.assertEqual(page.links, {"svc-0": "http://127.0.0.1:9000/"})
+
+    def test_clustering_disabled(self) -> None:
+        network = SimulatedNetwork(seed=721)
+        svc = network.cluster_service(
+            Options(enable_clustering=False, node_name="solo", tags={"role": "a"})
+        )
+        svc.startService()
+        self.addCleanup(svc.stopService)
+        site = status_site(svc, CollectorRegistry())
+        self.successResultOf(svc.set_tags({"role": "b", "http": "127.0.0.1:9000"}))
+        (member,) = fetch(self, site, "/api/v0/web/cluster").json()["members"]
+        self.assertEqual(member["tags"], {"role": "b", "http": "127.0.0.1:9000"})
+        page = parse(fetch(self, site, "/").text)
+        self.assertEqual(page.links, {"solo": "http://127.0.0.1:9000/"})
