@@ -51,6 +51,8 @@ __all__ = [
     "SERF_JOIN",
     "SERF_LEAVE",
     "SERF_PUSH_PULL",
+    "JoinIntent",
+    "LeaveIntent",
     "SerfClock",
     "serf_leave_intent",
 ]
@@ -62,9 +64,11 @@ MAX_LTIME = (1 << 64) - 2
 
 
 @attrs.frozen
-class _LeaveIntent:
+class LeaveIntent:
     """
-    Serf's C{messageLeave}: C{node} leaves, as of Lamport time C{ltime}.
+    Serf's C{messageLeave} (type L{SERF_LEAVE}): C{node} leaves, as of
+    Lamport time C{ltime}; C{prune} asks every member to forget it at once.
+    The Serf layer (L{cluster.serf.messages}) uses this declaration too.
     """
 
     ltime: int = attrs.field(metadata=go("LTime", Kind.UINT64))
@@ -73,9 +77,10 @@ class _LeaveIntent:
 
 
 @attrs.frozen
-class _JoinIntent:
+class JoinIntent:
     """
-    Serf's C{messageJoin}: C{node} joined, as of Lamport time C{ltime}.
+    Serf's C{messageJoin} (type L{SERF_JOIN}): C{node} joined, as of
+    Lamport time C{ltime}.  The Serf layer uses this declaration too.
     """
 
     ltime: int = attrs.field(metadata=go("LTime", Kind.UINT64))
@@ -91,10 +96,10 @@ class _PushPullClock:
     ltime: int = attrs.field(metadata=go("LTime", Kind.UINT64))
 
 
-_Clocked: TypeAlias = _LeaveIntent | _JoinIntent | _PushPullClock
+_Clocked: TypeAlias = LeaveIntent | JoinIntent | _PushPullClock
 _INTENTS: Mapping[int, type[_Clocked]] = {
-    SERF_LEAVE: _LeaveIntent,
-    SERF_JOIN: _JoinIntent,
+    SERF_LEAVE: LeaveIntent,
+    SERF_JOIN: JoinIntent,
 }
 _STATE: Mapping[int, type[_Clocked]] = {SERF_PUSH_PULL: _PushPullClock}
 
@@ -169,5 +174,5 @@ def serf_leave_intent(node: str, ltime: int = 1) -> bytes:
     (L{SerfClock.next} gives one): 1 suffices for a node that never sent a
     Serf intent.
     """
-    body = encode(_LeaveIntent(ltime, node, prune=False))
+    body = encode(LeaveIntent(ltime, node, prune=False))
     return bytes([MessageType.USER, SERF_LEAVE]) + body

@@ -3,9 +3,42 @@ Serf's layer on top of the membership layer (L{cluster.gossip}): what a
 member needs to take part in a Serf cluster as a Serf agent does.  Opt-in:
 a node that does not use it behaves as a plain memberlist node.
 
-L{cluster.serf.tags}: tags, Serf's node meta.
+L{cluster.serf.messages}: Serf's messages, declared once each, and their
+codec; L{cluster.serf.tags}: tags, Serf's node meta.
 """
 
+from cluster.serf.messages import (
+    MALFORMED,
+    UNKNOWN_TYPE,
+    BufferedEvent,
+    BufferedEvents,
+    ConflictResponse,
+    FilterType,
+    JoinIntent,
+    KeyRequest,
+    KeyResponse,
+    LeaveIntent,
+    MemberStatus,
+    MessageError,
+    MessageType,
+    NodeFilter,
+    PushPull,
+    Query,
+    QueryFilter,
+    QueryFlag,
+    QueryResponse,
+    Relay,
+    SerfMember,
+    SerfMessage,
+    TagFilter,
+    UDPAddress,
+    UserEvent,
+    decode_filter,
+    decode_message,
+    decode_typed,
+    encode_filter,
+    encode_message,
+)
 from cluster.serf.tags import (
     STATUS_SITE_TAG,
     TAG_BROADCAST_TIMEOUT,
@@ -16,9 +49,39 @@ from cluster.serf.tags import (
 )
 
 __all__ = [
+    "MALFORMED",
     "STATUS_SITE_TAG",
     "TAG_BROADCAST_TIMEOUT",
+    "UNKNOWN_TYPE",
+    "BufferedEvent",
+    "BufferedEvents",
+    "ConflictResponse",
+    "FilterType",
+    "JoinIntent",
+    "KeyRequest",
+    "KeyResponse",
+    "LeaveIntent",
+    "MemberStatus",
+    "MessageError",
+    "MessageType",
+    "NodeFilter",
+    "PushPull",
+    "Query",
+    "QueryFilter",
+    "QueryFlag",
+    "QueryResponse",
+    "Relay",
+    "SerfMember",
+    "SerfMessage",
+    "TagFilter",
+    "UDPAddress",
+    "UserEvent",
+    "decode_filter",
+    "decode_message",
     "decode_tags",
+    "decode_typed",
+    "encode_filter",
+    "encode_message",
     "encode_tags",
     "tags_meta",
     "tags_of",

@@ -4,14 +4,16 @@ Fuzzing every decoder a member runs on what it receives.
 Random bytes, and mutations of valid input (real messages built with the
 library's own encoders, then bit-flipped, cut, stretched, given wrong
 lengths and counts, and wrapped again), go through each decoder alone
-(LZW, the keyring, the memberlist and ckit message decoders, the stream
-frame measure) and through a member's L{Receiver}: packets and streams
+(LZW, the keyring, the memberlist, ckit and Serf message decoders, the
+stream frame measure) and through a member's L{Receiver}: packets and streams
 under every wrapping (label, AES-GCM, CRC, LZW compression, compounds), on
 ckit L{Node}s of a simulated network, so that user messages and push/pull
 user state reach ckit's delegate.  What must hold:
 
   - nothing raises out of the protocol: each decoder raises only its own
     error; the receiver and the delegate never raise;
+  - what a decoder accepts is a message: it encodes, and decodes back to
+    itself (the Serf messages, which also round-trip when well-formed);
   - garbage changes nothing: the member table and ckit's peer list stay as
     they were unless a well-formed message said otherwise, and ckit's peer
     list always names the members memberlist reports alive;
@@ -28,6 +30,7 @@ database), with bounded examples: the module is deterministic and quick.
 
 from __future__ import annotations
 
+import itertools
 import random
 import struct
 from collections import Counter
@@ -66,9 +69,17 @@ from cluster.gossip.framing import (
 )
 from cluster.gossip.keyring import DecryptError, Keyring, encryption_overhead
 from cluster.peer import PeerState
+from cluster.serf import messages as serf
 from cluster.testing import SimulatedNetwork
 from tests.helpers import VSN
 from tests.unit.test_keyring import K16, K32
+from tests.unit.test_serf_messages import (
+    FILTERS,
+    HAND_BUILT,
+    captured,
+    query_filters,
+    serf_messages,
+)
 
 if TYPE_CHECKING:
     from cluster.gossip.config import GossipSettings
@@ -1136,6 +1147,211 @@ class NodeDelegateTests(SynchronousTestCase):
         except MessageError:
             self.assertEqual(grown.states.unknown_state, 1)
             self.assertEqual(a.peers(), peers)
+
+
+# --- Serf's messages ---
+
+
+def serf_seeds() -> list[bytes]:
+    """
+    One of every Serf message, as our encoder writes it, and every one
+    real agents sent (C{tests/data/serf-messages.json}).
+    """
+    return [serf.encode_message(m) for m, _ in HAND_BUILT] + list(captured().values())
+
+
+def serf_filter_seeds() -> list[bytes]:
+    """
+    One of every query filter, and those of the captured queries.
+    """
+    seeds = [serf.encode_filter(f) for f, _ in FILTERS]
+    for data in captured().values():
+        message = serf.decode_message(data)
+        if isinstance(message, serf.Query):
+            seeds.extend(message.filters)
+    return seeds
+
+
+def serf_bodies() -> st.SearchStrategy[object]:
+    """
+    msgpack values shaped like Serf's structs: maps keyed by the Go names
+    Serf uses, holding values of any type, at any depth.
+    """
+    names = [
+        "LTime", "Node", "Prune", "StatusLTimes", "LeftMembers", "EventLTime",
+        "Events", "QueryLTime", "Name", "Payload", "CC", "ID", "Addr", "Port",
+        "SourceNode", "Filters", "Flags", "RelayFactor", "Timeout", "From",
+        "Key", "Result", "Message", "Keys", "PrimaryKey", "Tags", "Status",
+        "ProtocolMax", "DestAddr", "DestName", "IP", "Zone", "Tag", "Expr",
+    ]  # fmt: skip
+    scalars = (
+        st.none()
+        | st.booleans()
+        | st.integers(-(1 << 63), (1 << 64) - 1)
+        | st.floats(allow_nan=False)
+        | st.binary(max_size=20)
+        | st.sampled_from([b"\x7f\x00\x00\x01", b"", b"\xff"])
+    )
+    return st.recursive(
+        scalars,
+        lambda inner: (
+            st.lists(inner, max_size=4)
+            | st.dictionaries(st.sampled_from(names).map(str.encode), inner, max_size=6)
+            | st.dictionaries(st.binary(max_size=4), inner, max_size=2)
+        ),
+        max_leaves=20,
+    )
+
+
+class SerfDecoderTests(SynchronousTestCase):
+    """
+    Serf's message and filter decoders raise only L{serf.MessageError}, on
+    any input; whatever they accept encodes and decodes back to itself.
+    """
+
+    def assert_decodes_or_refuses(self, data: bytes) -> None:
+        """
+        C{data} is a Serf message, which survives a round trip, or is
+        refused with a known reason.
+        """
+        try:
+            message = serf.decode_message(data)
+        except serf.MessageError as e:
+            self.assertIn(e.reason, (serf.UNKNOWN_TYPE, serf.MALFORMED))
+            return
+        again = serf.encode_message(message)
+        self.assertEqual(serf.decode_message(again), message)
+        self.assertEqual(serf.encode_message(serf.decode_message(again)), again)
+
+    def assert_filter_decodes_or_refuses(self, data: bytes) -> None:
+        try:
+            query_filter = serf.decode_filter(data)
+        except serf.MessageError as e:
+            self.assertIn(e.reason, (serf.UNKNOWN_TYPE, serf.MALFORMED))
+            return
+        self.assertEqual(
+            serf.decode_filter(serf.encode_filter(query_filter)), query_filter
+        )
+
+    @FUZZ
+    @given(st.binary(max_size=600))
+    def test_random(self, data: bytes) -> None:
+        self.assert_decodes_or_refuses(data)
+        self.assert_filter_decodes_or_refuses(data)
+
+    @FUZZ
+    @given(st.integers(0, 10), st.binary(max_size=300))
+    def test_random_bodies(self, kind: int, body: bytes) -> None:
+        """
+        Random bytes behind every type byte (and one unknown).
+        """
+        self.assert_decodes_or_refuses(bytes([kind]) + body)
+        self.assert_filter_decodes_or_refuses(bytes([kind % 3]) + body)
+
+    @settings(max_examples=400)
+    @given(st.integers(0, 10), serf_bodies(), st.binary(max_size=8))
+    def test_struct_shaped_bodies(self, kind: int, body: object, tail: bytes) -> None:
+        """
+        Valid msgpack with the right keys and wrong values reaches every
+        field's reader.
+        """
+        packed = pack(body)  # type: ignore[arg-type]
+        self.assert_decodes_or_refuses(bytes([kind]) + packed + tail)
+        self.assert_filter_decodes_or_refuses(bytes([kind % 3]) + packed)
+
+    @FUZZ
+    @given(st.sampled_from(serf_seeds()), _edits())
+    def test_mutated(self, seed: bytes, edits: tuple[Edit, ...]) -> None:
+        self.assert_decodes_or_refuses(edited(seed, edits))
+
+    @FUZZ
+    @given(serf_messages(), _edits())
+    def test_mutated_well_formed(
+        self, message: serf.SerfMessage, edits: tuple[Edit, ...]
+    ) -> None:
+        """
+        Mutations of messages with every field drawn over its range.
+        """
+        data = serf.encode_message(message)
+        self.assertEqual(serf.decode_message(data), message)
+        self.assert_decodes_or_refuses(edited(data, edits))
+
+    @FUZZ
+    @given(
+        st.sampled_from(serf_filter_seeds()) | query_filters().map(serf.encode_filter),
+        _edits(),
+    )
+    def test_mutated_filters(self, seed: bytes, edits: tuple[Edit, ...]) -> None:
+        self.assert_filter_decodes_or_refuses(edited(seed, edits))
+
+    def test_mutated_in_bulk(self) -> None:
+        """
+        Many more mutations of every seed than the examples above, from a
+        fixed seed.
+        """
+        rng = random.Random("serf messages")
+        seeds = serf_seeds()
+        filters = serf_filter_seeds()
+        for _ in range(BULK * 3):
+            edits = tuple(
+                Edit(
+                    rng.choice(EDIT_KINDS),
+                    rng.randrange(16) if rng.random() < 0.6 else rng.randrange(1 << 16),
+                    rng.randrange(1 << 16),
+                )
+                for _ in range(rng.randint(1, 3))
+            )
+            self.assert_decodes_or_refuses(edited(rng.choice(seeds), edits))
+            self.assert_filter_decodes_or_refuses(edited(rng.choice(filters), edits))
+
+
+class SerfPacketTests(ReceiverChecks, InputFuzzing):
+    """
+    Serf's messages as they reach a ckit member: memberlist user messages
+    in datagrams under every wrapping.  The member counts them as unknown
+    and changes nothing; what it hands its delegate is a Serf message or
+    refused by Serf's decoder with its own error.
+    """
+
+    inputs = "serf datagrams"
+    stream = False
+    seed_count = len(serf_seeds())
+    most = 8
+
+    def seeds(self, a: Node, b: Node) -> list[bytes]:
+        return [wire.encode_message(wire.User(s)) for s in serf_seeds()]
+
+    def make(self, recipe: Recipe, seeds: Sequence[bytes], node: Node) -> bytes:
+        return recipe.packet(seeds, node.memberlist.receiver.packets)
+
+    def deliver(self, node: Node, data: bytes) -> Opened:
+        opened = self.receive_packet(node, data)
+        for message in opened.messages:
+            if isinstance(message, wire.User) and message.payload:
+                try:
+                    serf.decode_message(message.payload)
+                except serf.MessageError:
+                    pass
+        return opened
+
+    test_random_inputs, test_mutated_inputs = fuzzing_examples()
+
+    def test_valid_serf_messages_arrive_whole(self) -> None:
+        """
+        Every Serf message a sender configured alike sends reaches the
+        member's delegate as it was sent, with nothing dropped.
+        """
+        for wrapping in every_wrapping():
+            a, _ = two_nodes(wrapping)
+            codec = a.memberlist.receiver.packets
+            counted = a.memberlist.counters.snapshot()
+            for payload, crc in itertools.product(serf_seeds(), (False, True)):
+                message = wire.encode_message(wire.User(payload))
+                for packet in codec.encode([message], crc):
+                    opened = self.deliver(a, packet)
+                    self.assertEqual(opened.messages, [wire.User(payload)])
+            growth = a.memberlist.counters - counted
+            self.assertEqual(growth.dropped, Counter())
 
 
 # --- a real member under a flood ---
