@@ -4,9 +4,24 @@ member needs to take part in a Serf cluster as a Serf agent does.  Opt-in:
 a node that does not use it behaves as a plain memberlist node.
 
 L{cluster.serf.messages}: Serf's messages, declared once each, and their
-codec; L{cluster.serf.tags}: tags, Serf's node meta.
+codec; L{cluster.serf.tags}: tags, Serf's node meta;
+L{cluster.serf.events}: user events; L{cluster.serf.delegate}: the
+memberlist delegate that carries them.
 """
 
+from cluster.serf.delegate import MessageCounters, SerfDelegate
+from cluster.serf.events import (
+    EVENT_BUFFER_SIZE,
+    USER_EVENT_SANE_LIMIT,
+    USER_EVENT_SIZE_LIMIT,
+    Admission,
+    EventBuffer,
+    EventClock,
+    EventCounters,
+    IEventObserver,
+    ReceivedEvent,
+    UserEvents,
+)
 from cluster.serf.messages import (
     MALFORMED,
     UNKNOWN_TYPE,
@@ -49,19 +64,28 @@ from cluster.serf.tags import (
 )
 
 __all__ = [
+    "EVENT_BUFFER_SIZE",
     "MALFORMED",
     "STATUS_SITE_TAG",
     "TAG_BROADCAST_TIMEOUT",
     "UNKNOWN_TYPE",
+    "USER_EVENT_SANE_LIMIT",
+    "USER_EVENT_SIZE_LIMIT",
+    "Admission",
     "BufferedEvent",
     "BufferedEvents",
     "ConflictResponse",
+    "EventBuffer",
+    "EventClock",
+    "EventCounters",
     "FilterType",
+    "IEventObserver",
     "JoinIntent",
     "KeyRequest",
     "KeyResponse",
     "LeaveIntent",
     "MemberStatus",
+    "MessageCounters",
     "MessageError",
     "MessageType",
     "NodeFilter",
@@ -70,12 +94,15 @@ __all__ = [
     "QueryFilter",
     "QueryFlag",
     "QueryResponse",
+    "ReceivedEvent",
     "Relay",
+    "SerfDelegate",
     "SerfMember",
     "SerfMessage",
     "TagFilter",
     "UDPAddress",
     "UserEvent",
+    "UserEvents",
     "decode_filter",
     "decode_message",
     "decode_tags",
