@@ -299,6 +299,34 @@ def started_services(
     return services
 
 
+def services_joining_first(
+    network: SimulatedNetwork,
+    each: Sequence[Mapping[str, Any]],
+    settle: float,
+    prefix: str = "svc",
+) -> list[ClusterService]:
+    """
+    One service per entry of C{each}, named C{prefix-I}, with that entry's
+    options, every one after the first joining the first; started all at
+    once, then C{network} run for C{settle} seconds.
+    """
+    services: list[ClusterService] = []
+    for i, options in enumerate(each):
+        seeds = [address(s) for s in services[:1]]
+        services.append(
+            network.cluster_service(
+                Options(
+                    enable_clustering=True,
+                    node_name=f"{prefix}-{i}",
+                    discover_peers=static(seeds),
+                    **options,
+                )
+            )
+        )
+    start_all(network, services, settle)
+    return services
+
+
 def start_all(
     network: SimulatedNetwork, services: Sequence[ClusterService], settle: float
 ) -> None:

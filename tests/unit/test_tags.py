@@ -16,7 +16,6 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from cluster import ClusterService, Options
-from cluster.alloy.discovery import static
 from cluster.ckit.node import Node, NodeStoppedError
 from cluster.daemon.tap import ClusterNodeOptions
 from cluster.gossip import Member, Memberlist, MemberState
@@ -32,10 +31,9 @@ from cluster.serf import (
 from cluster.testing import RecordingDelegate, SimulatedNetwork
 from tests.helpers import (
     EventRecorder,
-    address,
     known,
     node_of,
-    start_all,
+    services_joining_first,
     start_and_join,
 )
 
@@ -328,20 +326,7 @@ def services_with_tags(
     first, started and settled.
     """
     network = SimulatedNetwork(seed=seed)
-    services: list[ClusterService] = []
-    for i, tags in enumerate(tagged):
-        seeds = [address(s) for s in services[:1]]
-        services.append(
-            network.cluster_service(
-                Options(
-                    enable_clustering=True,
-                    node_name=f"svc-{i}",
-                    discover_peers=static(seeds),
-                    tags=tags,
-                )
-            )
-        )
-    start_all(network, services, 5)
+    services = services_joining_first(network, [{"tags": t} for t in tagged], 5)
     return network, services
 
 

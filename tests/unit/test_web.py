@@ -29,7 +29,6 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from cluster import ClusterService, Op, Options, Peer, PeerState
-from cluster.alloy.discovery import static
 from cluster.alloy.service import TOKENS_PER_NODE
 from cluster.gossip import Member, MemberState
 from cluster.shard import MAX_KEY, ISharder, Key, ring, string_key
@@ -53,7 +52,7 @@ from tests.helpers import (
     cluster_services,
     make_participants,
     node_of,
-    start_all,
+    services_joining_first,
     started_services,
 )
 
@@ -222,21 +221,9 @@ class Cluster3:
     def build(cls, seed: int, **options: Any) -> Cluster3:
         network = SimulatedNetwork(seed=seed)
         registries = [CollectorRegistry() for _ in range(3)]
-        services: list[ClusterService] = []
-        for i, registry in enumerate(registries):
-            seeds = [address(s) for s in services[:1]]
-            services.append(
-                network.cluster_service(
-                    Options(
-                        enable_clustering=True,
-                        node_name=f"svc-{i}",
-                        discover_peers=static(seeds),
-                        metrics=registry,
-                        **options,
-                    )
-                )
-            )
-        start_all(network, services, 3)
+        services = services_joining_first(
+            network, [{"metrics": r, **options} for r in registries], 3
+        )
         services[1].change_state(PeerState.PARTICIPANT)
         services[2].change_state(PeerState.PARTICIPANT)
         network.run(3)
@@ -1142,19 +1129,7 @@ class TagTests(SynchronousTestCase):
 
     def build(self, *tagged: dict[str, str]) -> list[ClusterService]:
         network = self.network = SimulatedNetwork(seed=720)
-        services: list[ClusterService] = []
-        for i, tags in enumerate(tagged):
-            services.append(
-                network.cluster_service(
-                    Options(
-                        enable_clustering=True,
-                        node_name=f"svc-{i}",
-                        discover_peers=static([address(s) for s in services[:1]]),
-                        tags=tags,
-                    )
-                )
-            )
-        start_all(network, services, 3)
+        services = services_joining_first(network, [{"tags": t} for t in tagged], 3)
 
         def stop() -> None:
             for svc in services:
