@@ -29,7 +29,6 @@ import attrs
 from twisted.trial.unittest import SkipTest, TestCase
 
 from cluster.gossip import GossipConfig, Keyring, Memberlist
-from cluster.gossip.codec import pack, unpack
 from cluster.gossip.suspicion import worst_case_detection
 from cluster.serf.messages import (
     ConflictResponse,
@@ -57,6 +56,7 @@ from cluster.serf.messages import (
 from cluster.testing import RecordingDelegate
 from tests.helpers import wait_for
 from tests.integration.test_serf import SERF, SPREAD, SerfAgent, python_node
+from tests.unit.test_serf_messages import canonical
 
 _Message = TypeVar("_Message")
 
@@ -72,22 +72,6 @@ CLI_TIMEOUT = "1s"
 
 def b64(key: bytes) -> str:
     return base64.b64encode(key).decode()
-
-
-def canonical(data: bytes) -> bytes:
-    """
-    C{data} (a type byte and a msgpack body) with every map's keys in
-    ascending order: Go writes map entries in random order.
-    """
-
-    def sort(value: object) -> object:
-        if isinstance(value, dict):
-            return {k: sort(v) for k, v in sorted(value.items())}
-        if isinstance(value, list):
-            return [sort(v) for v in value]
-        return value
-
-    return data[:1] + pack(sort(unpack(data[1:])))  # type: ignore[arg-type]
 
 
 @attrs.define
