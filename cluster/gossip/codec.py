@@ -44,6 +44,7 @@ __all__ = [
     "go",
     "pack",
     "stream_unpacker",
+    "text_of",
     "to_map",
     "unpack",
 ]
@@ -180,13 +181,22 @@ def go(
 # --- decoding one field (raw=True: str and bin values are both bytes) ---
 
 
-def _read_str(field: GoField, value: object) -> str:
+def text_of(name: str, value: object) -> str:
+    """
+    A Go string read raw (C{raw=True}: bytes), as text.
+
+    @raise DecodeError: naming C{name}, when C{value} is no UTF-8 string.
+    """
     if not isinstance(value, bytes):
-        raise DecodeError(f"{field.name} must be a string")
+        raise DecodeError(f"{name} must be a string")
     try:
         return value.decode("utf-8")
     except UnicodeDecodeError:
-        raise DecodeError(f"{field.name} is not UTF-8") from None
+        raise DecodeError(f"{name} is not UTF-8") from None
+
+
+def _read_str(field: GoField, value: object) -> str:
+    return text_of(field.name, value)
 
 
 def _read_bytes(field: GoField, value: object) -> bytes:

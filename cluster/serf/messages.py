@@ -51,6 +51,7 @@ from cluster.gossip.codec import (
     decode,
     go,
     pack,
+    text_of,
     to_map,
     unpack,
 )
@@ -259,14 +260,7 @@ def _from_map(cls: type[_Struct], body: object) -> _Struct:
 
 
 def _text(name: str, value: object) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, bytes):
-        raise DecodeError(f"{name} must hold strings")
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        raise DecodeError(f"{name} is not UTF-8") from None
+    return "" if value is None else text_of(name, value)
 
 
 def _octets(name: str, value: object) -> bytes:
