@@ -7,7 +7,7 @@ delivery to observers, and the broadcast queue that spreads events.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
@@ -16,7 +16,12 @@ from zope.interface import Interface, implementer
 
 from cluster.gossip.broadcast import BroadcastQueue
 from cluster.gossip.counters import CounterRecord
-from cluster.serf.messages import UserEvent, encode_message
+from cluster.serf.messages import (
+    BufferedEvent,
+    BufferedEvents,
+    UserEvent,
+    encode_message,
+)
 
 __all__ = [
     "EVENT_BUFFER_SIZE",
@@ -145,6 +150,8 @@ class EventCounters(CounterRecord):
     @ivar duplicates: received events already in the buffer, dropped.
     @ivar late: received events older than the buffer's window, dropped.
     @ivar rebroadcast: received events queued to be gossiped on.
+    @ivar caught_up: new events that came in a peer's push/pull state
+        (also counted in C{delivered}).
     """
 
     sent: int = 0
@@ -152,6 +159,7 @@ class EventCounters(CounterRecord):
     duplicates: int = 0
     late: int = 0
     rebroadcast: int = 0
+    caught_up: int = 0
 
 
 @attrs.define(eq=False)
@@ -206,6 +214,24 @@ class EventBuffer:
             slot = self._slots[index] = _Slot(ltime, [])
         slot.events.append(event)
         return Admission.NEW
+
+    def slots(self) -> tuple[BufferedEvents | None, ...]:
+        """
+        The buffer as Serf sends it in a push/pull: C{size} slots, each the
+        events of one time or C{None} where none was admitted.
+        """
+        return tuple(
+            None
+            if slot is None
+            else BufferedEvents(
+                ltime=slot.ltime,
+                events=tuple(
+                    BufferedEvent(name=name, payload=payload)
+                    for name, payload in slot.events
+                ),
+            )
+            for slot in self._slots
+        )
 
 
 @attrs.define(eq=False)
@@ -307,22 +333,59 @@ class UserEvents:
         self.counters.rebroadcast += 1
         return True
 
+    def catch_up(
+        self,
+        event_ltime: int,
+        slots: Sequence[BufferedEvents | None],
+        ignore_older: bool = False,
+    ) -> int:
+        """
+        Merge a peer's push/pull event state as Serf does (delegate.go
+        C{MergeRemoteState}): witness its event clock C{event_ltime} (less
+        one: no event was sent at it yet), then take every event of its
+        buffer C{slots} as received, by the same rules as L{received}, but
+        without gossiping it on (the peer's push/pull spreads it), and
+        without counting the events dropped (most of every push/pull's
+        events were seen already).
+
+        @param ignore_older: drop, as late, every event before
+            C{event_ltime} from now on (Serf's C{eventJoinIgnore}, set while
+            a node joins without replaying old events).
+        @return: how many events were new (delivered).
+        """
+        if event_ltime > 0:
+            self.clock.observe(event_ltime - 1)
+        if ignore_older:
+            self.buffer.min_time = max(self.buffer.min_time, event_ltime)
+        new = 0
+        for slot in slots:
+            if slot is None:
+                continue
+            for event in slot.events:
+                message = UserEvent(
+                    ltime=slot.ltime, name=event.name, payload=event.payload, cc=False
+                )
+                if self._admit(message, count_drops=False):
+                    new += 1
+        self.counters.caught_up += new
+        return new
+
     def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
         """
         Queued events that fit in C{limit} bytes (see L{BroadcastQueue.get}).
         """
         return self.queue.get(overhead, limit)
 
-    def _admit(self, message: UserEvent) -> bool:
+    def _admit(self, message: UserEvent, count_drops: bool = True) -> bool:
         self.clock.observe(message.ltime)
         admission = self.buffer.admit(
             message.ltime, message.name, message.payload, self.clock.now()
         )
-        if admission is Admission.LATE:
-            self.counters.late += 1
-            return False
-        if admission is Admission.DUPLICATE:
-            self.counters.duplicates += 1
+        if admission is not Admission.NEW:
+            if count_drops and admission is Admission.LATE:
+                self.counters.late += 1
+            elif count_drops:
+                self.counters.duplicates += 1
             return False
         self.counters.delivered += 1
         event = ReceivedEvent(

@@ -1,8 +1,9 @@
 """
 Serf user events between Debian's C{serf} agents and one of our plain
 memberlist nodes carrying a L{SerfDelegate}: an agent's event reaches our
-observer once, ours runs every agent's handler once, and a duplicate sent
-again within the event buffer's window is dropped on both sides.
+observer once, ours runs every agent's handler once, a duplicate sent
+again within the event buffer's window is dropped on both sides, and
+events sent before our node joined reach it once through push/pull.
 
 Skipped when C{serf} is not on PATH.  Agents bind loopback ports and are
 killed by PID in cleanup.
@@ -142,3 +143,74 @@ class SerfEventTests(TestCase):
         self.assertEqual(delegate.counters.malformed, 0)
         for agent in agents:
             self.assertNotIn("Error decoding", agent.log(), agent.name)
+
+    async def test_join_catches_up_through_push_pull(self) -> None:
+        """
+        Acceptance 6: events sent before our node joins reach it through
+        the join's push/pull, once although both agents' states carry
+        them; an event ours sent before joining reaches every agent's
+        handler once, and no agent fails to decode our state.
+        """
+        agents: list[SerfAgent] = []
+        handled: dict[str, str] = {}
+        seen: dict[str, str] = {}
+        for i in range(2):
+            name = f"serf-{i}"
+            handled[name] = os.path.abspath(self.mktemp())
+            seen[name] = os.path.abspath(self.mktemp())
+            join = [f"-join={agents[0].address}"] if agents else []
+            agent = SerfAgent(
+                self,
+                name,
+                *join,
+                f"-event-handler=user:py-early=cat >> {handled[name]}",
+                f"-event-handler=user:before-b=cat >> {seen[name]}",
+            )
+            await agent.ready()
+            agents.append(agent)
+        for name, payload in (("before-a", "1"), ("before-b", "2")):
+            code, text = await agents[1].command("event", name, payload)
+            self.assertEqual(code, 0, text)
+        await wait_for(
+            lambda: all(read(path) for path in seen.values()),
+            SPREAD,
+            "both agents hold the events",
+        )
+
+        events = UserEvents(IReactorTime(reactor))
+        # Replaying, as `serf join -replay`: Serf's eventJoinIgnore off.
+        delegate = SerfDelegate(events, {"role": "py"})
+        ours = python_node("py-0", delegate=delegate)
+        delegate.attach(ours.num_members, ours.serf_clock)
+        got: list[ReceivedEvent] = []
+        events.observe(got.append)
+        events.user_event("py-early", b"before join", coalesce=False)
+        await ours.start()
+        self.addCleanup(ours.shutdown)
+        await ours.join([agent.address for agent in agents])
+        await wait_for(
+            lambda: len([e for e in got if e.name.startswith("before-")]) == 2,
+            SPREAD,
+            "the events sent before we joined reach us",
+        )
+        await wait_for(
+            lambda: all(read(path) for path in handled.values()),
+            SPREAD,
+            "every agent handles our event sent before we joined",
+        )
+        # A periodic push/pull after the join's two, still once each.
+        await wait_for(
+            lambda: delegate.counters.states >= 3, 2 * SPREAD, "a push/pull merged"
+        )
+        names = sorted(e.name for e in got if e.name != "py-early")
+        self.assertEqual(names, ["before-a", "before-b"])
+        self.assertEqual(events.counters.caught_up, 2)
+        self.assertEqual(delegate.counters.bad_states, 0)
+        # The agents' member clock, witnessed from their push/pull state.
+        self.assertGreater(ours.serf_clock.time, 0)
+        for name, path in handled.items():
+            self.assertEqual(read(path), b"before join\n", name)
+        for agent in agents:
+            log = agent.log()
+            for error in ("decode remote state", "Remote state", "Error decoding"):
+                self.assertNotIn(error, log, agent.name)

@@ -16,14 +16,18 @@ from cluster.serf import (
     EVENT_BUFFER_SIZE,
     USER_EVENT_SIZE_LIMIT,
     Admission,
+    BufferedEvent,
+    BufferedEvents,
     EventBuffer,
     EventClock,
     EventCounters,
     IEventObserver,
+    PushPull,
     ReceivedEvent,
     SerfDelegate,
     UserEvent,
     UserEvents,
+    decode_message,
     decode_tags,
     encode_message,
 )
@@ -169,7 +173,101 @@ class SerfDelegateTests(TestCase):
         verifyObject(IDelegate, delegate)
         verifyObject(IBroadcastWaker, delegate)
         self.assertEqual(decode_tags(delegate.node_meta(512)), {"role": "web"})
-        self.assertEqual(delegate.local_state(True), b"")
+
+    def test_local_state_is_serf_push_pull(self) -> None:
+        delegate = SerfDelegate(UserEvents(Clock()))
+        fresh = decode_message(delegate.local_state(False))
+        assert isinstance(fresh, PushPull)
+        # A member clock never witnessed still sends 1: Serf witnesses LTime - 1.
+        self.assertEqual((fresh.ltime, fresh.event_ltime, fresh.query_ltime), (1, 1, 1))
+        self.assertEqual(fresh.events, (None,) * EVENT_BUFFER_SIZE)
+        delegate.member_clock.witness(40)
+        delegate.events.user_event("deploy", b"v42")
+        delegate.events.user_event("flush")
+        state = decode_message(delegate.local_state(True))
+        assert isinstance(state, PushPull)
+        self.assertEqual((state.ltime, state.event_ltime), (40, 3))
+        self.assertEqual(
+            [slot for slot in state.events if slot is not None],
+            [
+                BufferedEvents(
+                    ltime=1, events=(BufferedEvent(name="deploy", payload=b"v42"),)
+                ),
+                BufferedEvents(
+                    ltime=2, events=(BufferedEvent(name="flush", payload=b""),)
+                ),
+            ],
+        )
+        self.assertEqual((state.status_ltimes, state.left_members), ({}, ()))
+
+    def test_merge_witnesses_clocks_and_delivers_once(self) -> None:
+        reactor = Clock()
+        delegate = SerfDelegate(UserEvents(reactor))
+        got: list[ReceivedEvent] = []
+        delegate.events.observe(got.append)
+        slots: list[BufferedEvents | None] = [None] * EVENT_BUFFER_SIZE
+        slots[7] = BufferedEvents(
+            ltime=7,
+            events=(
+                BufferedEvent(name="deploy", payload=b"v42"),
+                BufferedEvent(name="flush", payload=None),
+            ),
+        )
+        state = encode_message(
+            PushPull(ltime=50, event_ltime=9, events=tuple(slots), query_ltime=30)
+        )
+        delegate.merge_remote_state(state, False)
+        delegate.merge_remote_state(state, False)
+        reactor.advance(0)
+        self.assertEqual(
+            got,
+            [
+                ReceivedEvent(ltime=7, name="deploy", payload=b"v42", coalesce=False),
+                ReceivedEvent(ltime=7, name="flush", payload=b"", coalesce=False),
+            ],
+        )
+        # Witnessed less one, as Serf does: nothing was sent at them yet.
+        self.assertEqual(delegate.member_clock.time, 49)
+        self.assertEqual(delegate.events.clock.now(), 9)
+        self.assertEqual(delegate.query_clock.now(), 30)
+        self.assertEqual(
+            delegate.events.counters, EventCounters(delivered=2, caught_up=2)
+        )
+        self.assertEqual(delegate.counters.states, 2)
+        # Caught-up events are not gossiped on: the push/pull spreads them.
+        self.assertEqual(len(delegate.events.queue), 0)
+
+    def test_join_ignoring_old_events(self) -> None:
+        slots = (
+            BufferedEvents(ltime=3, events=(BufferedEvent(name="old", payload=None),)),
+        )
+        state = encode_message(
+            PushPull(ltime=1, event_ltime=5, events=slots, query_ltime=1)
+        )
+        delegate = SerfDelegate(UserEvents(Clock()), ignore_events_on_join=True)
+        delegate.merge_remote_state(state, False)  # not a join: replayed
+        self.assertEqual(delegate.events.counters.caught_up, 1)
+        delegate = SerfDelegate(UserEvents(Clock()), ignore_events_on_join=True)
+        delegate.merge_remote_state(state, True)
+        self.assertEqual(delegate.events.counters.caught_up, 0)
+        self.assertEqual(delegate.events.buffer.min_time, 5)
+        delegate = SerfDelegate(UserEvents(Clock()))  # Serf with -replay
+        delegate.merge_remote_state(state, True)
+        self.assertEqual(delegate.events.counters.caught_up, 1)
+
+    def test_bad_states_counted_and_ignored(self) -> None:
+        delegate = SerfDelegate(UserEvents(Clock()))
+        for state in (
+            b"",
+            b"\x63",
+            b"\x02\xc1",
+            b"\x02\x81\xa5LTime\xa1x",
+            encode_message(UserEvent(ltime=9, name="a", payload=None, cc=False)),
+        ):
+            delegate.merge_remote_state(state, False)
+        self.assertEqual(delegate.counters.bad_states, 5)
+        self.assertEqual(delegate.counters.states, 0)
+        self.assertEqual(delegate.events.clock.now(), 1)
 
     def test_bad_messages_counted(self) -> None:
         delegate = SerfDelegate(UserEvents(Clock()))
@@ -193,7 +291,8 @@ class ClusterEventTests(TestCase):
         for i in range(count):
             delegate = SerfDelegate(UserEvents(network.clock), {"id": str(i)})
             node = network.memberlist(f"node-{i}", delegate=delegate)
-            delegate.attach(node.num_members)
+            delegate.attach(node.num_members, node.serf_clock)
+            self.assertIs(delegate.member_clock, node.serf_clock)
             got: list[ReceivedEvent] = []
             delegate.events.observe(got.append)
             node.start()
@@ -249,3 +348,36 @@ class ClusterEventTests(TestCase):
             EventCounters(duplicates=1, late=1),
         )
         self.assertEqual([len(got) for got in received], [1, 1, 1])
+
+    def test_partitioned_node_catches_up_through_push_pull_once(self) -> None:
+        network, nodes, delegates, received = self.cluster(3, seed=22)
+        hosts = [node.transport.host for node in nodes]
+        network.partition(hosts[2:], hosts[:2])
+        for n in range(3):
+            delegates[0].events.user_event("deploy", b"v%d" % n)
+        took = network.run_until(lambda: len(received[1]) == 3, SPREAD)
+        self.assertIsNotNone(took, "the events reach the other side")
+        # Every retransmission spent: gossip can no longer bring them.
+        network.run_until(lambda: len(delegates[1].events.queue) == 0, SPREAD)
+        network.run_until(lambda: len(delegates[0].events.queue) == 0, SPREAD)
+        self.assertEqual(received[2], [])
+        network.heal()
+        push_pull = nodes[2].config.push_pull_interval
+        took = network.run_until(lambda: len(received[2]) == 3, 3 * push_pull)
+        self.assertIsNotNone(took, "a push/pull brings the missed events")
+        # Several more push/pulls each way: nothing is delivered again.
+        network.run(4 * push_pull)
+        self.assertEqual(
+            received[2],
+            [
+                ReceivedEvent(
+                    ltime=n + 1, name="deploy", payload=b"v%d" % n, coalesce=False
+                )
+                for n in range(3)
+            ],
+        )
+        self.assertEqual(delegates[2].events.counters.caught_up, 3)
+        self.assertEqual([len(got) for got in received], [3, 3, 3])
+        self.assertEqual(delegates[0].events.counters.caught_up, 0)
+        self.assertEqual(delegates[1].events.counters.caught_up, 0)
+        self.assertEqual(len(delegates[2].events.queue), 0)
