@@ -18,13 +18,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.trial.unittest import SkipTest, TestCase
 
 from cluster.gossip import Memberlist
-from cluster.serf import (
-    ReceivedEvent,
-    SerfDelegate,
-    UserEvent,
-    UserEvents,
-    encode_message,
-)
+from cluster.serf import ReceivedEvent, SerfDelegate, UserEvents
+from cluster.serf.messages import UserEvent, encode_message
 from cluster.testing import RecordingDelegate
 from tests.helpers import wait_for
 from tests.integration.test_serf import SERF, SPREAD, SerfAgent, python_node

@@ -12,23 +12,24 @@ from zope.interface.verify import verifyObject
 
 from cluster.gossip import Memberlist
 from cluster.gossip.interfaces import IBroadcastWaker, IDelegate
-from cluster.serf import (
+from cluster.serf import SerfDelegate, decode_tags
+from cluster.serf.events import (
     EVENT_BUFFER_SIZE,
     USER_EVENT_SIZE_LIMIT,
     Admission,
-    BufferedEvent,
-    BufferedEvents,
     EventBuffer,
     EventClock,
     EventCounters,
     IEventObserver,
-    PushPull,
     ReceivedEvent,
-    SerfDelegate,
-    UserEvent,
     UserEvents,
+)
+from cluster.serf.messages import (
+    BufferedEvent,
+    BufferedEvents,
+    PushPull,
+    UserEvent,
     decode_message,
-    decode_tags,
     encode_message,
 )
 from cluster.testing import SimulatedNetwork

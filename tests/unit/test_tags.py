@@ -21,7 +21,7 @@ from cluster.daemon.tap import ClusterNodeOptions
 from cluster.gossip import Member, Memberlist, MemberState
 from cluster.gossip.broadcast import retransmit_limit
 from cluster.gossip.config import META_MAX_SIZE, GossipConfig
-from cluster.serf import (
+from cluster.serf.tags import (
     STATUS_SITE_TAG,
     decode_tags,
     encode_tags,
