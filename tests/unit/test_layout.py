@@ -13,6 +13,7 @@ C{package.name} when there is one, else on the package itself.
 from __future__ import annotations
 
 import ast
+import configparser
 import itertools
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -284,6 +285,21 @@ class LayerTests(SynchronousTestCase):
         """
         orphans = sorted(m for m in module_files() if layer_of(m) is None)
         self.assertEqual(orphans, [], "add these modules to LAYERS and README")
+
+    def test_everyPackageIsInstalled(self) -> None:
+        """
+        Every package under C{cluster/} is listed in C{setup.cfg}'s
+        C{packages}, which is explicit (see there): a package left out is
+        missing from a regular install, and only the installed tests see it.
+        """
+        config = configparser.ConfigParser()
+        config.read(ROOT / "setup.cfg")
+        listed = set(config["options"]["packages"].split())
+        packages = {
+            ".".join(init.parent.relative_to(ROOT).parts)
+            for init in PACKAGE.rglob("__init__.py")
+        }
+        self.assertEqual(sorted(packages - listed), [], "add these to setup.cfg")
 
     def test_noUpwardImport(self) -> None:
         """
